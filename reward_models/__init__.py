@@ -1,0 +1,1 @@
+"""Outcome and process reward model scorers and their training (see issue 4)."""
