@@ -1,0 +1,1 @@
+"""Training engines: forward/backward/step over a model, weights out, state in and out."""

@@ -1,0 +1,1 @@
+"""Evaluation: greedy accuracy on held-out prompts (pass@k and maj@k come with issue 6)."""

@@ -1,0 +1,1 @@
+"""Run outputs: metrics.jsonl and the console (progress bar, metric lines)."""

@@ -1,0 +1,1 @@
+"""Rollout engines: generate responses for a batch of prompts; receive new weights."""

@@ -1,0 +1,1 @@
+"""Roles, one class each: actor (policy training), ref (frozen reference)."""

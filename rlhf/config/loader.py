@@ -1,0 +1,328 @@
+"""Load a recipe strictly: dataclass defaults, then the YAML file, then ``key.sub=value`` overrides.
+
+1. The defaults of :class:`RecipeConfig` become a plain dict (the dataclasses are the only
+   place defaults are written).
+2. The YAML file is merged into it, mapping by mapping; a list replaces the list.
+3. Each override is applied in order; its value is YAML (``3`` is an int, ``[1, 2]`` a list).
+4. :func:`from_dict` turns the dict back into dataclasses, rejecting unknown keys (with a
+   did-you-mean) and values of the wrong type, naming the full key.
+5. :func:`rlhf.config.validate.validate` checks values and cross-field constraints.
+
+YAML is read with a safe loader only: a recipe is data and can never run code. List items are
+addressed by index in dotted form, in messages and overrides alike: ``reward.sources.0.weight``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import inspect
+import math
+import textwrap
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf.config.errors import ConfigError
+from rlhf.config.schema import RecipeConfig
+from rlhf.config.validate import validate
+
+__all__ = ["apply_override", "field_docs", "from_dict", "load_recipe", "recipe_from_dict",
+           "save_resolved", "to_dict"]
+
+_MAX_DEPTH = 64
+"""Deepest nesting accepted in YAML data (deeper is a recursive alias or a mistake)."""
+_MAX_NODES = 100_000
+"""Most values accepted in YAML data (guards against exponential alias expansion)."""
+_SCALAR_NAMES = {int: "an integer", float: "a float", bool: "a boolean (true or false)",
+                 str: "a string"}
+_INVALID = object()
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that keeps dates as strings (``output_dir: 2024-05-01`` is a name)."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> RecipeConfig:
+    """Read the recipe at ``path`` (None: defaults only), apply ``overrides`` and validate it."""
+    data = _read_yaml_file(Path(path)) if path is not None else {}
+    return recipe_from_dict(data, overrides)
+
+
+def recipe_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> RecipeConfig:
+    """Steps 1-5 of the module docstring for recipe data already in memory."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the recipe must be a mapping of keys, got {_show(data)}")
+    merged = _merge(to_dict(RecipeConfig()), _plain_copy(dict(data), "the recipe"))
+    for text in overrides:
+        apply_override(merged, text)
+    cfg = from_dict(merged, RecipeConfig)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain dicts, lists and scalars (what a YAML recipe would hold)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_resolved(cfg: RecipeConfig, path: str | Path) -> Path:
+    """Write the complete config as YAML (``load_recipe`` of it gives back an equal config)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    path.write_text("# The resolved recipe of this run: every key, defaults included.\n" + text,
+                    encoding="utf-8")
+    return path
+
+
+def _read_yaml_file(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a recipe file (an empty file is an empty mapping)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"recipe file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read recipe file {path}: {err.strerror or err}") from None
+    data = _parse_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of recipe keys "
+                          f"(like 'actor: {{lr: 1.0e-6}}'), got {_show(data)}")
+    return data
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` as plain data; any parse failure is a ConfigError naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{where}: invalid YAML ({problem})") from None
+    except (ValueError, TypeError, AttributeError, RecursionError) as err:
+        # SafeLoader's constructors raise these on malformed explicit tags like '!!float abc'.
+        raise ConfigError(f"{source}: invalid YAML ({err})") from None
+
+
+def _plain_copy(value: Any, source: str) -> Any:
+    """A fresh copy of YAML data: an override then edits one place even where the file used a
+    YAML alias, and recursive or exploding alias structures are refused."""
+    count = 0
+
+    def copy(node: Any, depth: int) -> Any:
+        nonlocal count
+        count += 1
+        if depth > _MAX_DEPTH or count > _MAX_NODES:
+            raise ConfigError(f"{source}: data nested too deeply or too large "
+                              "(a recursive YAML alias?)")
+        if isinstance(node, dict):
+            return {key: copy(item, depth + 1) for key, item in node.items()}
+        if isinstance(node, list):
+            return [copy(item, depth + 1) for item in node]
+        return node
+
+    return copy(value, 0)
+
+
+def _merge(base: Any, update: Any) -> Any:
+    """``update`` merged into ``base``: mappings merge key by key, anything else replaces."""
+    if not (isinstance(base, dict) and isinstance(update, dict)):
+        return update
+    merged = dict(base)
+    for key, item in update.items():
+        merged[key] = _merge(base[key], item) if key in base else item
+    return merged
+
+
+def apply_override(data: dict[str, Any], text: str) -> None:
+    """Apply one ``key.sub=value`` override to plain recipe ``data`` in place.
+
+    Missing keys are created (so an unknown key is reported by :func:`from_dict` with its
+    did-you-mean); a list item is addressed by its index; a mapping value merges.
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"override {text!r} must be a string like key.sub=value")
+    key, sep, raw = text.partition("=")
+    keys = key.strip().split(".")
+    if not sep or "" in keys:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    source = f"override {text!r}"
+    value = "" if not raw.strip() else _plain_copy(_parse_yaml(raw, source), source)
+    node: Any = data
+    for depth, name in enumerate(keys):
+        where = ".".join(keys[:depth])
+        if isinstance(node, list):
+            name = _list_index(node, name, where, source)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{source}: {where} is {_show(node)}, which has no key {name!r}")
+        present = isinstance(node, list) or name in node  # list indices are checked above
+        if depth == len(keys) - 1:
+            node[name] = _merge(node[name], value) if present else value
+        else:
+            node = node[name] if present else node.setdefault(name, {})
+
+
+def _list_index(items: list, name: str, where: str, source: str) -> int:
+    """The list index that override segment ``name`` stands for."""
+    if not (name.isascii() and name.isdigit()):
+        raise ConfigError(f"{source}: {where} is a list; address an item by its index, "
+                          f"like {where}.0.{name}")
+    if int(name) >= len(items):
+        raise ConfigError(f"{source}: {where} has {len(items)} item(s), so there is no "
+                          f"{where}.{name} (set the whole list with {where}=[...])")
+    return int(name)
+
+
+def from_dict(data: Any, cls: type, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly; ``where`` is its key path for messages.
+
+    Keys missing from ``data`` take the dataclass defaults; an unknown key or a value of the
+    wrong type is a ConfigError naming the full key.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'the recipe'}: expected a mapping, got {_show(data)}")
+    hints = _type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in hints:
+            raise ConfigError(_unknown_key_message(path, str(key), list(hints), where))
+        kwargs[key] = _convert(value, hints[key], path)
+    return cls(**kwargs)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type (the schema uses postponed annotations)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key_message(path: str, key: str, names: list[str], where: str) -> str:
+    """'actor.lrr: unknown key; did you mean 'actor.lr'?', or the valid keys of the section."""
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        suggestion = f"{where}.{close[0]}" if where else close[0]
+        return f"{path}: unknown key; did you mean '{suggestion}'?"
+    section = f"the keys of '{where}'" if where else "the top-level keys"
+    return f"{path}: unknown key; {section} are: {', '.join(names)}"
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """``value`` checked against (and coerced to) schema type ``tp``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        if inner in _SCALAR_NAMES:
+            return _scalar(value, inner, path, described=tp)
+        return _convert(value, inner, path)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(value, tp, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_show(value)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item, item_tp, f"{path}.{i}") for i, item in enumerate(value)]
+    if origin is dict:
+        return _convert_dict(value, tp, path)
+    return _scalar(value, tp, path, described=tp)
+
+
+def _convert_dict(value: Any, tp: Any, path: str) -> dict:
+    """A ``dict[K, V]`` field: any mapping, with keys of type K and values converted to V."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {_show(value)}")
+    key_tp, item_tp = typing.get_args(tp)
+    for key in value:
+        if key_tp is str and not isinstance(key, str):
+            raise ConfigError(f"{path}: keys must be strings, got {_show(key)}")
+    return {key: _convert(item, item_tp, f"{path}.{key}") for key, item in value.items()}
+
+
+def _scalar(value: Any, tp: type, path: str, described: Any) -> Any:
+    """A scalar field's value; a mismatch is reported as 'expected <described>'."""
+    converted = _coerce(value, tp)
+    if converted is _INVALID:
+        hint = " (YAML reads yes/no/on/off as booleans: quote it)" if tp is str and (
+            isinstance(value, bool)) else ""
+        raise ConfigError(f"{path}: expected {_describe(described)}, got {_show(value)}{hint}")
+    return converted
+
+
+def _coerce(value: Any, tp: type) -> Any:
+    """``value`` as ``tp`` by the loader's coercion rules, or ``_INVALID``.
+
+    Bools are never numbers. Floats also accept numeric strings, because YAML 1.1 reads
+    ``1e-6`` (no dot) as a string. Strings also accept numbers (a name like ``7`` or ``1.0``).
+    """
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if tp is int:
+        return value if is_number and isinstance(value, int) else _INVALID
+    if tp is str:
+        return value if isinstance(value, str) else str(value) if is_number else _INVALID
+    if tp is float:
+        if not (is_number or isinstance(value, str)):
+            return _INVALID
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            return _INVALID
+        return number if math.isfinite(number) else _INVALID
+    raise TypeError(f"the config schema uses unsupported type {tp!r}")
+
+
+def _describe(tp: Any) -> str:
+    """'a float', 'an integer or null', ... for type error messages."""
+    if tp in _SCALAR_NAMES:
+        return _SCALAR_NAMES[tp]
+    args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return f"{_describe(args[0])} or null"
+    return "a list" if typing.get_origin(tp) is list else "a mapping"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short repr of a user's value for messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the docstring literal written right after the field ('' if none)."""
+    return dict(_field_docs(cls))
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    """Cached work of :func:`field_docs` (parses the class source once)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for stmt, after in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            docs[stmt.target.id] = inspect.cleandoc(after.value.value)
+    return {f.name: docs.get(f.name, "") for f in dataclasses.fields(cls)}

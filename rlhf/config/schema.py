@@ -1,0 +1,271 @@
+"""The recipe schema: typed dataclasses are the single source of every default.
+
+A recipe YAML holds only what differs from these defaults, and ``key.sub=value`` command-line
+arguments override both (see :mod:`rlhf.config.loader`). Each field carries a one-line
+docstring (the string literal right after it); :func:`rlhf.config.loader.field_docs`
+reads them, so they double as the reference documentation of every recipe key.
+
+Units: batch sizes count *sequences* (one prompt with one response) unless the name says
+*prompts*. ``data.train_batch_size`` prompts × ``rollout.n`` samples make one RL step's batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the tiny Llama-style model built when ``model.source: tiny``."""
+
+    hidden_size: int = 128
+    """Width of the residual stream."""
+    num_layers: int = 2
+    """Number of decoder layers."""
+    num_heads: int = 4
+    """Number of attention heads (must divide hidden_size)."""
+    intermediate_size: int = 256
+    """Width of the MLP's hidden layer."""
+    max_position_embeddings: int = 128
+    """Longest sequence (prompt + response) in tokens the model supports."""
+
+
+@dataclass
+class ModelConfig:
+    """The policy model (and, by default, the reference model)."""
+
+    source: str = "pretrained"
+    """'pretrained': load model.path in Hugging Face format; 'tiny': build a random tiny model."""
+    path: str = ""
+    """A local directory or hub name of a causal LM (with its tokenizer)."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny model, used only when model.source is 'tiny'."""
+    dtype: str = "float32"
+    """Compute dtype of training and generation: float32 or bfloat16 (weights stay float32)."""
+    trust_remote_code: bool = False
+    """Allow model code from the checkpoint's repository to run (off unless you trust it)."""
+
+
+@dataclass
+class DatasetConfig:
+    """One prompt dataset: a local jsonl/parquet file, a hub dataset, or 'builtin:<name>'."""
+
+    path: str = ""
+    """'builtin:arithmetic', a .jsonl/.parquet file, or a Hugging Face dataset name."""
+    name: Optional[str] = None
+    """Dataset configuration name for hub datasets (e.g. 'main' for openai/gsm8k)."""
+    split: str = "train"
+    """Which split to read."""
+    size: Optional[int] = None
+    """Keep only the first `size` rows (after the dataset's own deterministic order)."""
+    prompt_key: str = "prompt"
+    """Row field holding the prompt text."""
+    answer_key: str = "ground_truth"
+    """Row field holding the ground-truth answer given to reward functions."""
+
+
+@dataclass
+class ArithmeticTaskConfig:
+    """The synthetic addition task ('07+45=' -> '52') behind 'builtin:arithmetic'."""
+
+    digits: int = 2
+    """Digits per operand; operands are zero-padded to this width."""
+    test_fraction: float = 0.1
+    """Share of all operand pairs held out for evaluation (never seen in training)."""
+    seed: int = 0
+    """Seed of the train/held-out split (independent of trainer.seed)."""
+
+
+@dataclass
+class DataConfig:
+    """Where prompts come from and how they are batched."""
+
+    train: DatasetConfig = field(default_factory=lambda: DatasetConfig(split="train"))
+    """Training prompts."""
+    eval: DatasetConfig = field(default_factory=lambda: DatasetConfig(split="test"))
+    """Held-out prompts for evaluation (data.eval.path empty: no evaluation)."""
+    train_batch_size: int = 32
+    """Prompts per RL step (each is sampled rollout.n times)."""
+    eval_batch_size: int = 256
+    """Prompts per greedy generation call during evaluation."""
+    chat_template: bool = False
+    """Wrap each prompt in the tokenizer's chat template (as a user message)."""
+    system_prompt: Optional[str] = None
+    """System message placed before the prompt when data.chat_template is true."""
+    max_prompt_tokens: int = 512
+    """Longest prompt in tokens; longer prompts are an error."""
+    arithmetic: ArithmeticTaskConfig = field(default_factory=ArithmeticTaskConfig)
+    """Settings of the builtin arithmetic task."""
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling of responses by the rollout engine."""
+
+    engine: str = "hf"
+    """Rollout engine: 'hf' (Hugging Face generate, works everywhere)."""
+    n: int = 8
+    """Responses sampled per prompt (the group size of GRPO)."""
+    temperature: float = 1.0
+    """Sampling temperature (> 0); the trainer scores logprobs at the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold in (0, 1]."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only (0: no limit)."""
+    max_new_tokens: int = 64
+    """Longest response in tokens; generation also stops at the tokenizer's EOS."""
+    micro_batch_size: int = 0
+    """Sequences per generate call (0: the whole batch at once)."""
+
+
+@dataclass
+class ActorConfig:
+    """Policy optimisation: optimiser, batching and the clipped surrogate."""
+
+    lr: float = 1e-6
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2)."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear learning-rate warm-up from 0."""
+    lr_schedule: str = "constant"
+    """After warm-up: 'constant' or 'cosine' (decays to 10% of lr at the last step)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    ppo_epochs: int = 1
+    """Passes over each RL batch."""
+    mini_batch_size: int = 256
+    """Sequences per optimiser step (must divide train_batch_size * rollout.n)."""
+    micro_batch_size: int = 64
+    """Sequences per forward/backward pass; gradients accumulate up to mini_batch_size."""
+    clip_low: float = 0.2
+    """PPO clip range below 1: ratios under 1 - clip_low are clipped."""
+    clip_high: float = 0.2
+    """PPO clip range above 1 (DAPO's clip-higher raises it, e.g. 0.28)."""
+    loss_agg: str = "token-mean"
+    """How token losses become one number (see rlhf.algorithms.losses.LOSS_AGG_MODES)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus subtracted from the policy loss."""
+
+
+@dataclass
+class RefConfig:
+    """The reference policy, used only when a KL term is on."""
+
+    path: str = ""
+    """Reference model path ('': a frozen copy of the initial policy)."""
+
+
+@dataclass
+class KLConfig:
+    """A KL(policy || reference) regulariser."""
+
+    coef: float = 0.0
+    """Weight beta of the KL term (0: off, and no reference model is kept)."""
+    kind: str = "k3"
+    """KL estimator: k1, abs, k2, k3 (alias low_var_kl)."""
+    placement: str = "loss"
+    """'loss': add beta * KL to the policy loss; 'reward': subtract it from token rewards."""
+
+
+@dataclass
+class AlgorithmConfig:
+    """Advantage estimation and regularisation."""
+
+    advantage: str = "grpo"
+    """Advantage estimator (see rlhf.algorithms.advantages for the registry)."""
+    norm_by_std: bool = True
+    """GRPO: divide by the group's standard deviation (false: Dr. GRPO)."""
+    kl: KLConfig = field(default_factory=KLConfig)
+    """The KL regulariser."""
+
+
+@dataclass
+class RewardSourceConfig:
+    """One reward source; the step reward is the weighted sum of all sources."""
+
+    type: str = "arithmetic"
+    """Registered source name (see rlhf.rewards.registry)."""
+    weight: float = 1.0
+    """Multiplier of this source's score in the total reward."""
+    name: Optional[str] = None
+    """Label used in metrics (reward/<name>/mean); defaults to the type."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments passed to the source's constructor."""
+
+
+@dataclass
+class RewardConfig:
+    """How responses are scored."""
+
+    sources: list[RewardSourceConfig] = field(default_factory=lambda: [RewardSourceConfig()])
+    """Reward sources, each {type, weight, name, kwargs}."""
+
+
+@dataclass
+class SFTConfig:
+    """An optional supervised warm start on (prompt, ground truth) pairs before RL."""
+
+    enabled: bool = False
+    """Run the SFT stage before RL (rlhf sft runs it alone)."""
+    lr: float = 1e-3
+    """Constant learning rate of AdamW (a schedule decaying to zero leaves a high-entropy model)."""
+    batch_size: int = 64
+    """Sequences per optimiser step."""
+    max_steps: int = 2000
+    """Upper bound on optimiser steps."""
+    eval_every: int = 10
+    """Steps between validation checks of the stopping rule."""
+    stop_at_accuracy: float = 0.3
+    """Stop once greedy validation accuracy reaches this (1.0: train to max_steps)."""
+    val_size: int = 256
+    """Training prompts used for the validation check."""
+
+
+@dataclass
+class TrainerConfig:
+    """The run: length, seed, outputs, evaluation and logging."""
+
+    total_steps: int = 100
+    """RL steps (one generation batch and its policy update each)."""
+    seed: int = 0
+    """Seed of model init, data order and sampling."""
+    output_dir: str = ""
+    """Run directory ('': runs/<recipe name>-<timestamp>)."""
+    eval_every: int = 0
+    """RL steps between held-out evaluations (0: only before and after training)."""
+    log_every: int = 1
+    """RL steps between console metric lines."""
+    num_threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    device: str = "auto"
+    """'auto' (cuda when available, else cpu), 'cpu' or 'cuda'."""
+
+
+@dataclass
+class RecipeConfig:
+    """A whole recipe: every section with its defaults."""
+
+    description: str = ""
+    """One line shown by `rlhf recipes`."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy model."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompt datasets and batching."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Response sampling."""
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    """Policy optimisation."""
+    ref: RefConfig = field(default_factory=RefConfig)
+    """The reference model."""
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """Advantages and KL."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward sources."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised warm start."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Run length, outputs and evaluation."""

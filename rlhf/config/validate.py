@@ -1,0 +1,173 @@
+"""Value checks of a whole recipe, run by the loader once every field has the right type.
+
+Every message names the full key and the bad value. All problems are collected and raised
+together in one :class:`ConfigError` (joined by '; ', which no single message contains), so
+one run lists everything to fix.
+
+The names of swappable parts (advantage estimators, loss aggregations, KL estimators, reward
+sources) come from their registries, imported lazily inside :func:`_registry_errors`: importing
+the config package stays cheap, and a newly registered name is valid without editing this file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rlhf.config.errors import ConfigError
+from rlhf.config.schema import RecipeConfig
+
+_RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    # (key, "must be ...", check)
+    ("model.tiny.hidden_size", ">= 1", lambda v: v >= 1),
+    ("model.tiny.num_layers", ">= 1", lambda v: v >= 1),
+    ("model.tiny.num_heads", ">= 1", lambda v: v >= 1),
+    ("model.tiny.intermediate_size", ">= 1", lambda v: v >= 1),
+    ("model.tiny.max_position_embeddings", ">= 1", lambda v: v >= 1),
+    ("data.train.size", ">= 1 (or null)", lambda v: v is None or v >= 1),
+    ("data.eval.size", ">= 1 (or null)", lambda v: v is None or v >= 1),
+    ("data.train_batch_size", ">= 1", lambda v: v >= 1),
+    ("data.eval_batch_size", ">= 1", lambda v: v >= 1),
+    ("data.max_prompt_tokens", ">= 1", lambda v: v >= 1),
+    ("data.arithmetic.digits", ">= 1", lambda v: v >= 1),
+    ("data.arithmetic.test_fraction", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("rollout.n", ">= 1", lambda v: v >= 1),
+    ("rollout.temperature", "> 0", lambda v: v > 0),
+    ("rollout.top_p", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("rollout.top_k", ">= 0", lambda v: v >= 0),
+    ("rollout.max_new_tokens", ">= 1", lambda v: v >= 1),
+    ("rollout.micro_batch_size", ">= 0", lambda v: v >= 0),
+    ("actor.lr", "> 0", lambda v: v > 0),
+    ("actor.weight_decay", ">= 0", lambda v: v >= 0),
+    ("actor.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+    ("actor.warmup_steps", ">= 0", lambda v: v >= 0),
+    ("actor.grad_clip", ">= 0", lambda v: v >= 0),
+    ("actor.ppo_epochs", ">= 1", lambda v: v >= 1),
+    ("actor.mini_batch_size", ">= 1", lambda v: v >= 1),
+    ("actor.micro_batch_size", ">= 1", lambda v: v >= 1),
+    ("actor.clip_low", ">= 0", lambda v: v >= 0),
+    ("actor.clip_high", ">= 0", lambda v: v >= 0),
+    ("algorithm.kl.coef", ">= 0", lambda v: v >= 0),
+    ("sft.lr", "> 0", lambda v: v > 0),
+    ("sft.batch_size", ">= 1", lambda v: v >= 1),
+    ("sft.max_steps", ">= 0", lambda v: v >= 0),
+    ("sft.eval_every", ">= 1", lambda v: v >= 1),
+    ("sft.stop_at_accuracy", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("sft.val_size", ">= 1", lambda v: v >= 1),
+    ("trainer.total_steps", ">= 0", lambda v: v >= 0),
+    ("trainer.eval_every", ">= 0", lambda v: v >= 0),
+    ("trainer.log_every", ">= 1", lambda v: v >= 1),
+    ("trainer.num_threads", ">= 0", lambda v: v >= 0),
+)
+"""Simple range rules: each key's value must pass its check."""
+
+_CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("model.source", ("pretrained", "tiny")),
+    ("model.dtype", ("float32", "bfloat16")),
+    ("rollout.engine", ("hf",)),
+    ("actor.lr_schedule", ("constant", "cosine")),
+    ("algorithm.kl.placement", ("loss", "reward")),
+    ("trainer.device", ("auto", "cpu", "cuda")),
+)
+"""Keys with a fixed set of values (registry-backed names are in _registry_errors)."""
+
+
+def validate(cfg: RecipeConfig) -> None:
+    """Raise a ConfigError listing every invalid value and inconsistent setting of ``cfg``."""
+    errors = [
+        *_range_errors(cfg),
+        *(_choice_error(key, _get(cfg, key), valid) for key, valid in _CHOICES),
+        *_registry_errors(cfg),
+        *_batch_errors(cfg),
+        *_model_errors(cfg),
+        *_reward_errors(cfg),
+    ]
+    errors = [error for error in errors if error]
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
+def _get(cfg: RecipeConfig, key: str) -> Any:
+    """The value at dotted ``key`` ('actor.lr')."""
+    return functools.reduce(getattr, key.split("."), cfg)
+
+
+def _range_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """Messages for the values that break a rule of ``_RANGES``."""
+    for key, requirement, check in _RANGES:
+        value = _get(cfg, key)
+        if not check(value):
+            yield f"{key}: must be {requirement}, got {value!r}"
+
+
+def _choice_error(key: str, value: str, valid: Iterable[str]) -> str | None:
+    """'<key>: unknown value ...; valid values: ...' when ``value`` is not one of ``valid``."""
+    valid = list(valid)
+    if value in valid:
+        return None
+    close = difflib.get_close_matches(value, valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{key}: unknown value {value!r} ({hint}valid values: {', '.join(valid)})"
+
+
+def _registry_errors(cfg: RecipeConfig) -> Iterable[str | None]:
+    """Names that must be registered by the module owning that family of parts."""
+    from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS
+    from rlhf.algorithms.kl import KL_ESTIMATORS
+    from rlhf.algorithms.losses import LOSS_AGG_MODES
+    from rlhf.rewards.registry import REWARD_SOURCES
+
+    yield _choice_error("algorithm.advantage", cfg.algorithm.advantage, ADVANTAGE_ESTIMATORS)
+    yield _choice_error("actor.loss_agg", cfg.actor.loss_agg, LOSS_AGG_MODES)
+    yield _choice_error("algorithm.kl.kind", cfg.algorithm.kl.kind, KL_ESTIMATORS)
+    for i, source in enumerate(cfg.reward.sources):
+        yield _choice_error(f"reward.sources.{i}.type", source.type, REWARD_SOURCES)
+
+
+def _batch_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """Each RL batch splits into whole mini-batches, and each mini-batch into micro-batches.
+
+    Skipped where a size is already out of range (reported by _range_errors).
+    """
+    prompts, n = cfg.data.train_batch_size, cfg.rollout.n
+    mini, micro = cfg.actor.mini_batch_size, cfg.actor.micro_batch_size
+    if min(prompts, n, mini) >= 1 and (prompts * n) % mini:
+        yield (f"data.train_batch_size ({prompts}) * rollout.n ({n}) = {prompts * n} sequences "
+               f"per step is not divisible by actor.mini_batch_size ({mini})")
+    if min(mini, micro) >= 1 and mini % micro:
+        yield (f"actor.mini_batch_size ({mini}) is not divisible by "
+               f"actor.micro_batch_size ({micro})")
+
+
+def _model_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """A pretrained model needs a path; a tiny model needs a consistent shape."""
+    model, tiny = cfg.model, cfg.model.tiny
+    if model.source == "pretrained" and not model.path.strip():
+        yield ("model.path: must name a local directory or hub model when model.source is "
+               "'pretrained' (or set model.source=tiny)")
+    if model.source != "tiny":
+        return
+    if min(tiny.hidden_size, tiny.num_heads) >= 1 and tiny.hidden_size % tiny.num_heads:
+        yield (f"model.tiny.hidden_size ({tiny.hidden_size}) is not divisible by "
+               f"model.tiny.num_heads ({tiny.num_heads})")
+    longest = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
+    if longest > tiny.max_position_embeddings:
+        yield (f"data.max_prompt_tokens ({cfg.data.max_prompt_tokens}) + rollout.max_new_tokens "
+               f"({cfg.rollout.max_new_tokens}) = {longest} exceeds "
+               f"model.tiny.max_position_embeddings ({tiny.max_position_embeddings})")
+
+
+def _reward_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """At least one reward source, with distinct metric names."""
+    sources = cfg.reward.sources
+    if not sources:
+        yield "reward.sources: must list at least one reward source (e.g. [{type: arithmetic}])"
+    seen: dict[str, int] = {}
+    for i, source in enumerate(sources):
+        label = source.name or source.type
+        if label in seen:
+            yield (f"reward.sources.{seen[label]} and reward.sources.{i} are both named "
+                   f"{label!r} in metrics; give one of them a distinct reward.sources.{i}.name")
+        seen.setdefault(label, i)

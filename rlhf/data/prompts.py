@@ -1,0 +1,141 @@
+"""Prompt datasets: load rows, turn them into token batches, iterate in a seeded order.
+
+A row is a dict with at least the prompt text and the ground truth (field names set by
+`data.*.prompt_key` / `answer_key`); every other field is kept and reaches reward functions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from rlhf.config.errors import ConfigError
+from rlhf.config.schema import ArithmeticTaskConfig, DatasetConfig
+from rlhf.data.batch import Batch
+
+
+def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
+    """Rows of `dataset` with `prompt` and `ground_truth` fields (renamed from the configured keys).
+
+    `key` is the recipe key of the dataset (e.g. 'data.train'), used in error messages.
+    """
+    if dataset.path.startswith("builtin:"):
+        rows = _builtin_rows(dataset, arithmetic, key)
+    elif dataset.path.endswith((".jsonl", ".json")):
+        rows = _jsonl_rows(Path(dataset.path), key)
+    else:
+        rows = _hf_rows(dataset, key)
+    rows = rows[: dataset.size] if dataset.size is not None else rows
+    if not rows:
+        raise ConfigError(f"{key}.path: {dataset.path!r} has no rows")
+    return [_normalise(row, i, dataset, key) for i, row in enumerate(rows)]
+
+
+def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
+    from rlhf.data.arithmetic import arithmetic_rows
+
+    name = dataset.path.removeprefix("builtin:")
+    if name != "arithmetic":
+        raise ConfigError(f"{key}.path: unknown builtin dataset {name!r}; valid: builtin:arithmetic")
+    try:
+        return arithmetic_rows(dataset.split, arithmetic.digits, arithmetic.test_fraction, arithmetic.seed)
+    except ValueError as error:
+        raise ConfigError(f"{key}.split: {error}") from None
+
+
+def _jsonl_rows(path: Path, key: str) -> list[dict]:
+    if not path.is_file():
+        raise ConfigError(f"{key}.path: file {str(path)!r} does not exist")
+    rows = []
+    with path.open() as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{key}.path: {path}:{line_number} is not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{key}.path: {path}:{line_number} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _hf_rows(dataset: DatasetConfig, key: str) -> list[dict]:
+    import datasets
+
+    try:
+        if Path(dataset.path).suffix == ".parquet":
+            loaded = datasets.load_dataset("parquet", data_files=dataset.path, split="train")
+        else:
+            loaded = datasets.load_dataset(dataset.path, dataset.name, split=dataset.split)
+    except Exception as error:  # datasets raises many types; the message is what matters
+        raise ConfigError(f"{key}.path: could not load dataset {dataset.path!r}: {error}") from None
+    return [dict(row) for row in loaded]
+
+
+def _normalise(row: dict, index: int, dataset: DatasetConfig, key: str) -> dict:
+    for field_key, field_name in (("prompt_key", dataset.prompt_key), ("answer_key", dataset.answer_key)):
+        if field_name not in row:
+            raise ConfigError(f"{key}.{field_key}: row {index} of {dataset.path!r} has no field {field_name!r} (it has {sorted(row)})")
+    extra = {k: v for k, v in row.items() if k not in (dataset.prompt_key, dataset.answer_key)}
+    return {**extra, "prompt": str(row[dataset.prompt_key]), "ground_truth": str(row[dataset.answer_key])}
+
+
+def render_prompt(text: str, tokenizer, chat_template: bool, system_prompt: str | None) -> str:
+    """The exact string the model sees: the raw prompt, or the chat template applied to it."""
+    if not chat_template:
+        return text
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def prompt_batch(rows: list[dict], tokenizer, *, chat_template: bool = False, system_prompt: str | None = None, max_prompt_tokens: int = 512) -> Batch:
+    """Left-padded `prompt_ids [B, P]`, `prompt_mask [B, P]` plus the rows' fields as non-tensors."""
+    texts = [render_prompt(row["prompt"], tokenizer, chat_template, system_prompt) for row in rows]
+    encoded = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False, padding_side="left")
+    lengths = encoded["attention_mask"].sum(dim=-1)
+    if int(lengths.max()) > max_prompt_tokens:
+        worst = int(lengths.argmax())
+        raise ConfigError(f"data.max_prompt_tokens: prompt {rows[worst]['prompt'][:60]!r} has {int(lengths[worst])} tokens, more than {max_prompt_tokens}")
+    non_tensors = {key: [row.get(key) for row in rows] for key in rows[0]}
+    non_tensors["prompt_text"] = texts
+    tensors = {"prompt_ids": encoded["input_ids"], "prompt_mask": encoded["attention_mask"]}
+    return Batch(tensors, non_tensors)
+
+
+class PromptStream:
+    """Endless batches of rows; each epoch is a fresh permutation drawn from `seed`."""
+
+    def __init__(self, rows: list[dict], batch_size: int, seed: int):
+        self.rows = rows
+        self.batch_size = batch_size
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        return self
+
+    def __next__(self) -> list[dict]:
+        while len(self.order) < self.batch_size:
+            epoch = list(range(len(self.rows)))
+            self.rng.shuffle(epoch)
+            self.order.extend(epoch)
+        taken, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        return [self.rows[i] for i in taken]
+
+
+def sequence_tensor(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists to `[B, L]` (left or right); returns (ids, mask)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask

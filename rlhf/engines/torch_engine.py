@@ -1,0 +1,49 @@
+"""Plain-PyTorch training engine: one process, AdamW, grad clipping, fp32 or bf16 autocast."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from rlhf.engines.base import OptimConfig, lr_multiplier
+
+
+class TorchEngine:
+    """Trains `module` in place. Weights and optimiser state stay float32; `autocast_dtype`
+    (e.g. torch.bfloat16) only lowers the precision of the forward computation."""
+
+    def __init__(self, module: torch.nn.Module, optim: OptimConfig, *, autocast_dtype: torch.dtype | None = None):
+        self.module = module
+        self.optim_config = optim
+        self.autocast_dtype = autocast_dtype
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        schedule = lambda step: lr_multiplier(step, optim.warmup_steps, optim.total_steps, optim.lr_schedule)  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.device = next(module.parameters()).device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> torch.Tensor:
+        max_norm = self.optim_config.grad_clip if self.optim_config.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm.detach()
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, param in self.module.named_parameters():
+            yield name, param.detach()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]

@@ -1,0 +1,69 @@
+"""Load the policy (or build the tiny one) as a Hugging Face causal LM and its tokenizer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from rlhf.config.errors import ConfigError
+from rlhf.config.schema import ModelConfig
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_model_path(model: ModelConfig, output_dir: Path, seed: int) -> str:
+    """The directory or hub name to load: `model.path`, or a freshly built tiny model."""
+    if model.source == "pretrained":
+        return model.path
+    from rlhf.models.tiny import build_tiny_model
+
+    quiet_transformers()
+    tiny = model.tiny
+    target = Path(model.path) if model.path else output_dir / "init_model"
+    if not (target / "config.json").exists():
+        build_tiny_model(
+            target, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, num_heads=tiny.num_heads,
+            intermediate_size=tiny.intermediate_size, max_position_embeddings=tiny.max_position_embeddings, seed=seed,
+        )
+    return str(target)
+
+
+def quiet_transformers() -> None:
+    """No per-file progress bars when loading and saving small local checkpoints."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """The tokenizer at `path`, with a pad token (EOS when it defines none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model.path: cannot load a tokenizer from {path!r}: {error}") from None
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ConfigError(f"model.path: the tokenizer of {path!r} has neither a pad nor an EOS token")
+        log.warning("tokenizer of %s has no pad token; using its EOS token %r for padding", path, tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, device: torch.device, trust_remote_code: bool = False) -> torch.nn.Module:
+    """A float32 causal LM on `device` (mixed precision is applied by autocast)."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    if trust_remote_code:
+        log.warning("model.trust_remote_code is on: code from %s will run", path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model.path: cannot load a causal LM from {path!r}: {error}") from None
+    return model.to(device)

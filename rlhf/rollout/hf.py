@@ -1,0 +1,99 @@
+"""Rollout with Hugging Face `generate` (KV cache, left padding, stop at EOS): works everywhere.
+
+In the local hybrid engine the rollout engine wraps the very module the trainer updates, so a
+weight sync moves no bytes; given a separate module, `update_weights` copies tensors in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf.data.batch import Batch
+from rlhf.rollout.base import SamplingParams, response_mask_from_ids
+
+
+class HFRolloutEngine:
+    """`generate(prompts, sampling)` with `transformers`' `model.generate`."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, micro_batch_size: int = 0, autocast_dtype: torch.dtype | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.micro_batch_size = micro_batch_size
+        self.autocast_dtype = autocast_dtype
+        self.eos_token_ids = _eos_ids(model, tokenizer)
+
+    def generation_config(self, sampling: SamplingParams) -> GenerationConfig:
+        """A complete config, so a checkpoint's own generation defaults never leak in."""
+        return GenerationConfig(
+            do_sample=not sampling.greedy,
+            temperature=None if sampling.greedy else sampling.temperature,
+            top_p=None if sampling.greedy else sampling.top_p,
+            top_k=None if sampling.greedy else sampling.top_k,
+            max_new_tokens=sampling.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_token_ids,
+            repetition_penalty=1.0,
+        )
+
+    @torch.no_grad()
+    def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
+        """Adds `response_ids [B, R]`, `response_mask [B, R]` and `response_text` to `prompts`."""
+        config = self.generation_config(sampling)
+        size = self.micro_batch_size or len(prompts)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            chunks = [self._generate_chunk(chunk, config) for chunk in prompts.split(size)]
+        finally:
+            self.model.train(was_training)
+        return Batch.concat(chunks)
+
+    def _generate_chunk(self, prompts: Batch, config: GenerationConfig) -> Batch:
+        device = next(self.model.parameters()).device
+        prompt_ids = prompts["prompt_ids"].to(device)
+        with self._autocast(device):
+            output = self.model.generate(input_ids=prompt_ids, attention_mask=prompts["prompt_mask"].to(device), generation_config=config)
+        response_ids = output[:, prompt_ids.shape[1] :]
+        response_mask = response_mask_from_ids(response_ids, self.eos_token_ids)
+        response_ids = response_ids.masked_fill(response_mask == 0, self.tokenizer.pad_token_id)
+        texts = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+        out = Batch(dict(prompts.tensors), dict(prompts.non_tensors), dict(prompts.meta))
+        out.set("response_ids", response_ids.cpu()).set("response_mask", response_mask.cpu())
+        return out.set("response_text", texts)
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """Copy tensors into this engine's module, unless they already are its own parameters."""
+        own = dict(self.model.named_parameters())
+        copied = 0
+        for name, tensor in named_tensors:
+            target = own[name]
+            if target.data_ptr() == tensor.data_ptr():
+                continue
+            target.data.copy_(tensor)
+            copied += tensor.numel() * tensor.element_size()
+        return copied
+
+    def sleep(self) -> None:
+        """HF generate keeps no cache between calls: nothing to free."""
+
+    def wake(self) -> None:
+        """Nothing was freed by `sleep`."""
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    ids.discard(None)
+    if not ids:
+        raise ValueError("the tokenizer and the model's generation config define no EOS token; set tokenizer.eos_token")
+    return sorted(ids)
