@@ -116,7 +116,7 @@ def build_reward(config: RecipeConfig) -> RewardCombiner:
         try:
             built = build_reward_source(source.type, dict(source.kwargs))
         except (KeyError, TypeError) as error:
-            raise ConfigError(f"reward.sources[{index}]: {error}") from None
+            raise ConfigError(f"reward.sources.{index}: {error}") from None
         sources.append(WeightedSource(source.name or source.type, source.weight, built))
     return RewardCombiner(sources)
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from rlhf.config import schema
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import (
-    apply_override,
     field_docs,
     from_dict,
     load_recipe,
@@ -106,6 +105,7 @@ def test_override_value_types(override, key, expected):
 
 
 def _get(cfg, key: str):
+    """The value at dotted ``key`` ('reward.sources.0.kwargs')."""
     node = cfg
     for part in key.split("."):
         node = node[int(part)] if part.isdigit() else getattr(node, part)
@@ -117,18 +117,13 @@ def test_list_item_override():
     assert cfg.reward.sources[0].weight == 2.0 and cfg.reward.sources[0].name == "correct"
 
 
-def test_list_item_override_out_of_range():
-    message = error_of("reward.sources.3.weight=2")
-    assert message.startswith("override 'reward.sources.3.weight=2': reward.sources has 1 item(s)")
-
-
-def test_list_item_needs_an_index():
-    assert "reward.sources is a list; address an item by its index" in error_of(
-        "reward.sources.weight=2")
-
-
-def test_override_into_a_scalar_is_an_error():
-    assert "actor.lr is 1e-06, which has no key 'x'" in error_of("actor.lr.x=1")
+@pytest.mark.parametrize(("override", "message"), [
+    ("reward.sources.3.weight=2", "reward.sources has 1 item(s), so there is no reward.sources.3"),
+    ("reward.sources.weight=2", "reward.sources is a list; address an item by its index"),
+    ("actor.lr.x=1", "actor.lr is 1e-06, which has no key 'x'"),
+])
+def test_override_path_errors(override, message):
+    assert error_of(override).startswith(f"override {override!r}: {message}")
 
 
 def test_mapping_override_merges():
@@ -232,12 +227,6 @@ def test_yaml_alias_is_copied_before_overrides(tmp_path):
     assert [source.name for source in cfg.reward.sources] == ["a", "b"]
 
 
-def test_apply_override_edits_plain_data():
-    data = {"actor": {"lr": 1.0}}
-    apply_override(data, "actor.betas=[0.5, 0.6]")
-    assert data == {"actor": {"lr": 1.0, "betas": [0.5, 0.6]}}
-
-
 def test_from_dict_coerces_and_names_the_path():
     assert from_dict({"lr": "1e-6", "betas": [0, 0.5]}, ActorConfig, "actor") == ActorConfig(
         lr=1e-6, betas=[0.0, 0.5])
@@ -288,11 +277,23 @@ VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                                         max_size=4), max_leaves=12)
 KEY_PATHS = st.lists(st.sampled_from(KEYS) | st.sampled_from(["0", "1", ""]) | st.text(max_size=4),
                      min_size=1, max_size=4).map(".".join)
-LEAF_KEYS = sorted(key for key, value in pd.json_normalize(to_dict(RecipeConfig()), sep=".")
-                   .iloc[0].items() if not isinstance(value, list))
+
+
+def _leaf_keys(data, prefix=""):
+    """Dotted keys of the scalar fields in ``data`` ('actor.lr', ...)."""
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+LEAF_VALUES = st.integers(0, 300) | st.floats(0.01, 1) | st.booleans() | st.sampled_from(
+    ["tiny", "hf", "cpu", "k1", "null", "[0.5, 0.9]"])
+LEAF_OVERRIDES = st.tuples(st.sampled_from(list(_leaf_keys(to_dict(RecipeConfig())))),
+                           LEAF_VALUES).map("{0[0]}={0[1]}".format)
 OVERRIDES = st.one_of(
-    st.tuples(st.sampled_from(LEAF_KEYS), st.integers(0, 300) | st.floats(0.01, 1)
-              | st.booleans() | st.sampled_from(["tiny", "hf", "cpu", "k1"])).map("{0[0]}={0[1]}".format),
+    LEAF_OVERRIDES,
     st.text(max_size=30),
     st.tuples(KEY_PATHS, st.text(max_size=20)).map("=".join),
     st.tuples(KEY_PATHS, VALUES).map(lambda kv: f"{kv[0]}={yaml.safe_dump(kv[1])}"),
@@ -313,6 +314,17 @@ def _loads_or_config_error(build):
 @given(st.lists(OVERRIDES, max_size=4))
 def test_random_overrides_load_or_raise_config_error(overrides):
     _loads_or_config_error(lambda: load(*overrides))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(LEAF_OVERRIDES, max_size=3))
+def test_overrides_of_real_keys_round_trip_through_the_saved_file(tmp_path_factory, overrides):
+    try:
+        cfg = load(*overrides)
+    except ConfigError:
+        return
+    saved = save_resolved(cfg, tmp_path_factory.mktemp("run") / "config.yaml")
+    assert load_recipe(saved) == cfg
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
