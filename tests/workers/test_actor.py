@@ -1,0 +1,198 @@
+"""The actor on a tiny model: log-probabilities against a plain forward pass, and gradient
+accumulation over micro-batches against one full mini-batch."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import copy  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from rlhf.controller.sft import sft_batch  # noqa: E402
+from rlhf.data.batch import Batch  # noqa: E402
+from rlhf.data.prompts import prompt_batch  # noqa: E402
+from rlhf.engines.base import OptimConfig  # noqa: E402
+from rlhf.engines.torch_engine import TorchEngine  # noqa: E402
+from rlhf.models.load import load_causal_lm, load_tokenizer  # noqa: E402
+from rlhf.models.tiny import build_tiny_model  # noqa: E402
+from rlhf.workers.actor import ActorWorker, PolicyLossConfig  # noqa: E402
+
+# prompts and answers of different lengths: left-padded prompts, right-padded responses
+ROWS = [
+    {"prompt": "1+2=", "ground_truth": "3"},
+    {"prompt": "10+20+30=", "ground_truth": "60"},
+    {"prompt": "7+45=", "ground_truth": "52"},
+    {"prompt": "999+1=", "ground_truth": "1000"},
+    {"prompt": "5+5=", "ground_truth": "10"},
+    {"prompt": "12+345=", "ground_truth": "357"},
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls gain nothing from threads, and OpenMP threads on a busy 2-core machine
+    slow each op down a hundredfold; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_and_model(tmp_path_factory):
+    path = str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
+    model = load_causal_lm(path, torch.device("cpu"))
+    # Larger weights than the default init (std 0.02), so log-probs are far from uniform and
+    # an error in positions or masking shows up clearly.
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * 1.5 / param.shape[-1] ** 0.5)
+    return load_tokenizer(path), model
+
+
+@pytest.fixture
+def batch(tokenizer_and_model) -> Batch:
+    tokenizer, _ = tokenizer_and_model
+    return sft_batch(prompt_batch(ROWS, tokenizer), tokenizer)
+
+
+def make_actor(model, loss: PolicyLossConfig, temperature: float = 1.0, seed: int = 0, grad_clip: float = 1.0) -> ActorWorker:
+    engine = TorchEngine(model, OptimConfig(lr=1e-3, grad_clip=grad_clip))
+    return ActorWorker(engine, loss, temperature=temperature, seed=seed)
+
+
+def manual_logprobs(model, prompt: list[int], response: list[int], temperature: float) -> torch.Tensor:
+    """log p(response | prompt) per token from one unpadded forward pass."""
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float() / temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
+    positions = torch.arange(len(prompt) - 1, len(prompt) + len(response) - 1)
+    return logprobs[positions, torch.tensor(response)]
+
+
+def unpadded(batch: Batch, row: int) -> tuple[list[int], list[int]]:
+    prompt = batch["prompt_ids"][row][batch["prompt_mask"][row] == 1].tolist()
+    response = batch["response_ids"][row][batch["response_mask"][row] == 1].tolist()
+    return prompt, response
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("micro_batch_size", [1, 4, 64])
+def test_compute_logprobs_matches_unpadded_forward(tokenizer_and_model, batch, temperature, micro_batch_size):
+    _, model = tokenizer_and_model
+    actor = make_actor(model, PolicyLossConfig(micro_batch_size=micro_batch_size), temperature=temperature)
+    logprobs = actor.compute_logprobs(batch)
+    assert logprobs.shape == batch["response_ids"].shape and logprobs.dtype == torch.float32
+    assert (batch["prompt_mask"] == 0).any() and (batch["response_mask"] == 0).any()  # padding on both sides
+    for row in range(len(batch)):
+        prompt, response = unpadded(batch, row)
+        expected = manual_logprobs(model, prompt, response, temperature)
+        assert torch.allclose(logprobs[row, : len(response)], expected, atol=1e-5), row
+
+
+def test_compute_logprobs_ignores_extra_padding(tokenizer_and_model, batch):
+    tokenizer, model = tokenizer_and_model
+    actor = make_actor(model, PolicyLossConfig(micro_batch_size=64))
+    reference = actor.compute_logprobs(batch)
+    pad = tokenizer.pad_token_id
+    size = len(batch)
+    wider = Batch(
+        tensors={
+            "prompt_ids": torch.cat([torch.full((size, 3), pad), batch["prompt_ids"]], dim=1),
+            "prompt_mask": torch.cat([torch.zeros(size, 3, dtype=torch.long), batch["prompt_mask"]], dim=1),
+            "response_ids": torch.cat([batch["response_ids"], torch.full((size, 4), pad)], dim=1),
+            "response_mask": torch.cat([batch["response_mask"], torch.zeros(size, 4, dtype=torch.long)], dim=1),
+        }
+    )
+    padded = actor.compute_logprobs(wider)
+    mask = batch["response_mask"].bool()
+    assert torch.allclose(padded[:, : reference.shape[1]][mask], reference[mask], atol=1e-5)
+
+
+def add_rl_fields(batch: Batch, model, seed: int = 0) -> Batch:
+    """old_logprobs = current log-probs plus noise (so some ratios are clipped), advantages
+    = one random score per sequence on its response tokens, ref_logprobs for the KL term."""
+    generator = torch.Generator().manual_seed(seed)
+    current = make_actor(model, PolicyLossConfig()).compute_logprobs(batch)
+    mask = batch["response_mask"].float()
+    shape = current.shape
+    batch.set("old_logprobs", current + 0.3 * torch.randn(shape, generator=generator))
+    batch.set("ref_logprobs", current + 0.3 * torch.randn(shape, generator=generator))
+    batch.set("advantages", torch.randn(len(batch), 1, generator=generator) * mask)
+    return batch
+
+
+def max_weight_difference(first: torch.nn.Module, second: torch.nn.Module) -> float:
+    other = dict(second.named_parameters())
+    return max((p - other[name]).abs().max().item() for name, p in first.named_parameters())
+
+
+def assert_same_update(whole: ActorWorker, micro: ActorWorker) -> None:
+    """Same accumulated gradient and same updated weights after one AdamW step.
+
+    AdamW's first step moves a weight by lr * g / (|g| + 1e-8): a weight whose gradient is
+    ~1e-8 moves by up to lr on float rounding noise alone. So the gradients are compared
+    through the first moment (exp_avg = 0.1 * clipped gradient after one step), and the
+    weights within 1e-5 wherever the gradient is not vanishing (|g| > 1e-6).
+    """
+    micro_params = dict(micro.engine.module.named_parameters())
+    for name, param in whole.engine.module.named_parameters():
+        other = micro_params[name]
+        moment = whole.engine.optimizer.state[param]["exp_avg"]
+        other_moment = micro.engine.optimizer.state[other]["exp_avg"]
+        assert torch.allclose(other_moment, moment, rtol=1e-4, atol=1e-6 * moment.abs().max().item()), name
+        well_conditioned = moment.abs() > 0.1 * 1e-6
+        assert (param - other)[well_conditioned].abs().max().item() < 1e-5, name
+
+
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("micro_batch_size", [1, 2])
+def test_micro_batch_accumulation_matches_full_mini_batch(tokenizer_and_model, batch, loss_agg, micro_batch_size):
+    _, model = tokenizer_and_model
+    batch = add_rl_fields(batch, model)
+    common = dict(ppo_epochs=1, mini_batch_size=6, loss_agg=loss_agg, entropy_coef=0.01, kl_coef=0.1)
+    whole_model, micro_model = copy.deepcopy(model), copy.deepcopy(model)
+    whole = make_actor(whole_model, PolicyLossConfig(micro_batch_size=6, **common), temperature=0.9)
+    micro = make_actor(micro_model, PolicyLossConfig(micro_batch_size=micro_batch_size, **common), temperature=0.9)
+    whole_metrics = whole.update_policy(batch)
+    micro_metrics = micro.update_policy(batch)
+    assert max_weight_difference(whole_model, model) > 1e-4  # the step did move the weights
+    assert_same_update(whole, micro)
+    # the gradient norm is taken after accumulation, so it must agree as well
+    assert micro_metrics["actor/grad_norm"] == pytest.approx(whole_metrics["actor/grad_norm"], rel=1e-4)
+
+
+def test_two_mini_batches_with_micro_batches(tokenizer_and_model, batch):
+    _, model = tokenizer_and_model
+    batch = add_rl_fields(batch, model, seed=1)
+    common = dict(ppo_epochs=2, mini_batch_size=3)
+    whole_model, micro_model = copy.deepcopy(model), copy.deepcopy(model)
+    whole = make_actor(whole_model, PolicyLossConfig(micro_batch_size=3, **common), seed=5)
+    micro = make_actor(micro_model, PolicyLossConfig(micro_batch_size=1, **common), seed=5)
+    whole.update_policy(batch)
+    micro.update_policy(batch)
+    assert_same_update(whole, micro)
+
+
+def test_update_raises_logprobs_of_positive_advantage_responses(tokenizer_and_model, batch):
+    _, model = tokenizer_and_model
+    trained = copy.deepcopy(model)
+    actor = make_actor(trained, PolicyLossConfig(mini_batch_size=6, micro_batch_size=6))
+    before = actor.compute_logprobs(batch)
+    batch.set("old_logprobs", before.clone()).set("advantages", batch["response_mask"].float())
+    metrics = actor.update_policy(batch)
+    after = actor.compute_logprobs(batch)
+    mask = batch["response_mask"].bool()
+    assert after[mask].sum() > before[mask].sum()
+    # ratio 1 everywhere at the first (only) step: pg_loss = -mean(A) = -1, nothing clipped
+    assert metrics["actor/pg_loss"] == pytest.approx(-1.0, abs=1e-5)
+    assert metrics["actor/clip_frac_high"] == 0.0 and metrics["actor/clip_frac_low"] == 0.0
+    assert metrics["actor/approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["actor/lr"] == pytest.approx(1e-3)
+    assert {"actor/entropy", "actor/grad_norm"} <= set(metrics)
+    assert trained.training
