@@ -4,3 +4,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Tiny models are overhead-bound: one thread is as fast as two, and it cannot be slowed down
+# 100x by OpenMP threads fighting another busy process for the same two cores.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

@@ -56,6 +56,7 @@ def ppo_policy_loss(
     clip_high: float = 0.2,
     dual_clip: float | None = None,
     agg: str = "token-mean",
+    norm_length: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO clipped surrogate, per token.
 
@@ -66,6 +67,7 @@ def ppo_policy_loss(
 
     Args:
         logprobs, old_logprobs, advantages, response_mask: [B, R].
+        agg, norm_length: how token losses are reduced (see :func:`aggregate`).
     Returns:
         (scalar loss, stats) with stats `clip_frac_high`, `clip_frac_low` (share of valid
         tokens whose ratio was clipped above / below) and `approx_kl` (k3 estimate of
@@ -86,4 +88,4 @@ def ppo_policy_loss(
             "clip_frac_low": masked_mean(((ratio < 1 - clip_low) & (advantages < 0)).to(mask.dtype), mask),
             "approx_kl": masked_mean(ratio - 1 - log_ratio, mask),
         }
-    return aggregate(loss_mat, mask, agg), stats
+    return aggregate(loss_mat, mask, agg, norm_length), stats

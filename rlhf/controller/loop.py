@@ -79,9 +79,11 @@ def rl_step(run: Run, roles: Roles, rows: list[dict], timer: PhaseTimer) -> dict
     with timer.phase("reward"):
         scores, _, reward_metrics = roles.reward.score(batch)
         batch.set("scores", scores)
-    # 4. old logprobs, and reference logprobs when a KL term is on
-    with timer.phase("old_logprobs"):
-        batch.set("old_logprobs", roles.actor.compute_logprobs(batch))
+    # 4. old logprobs (skipped for a single on-policy update, which reuses its own forward),
+    #    and reference logprobs when a KL term is on
+    if roles.ref is not None or not roles.actor.is_single_on_policy_update(len(batch)):
+        with timer.phase("old_logprobs"):
+            batch.set("old_logprobs", roles.actor.compute_logprobs(batch))
     if roles.ref is not None:
         with timer.phase("ref_logprobs"):
             batch.set("ref_logprobs", roles.ref.compute_logprobs(batch))

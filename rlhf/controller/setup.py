@@ -133,7 +133,7 @@ def build_roles(run: Run) -> Roles:
     loss = PolicyLossConfig(
         ppo_epochs=actor_cfg.ppo_epochs, mini_batch_size=actor_cfg.mini_batch_size, micro_batch_size=actor_cfg.micro_batch_size,
         clip_low=actor_cfg.clip_low, clip_high=actor_cfg.clip_high, loss_agg=actor_cfg.loss_agg, entropy_coef=actor_cfg.entropy_coef,
-        kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind,
+        kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=config.rollout.max_new_tokens,
     )
     engine = TorchEngine(run.model, optim, autocast_dtype=run.autocast_dtype)
     actor = ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)

@@ -9,6 +9,7 @@ and a schedule decaying to zero leaves a high-entropy model that RL then makes w
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -60,19 +61,19 @@ def run_sft(
         validate: () -> greedy validation accuracy of the current model.
         log: receives one metrics dict per step.
     Returns:
-        {"sft/steps", "sft/val_accuracy"} at the end.
+        {"sft/steps", "sft/val_accuracy", "sft/seconds"} at the end.
     """
     stream = PromptStream(rows, config.batch_size, seed)
-    accuracy = 0.0
+    start = time.perf_counter()
     for step in range(config.max_steps + 1):
         # 1. stopping rule
         if step % config.eval_every == 0 or step == config.max_steps:
             accuracy = validate()
             log({"sft/step": step, "sft/val_accuracy": accuracy})
             if accuracy >= config.stop_at_accuracy or step == config.max_steps:
-                return {"sft/steps": step, "sft/val_accuracy": accuracy}
+                return {"sft/steps": step, "sft/val_accuracy": accuracy, "sft/seconds": time.perf_counter() - start}
         # 2-3. one supervised step
         metrics = sft_step(engine, make_batch(next(stream)))
         # 4. log
         log({"sft/step": step + 1, **metrics})
-    return {"sft/steps": config.max_steps, "sft/val_accuracy": accuracy}
+    raise AssertionError("unreachable: the last iteration returns")

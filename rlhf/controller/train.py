@@ -60,5 +60,5 @@ def supervised_warm_start(run: Run) -> dict[str, float]:
 
     summary = run_sft(engine, lambda batch_rows: sft_batch(run.prompts(batch_rows), run.tokenizer), rows, validate, sft_config, config.trainer.seed, writer.write)
     writer.close()
-    console.print(f"SFT: {summary['sft/steps']} steps, validation accuracy {summary['sft/val_accuracy']:.3f}")
+    console.print(f"SFT: {summary['sft/steps']} steps in {summary['sft/seconds']:.0f} s, validation accuracy {summary['sft/val_accuracy']:.3f}")
     return summary

@@ -31,6 +31,8 @@ class PolicyLossConfig:
     entropy_coef: float = 0.0
     kl_coef: float = 0.0
     kl_kind: str = "k3"
+    norm_length: int | None = None
+    """Constant divisor of seq-mean-token-sum-norm (Dr. GRPO): the generation budget."""
 
 
 class ActorWorker:
@@ -52,10 +54,17 @@ class ActorWorker:
             parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
         return torch.cat(parts)
 
+    def is_single_on_policy_update(self, batch_size: int) -> bool:
+        """True when the update takes exactly one optimiser step over the whole batch: then
+        old logprobs equal the update's own logprobs and need no separate forward pass."""
+        return self.loss.ppo_epochs == 1 and self.loss.mini_batch_size >= batch_size
+
     def update_policy(self, batch: Batch) -> dict[str, float]:
         """`ppo_epochs` passes of shuffled mini-batches, one optimiser step each.
 
-        Needs `advantages`, `old_logprobs` (and `ref_logprobs` when kl_coef > 0) in `batch`.
+        Needs `advantages` (and `ref_logprobs` when kl_coef > 0) in `batch`. Without
+        `old_logprobs` the update is strictly on-policy (one epoch, one mini-batch): the
+        detached logprobs of its own forward serve as the old ones, saving a forward pass.
         Gradients of a mini-batch's micro-batches add up to exactly the gradient of the
         mini-batch loss: each micro loss is weighted by its share of the mini-batch's tokens
         (or sequences, for sequence-mean aggregations).
@@ -80,16 +89,17 @@ class ActorWorker:
         with self.engine.autocast():
             logits = response_logits(self.engine.module, micro, self.temperature)
         logprobs = logprobs_from_logits(logits, micro["response_ids"].to(device))
+        old_logprobs = micro["old_logprobs"].to(device) if "old_logprobs" in micro else logprobs.detach()
         pg_loss, stats = ppo_policy_loss(
-            logprobs, micro["old_logprobs"].to(device), micro["advantages"].to(device), mask,
-            clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, agg=self.loss.loss_agg,
+            logprobs, old_logprobs, micro["advantages"].to(device), mask,
+            clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, agg=self.loss.loss_agg, norm_length=self.loss.norm_length,
         )
         with torch.set_grad_enabled(self.loss.entropy_coef > 0):
-            entropy = aggregate(entropy_from_logits(logits), mask, self.loss.loss_agg)
+            entropy = aggregate(entropy_from_logits(logits), mask, self.loss.loss_agg, self.loss.norm_length)
         loss = pg_loss - self.loss.entropy_coef * entropy
         stats.update(pg_loss=pg_loss.detach(), entropy=entropy.detach())
         if self.loss.kl_coef > 0:
-            kl = aggregate(kl_estimate(logprobs, micro["ref_logprobs"].to(device), self.loss.kl_kind), mask, self.loss.loss_agg)
+            kl = aggregate(kl_estimate(logprobs, micro["ref_logprobs"].to(device), self.loss.kl_kind), mask, self.loss.loss_agg, self.loss.norm_length)
             loss = loss + self.loss.kl_coef * kl
             stats["kl"] = kl.detach()
         self.engine.backward(loss * weight)
