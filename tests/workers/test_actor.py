@@ -30,16 +30,6 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and OpenMP threads on a busy 2-core machine
-    slow each op down a hundredfold; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer_and_model(tmp_path_factory):
     path = str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
