@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from rlhf.algorithms.logprobs import entropy_from_logits  # noqa: F401  (public here too, issue 3's name)
+
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 """Valid `mode` values of :func:`aggregate`."""
 
