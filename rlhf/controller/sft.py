@@ -25,7 +25,8 @@ from rlhf.workers.forward import response_logits
 
 def sft_batch(prompts: Batch, tokenizer) -> Batch:
     """Append `ground_truth + EOS` as right-padded `response_ids [B, R]` to a prompt batch."""
-    answers = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for text in prompts["ground_truth"]]
+    encoded = tokenizer(list(prompts["ground_truth"]), add_special_tokens=False)["input_ids"]
+    answers = [ids + [tokenizer.eos_token_id] for ids in encoded]
     response_ids, response_mask = sequence_tensor(answers, tokenizer.pad_token_id, left=False)
     return Batch(dict(prompts.tensors), dict(prompts.non_tensors)).set("response_ids", response_ids).set("response_mask", response_mask)
 
