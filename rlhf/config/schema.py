@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig  # noqa: F401 (sections)
+
 
 @dataclass
 class TinyModelConfig:
@@ -78,6 +80,18 @@ class ArithmeticTaskConfig:
 
 
 @dataclass
+class DynamicSamplingConfig:
+    """DAPO's dynamic sampling (Yu et al. 2025): keep only prompts whose samples disagree."""
+
+    enabled: bool = False
+    """Drop groups whose rewards are all equal (they carry no group-relative signal) and
+    generate for further prompts until data.train_batch_size groups remain."""
+    max_extra_rounds: int = 3
+    """Cap on extra generation rounds per step; a batch still short after them is filled up
+    with dropped groups (zero advantage) and the shortfall is logged."""
+
+
+@dataclass
 class DataConfig:
     """Where prompts come from and how they are batched."""
 
@@ -97,6 +111,8 @@ class DataConfig:
     """Longest prompt in tokens; longer prompts are an error."""
     arithmetic: ArithmeticTaskConfig = field(default_factory=ArithmeticTaskConfig)
     """Settings of the builtin arithmetic task."""
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    """Filter out prompts whose samples all got the same reward (DAPO)."""
 
 
 @dataclass
@@ -117,70 +133,6 @@ class RolloutConfig:
     """Longest response in tokens; generation also stops at the tokenizer's EOS."""
     micro_batch_size: int = 0
     """Sequences per generate call (0: the whole batch at once)."""
-
-
-@dataclass
-class ActorConfig:
-    """Policy optimisation: optimiser, batching and the clipped surrogate."""
-
-    lr: float = 1e-6
-    """Peak learning rate of AdamW."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """AdamW (beta1, beta2)."""
-    warmup_steps: int = 0
-    """Optimiser steps of linear learning-rate warm-up from 0."""
-    lr_schedule: str = "constant"
-    """After warm-up: 'constant' or 'cosine' (decays to 10% of lr at the last step)."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0: no clipping)."""
-    ppo_epochs: int = 1
-    """Passes over each RL batch."""
-    mini_batch_size: int = 256
-    """Sequences per optimiser step (must divide train_batch_size * rollout.n)."""
-    micro_batch_size: int = 64
-    """Sequences per forward/backward pass; gradients accumulate up to mini_batch_size."""
-    clip_low: float = 0.2
-    """PPO clip range below 1: ratios under 1 - clip_low are clipped."""
-    clip_high: float = 0.2
-    """PPO clip range above 1 (DAPO's clip-higher raises it, e.g. 0.28)."""
-    loss_agg: str = "token-mean"
-    """How token losses become one number (see rlhf.algorithms.losses.LOSS_AGG_MODES)."""
-    entropy_coef: float = 0.0
-    """Weight of the entropy bonus subtracted from the policy loss."""
-
-
-@dataclass
-class RefConfig:
-    """The reference policy, used only when a KL term is on."""
-
-    path: str = ""
-    """Reference model path ('': a frozen copy of the initial policy)."""
-
-
-@dataclass
-class KLConfig:
-    """A KL(policy || reference) regulariser."""
-
-    coef: float = 0.0
-    """Weight beta of the KL term (0: off, and no reference model is kept)."""
-    kind: str = "k3"
-    """KL estimator: k1, abs, k2, k3 (alias low_var_kl)."""
-    placement: str = "loss"
-    """'loss': add beta * KL to the policy loss; 'reward': subtract it from token rewards."""
-
-
-@dataclass
-class AlgorithmConfig:
-    """Advantage estimation and regularisation."""
-
-    advantage: str = "grpo"
-    """Advantage estimator (see rlhf.algorithms.advantages for the registry)."""
-    norm_by_std: bool = True
-    """GRPO: divide by the group's standard deviation (false: Dr. GRPO)."""
-    kl: KLConfig = field(default_factory=KLConfig)
-    """The KL regulariser."""
 
 
 @dataclass
@@ -259,6 +211,8 @@ class RecipeConfig:
     """Response sampling."""
     actor: ActorConfig = field(default_factory=ActorConfig)
     """Policy optimisation."""
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    """The value model (PPO with GAE)."""
     ref: RefConfig = field(default_factory=RefConfig)
     """The reference model."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)

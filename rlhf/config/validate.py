@@ -49,7 +49,28 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("actor.micro_batch_size", ">= 1", lambda v: v >= 1),
     ("actor.clip_low", ">= 0", lambda v: v >= 0),
     ("actor.clip_high", ">= 0", lambda v: v >= 0),
+    ("actor.dual_clip", "> 1 (or null)", lambda v: v is None or v > 1),
+    ("actor.entropy_coef", ">= 0", lambda v: v >= 0),
+    ("critic.hl_gauss.num_bins", ">= 2", lambda v: v >= 2),
+    ("critic.hl_gauss.sigma_ratio", "> 0", lambda v: v > 0),
+    ("critic.value_clip", "> 0 (or null)", lambda v: v is None or v > 0),
+    ("critic.lr", "> 0", lambda v: v > 0),
+    ("critic.weight_decay", ">= 0", lambda v: v >= 0),
+    ("critic.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+    ("critic.warmup_steps", ">= 0", lambda v: v >= 0),
+    ("critic.grad_clip", ">= 0", lambda v: v >= 0),
+    ("critic.ppo_epochs", ">= 1", lambda v: v >= 1),
+    ("critic.mini_batch_size", ">= 1", lambda v: v >= 1),
+    ("critic.micro_batch_size", ">= 1", lambda v: v >= 1),
+    ("critic.warmup_rl_steps", ">= 0", lambda v: v >= 0),
+    ("ref.anchor.every", ">= 0", lambda v: v >= 0),
+    ("ref.anchor.ema", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("algorithm.gamma", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("algorithm.lam", "in [0, 1]", lambda v: 0 <= v <= 1),
     ("algorithm.kl.coef", ">= 0", lambda v: v >= 0),
+    ("algorithm.kl.target", "> 0", lambda v: v > 0),
+    ("algorithm.kl.horizon", ">= 1", lambda v: v >= 1),
+    ("data.dynamic_sampling.max_extra_rounds", ">= 0", lambda v: v >= 0),
     ("sft.lr", "> 0", lambda v: v > 0),
     ("sft.batch_size", ">= 1", lambda v: v >= 1),
     ("sft.max_steps", ">= 0", lambda v: v >= 0),
@@ -68,6 +89,8 @@ _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model.dtype", ("float32", "bfloat16")),
     ("rollout.engine", ("hf",)),
     ("actor.lr_schedule", ("constant", "cosine")),
+    ("critic.lr_schedule", ("constant", "cosine")),
+    ("critic.loss", ("mse", "hl_gauss")),
     ("algorithm.kl.placement", ("loss", "reward")),
     ("trainer.device", ("auto", "cpu", "cuda")),
 )
@@ -83,6 +106,7 @@ def validate(cfg: RecipeConfig) -> None:
         *_batch_errors(cfg),
         *_model_errors(cfg),
         *_reward_errors(cfg),
+        *_algorithm_errors(cfg),
     ]
     errors = [error for error in errors if error]
     if errors:
@@ -116,11 +140,12 @@ def _registry_errors(cfg: RecipeConfig) -> Iterable[str | None]:
     """Names that must be registered by the module owning that family of parts."""
     from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS
     from rlhf.algorithms.kl import KL_ESTIMATORS
-    from rlhf.algorithms.losses import LOSS_AGG_MODES
+    from rlhf.algorithms.losses import LOSS_AGG_MODES, POLICY_LOSSES
     from rlhf.rewards.registry import REWARD_SOURCES
 
     yield _choice_error("algorithm.advantage", cfg.algorithm.advantage, ADVANTAGE_ESTIMATORS)
     yield _choice_error("actor.loss_agg", cfg.actor.loss_agg, LOSS_AGG_MODES)
+    yield _choice_error("actor.policy_loss", cfg.actor.policy_loss, POLICY_LOSSES)
     yield _choice_error("algorithm.kl.kind", cfg.algorithm.kl.kind, KL_ESTIMATORS)
     for i, source in enumerate(cfg.reward.sources):
         yield _choice_error(f"reward.sources.{i}.type", source.type, REWARD_SOURCES)
@@ -139,6 +164,39 @@ def _batch_errors(cfg: RecipeConfig) -> Iterable[str]:
     if min(mini, micro) >= 1 and mini % micro:
         yield (f"actor.mini_batch_size ({mini}) is not divisible by "
                f"actor.micro_batch_size ({micro})")
+
+
+def _algorithm_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """Settings that only make sense together: an anchor needs a reference, dynamic sampling
+    needs groups, the critic's batches must divide the RL batch, HL-Gauss needs a range."""
+    anchor, kl = cfg.ref.anchor, cfg.algorithm.kl
+    if (anchor.every or anchor.ema) and kl.coef == 0:
+        yield ("ref.anchor: a dynamic anchor moves the reference model, which exists only with a "
+               "KL term; set algorithm.kl.coef > 0 or remove ref.anchor")
+    if anchor.every and anchor.ema:
+        yield (f"ref.anchor.every ({anchor.every}) and ref.anchor.ema ({anchor.ema}) are both set; "
+               "choose a periodic copy or an EMA, not both")
+    if cfg.data.dynamic_sampling.enabled and cfg.rollout.n < 2:
+        yield ("data.dynamic_sampling.enabled: needs rollout.n >= 2 (a group of one sample "
+               f"always has equal rewards), got rollout.n={cfg.rollout.n}")
+    critic, hl = cfg.critic, cfg.critic.hl_gauss
+    sequences = cfg.data.train_batch_size * cfg.rollout.n
+    if uses_critic(cfg.algorithm.advantage) and min(critic.mini_batch_size, critic.micro_batch_size) >= 1:
+        if sequences % critic.mini_batch_size:
+            yield (f"data.train_batch_size * rollout.n = {sequences} sequences per step is not "
+                   f"divisible by critic.mini_batch_size ({critic.mini_batch_size})")
+        if critic.mini_batch_size % critic.micro_batch_size:
+            yield (f"critic.mini_batch_size ({critic.mini_batch_size}) is not divisible by "
+                   f"critic.micro_batch_size ({critic.micro_batch_size})")
+    if hl.v_min >= hl.v_max:
+        yield f"critic.hl_gauss: v_min ({hl.v_min}) must be below v_max ({hl.v_max})"
+
+
+def uses_critic(advantage: str) -> bool:
+    """True when the advantage estimator named `advantage` needs a critic's values."""
+    from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS, estimator_inputs
+
+    return advantage in ADVANTAGE_ESTIMATORS and "values" in estimator_inputs(advantage)
 
 
 def _model_errors(cfg: RecipeConfig) -> Iterable[str]:

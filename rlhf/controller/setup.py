@@ -6,7 +6,6 @@ beyond what `Run` carries.
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from dataclasses import dataclass
@@ -17,18 +16,13 @@ import torch
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import save_resolved
 from rlhf.config.schema import RecipeConfig
-from rlhf.controller.roles import Roles
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import load_rows, prompt_batch
-from rlhf.engines.base import OptimConfig
-from rlhf.engines.torch_engine import TorchEngine
 from rlhf.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.rewards.combine import RewardCombiner, WeightedSource
 from rlhf.rewards.registry import build_reward_source
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.hf import HFRolloutEngine
-from rlhf.workers.actor import ActorWorker, PolicyLossConfig
-from rlhf.workers.ref import RefWorker
 
 
 @dataclass
@@ -115,39 +109,10 @@ def build_reward(config: RecipeConfig) -> RewardCombiner:
     for index, source in enumerate(config.reward.sources):
         try:
             built = build_reward_source(source.type, dict(source.kwargs))
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"reward.sources.{index}: {error}") from None
         sources.append(WeightedSource(source.name or source.type, source.weight, built))
     return RewardCombiner(sources)
-
-
-def build_roles(run: Run) -> Roles:
-    """Actor (a fresh RL optimiser over the current model), the rollout engine sharing its
-    weights in-process, the reward, and a frozen reference copy when a KL term is on."""
-    config = run.config
-    actor_cfg, kl = config.actor, config.algorithm.kl
-    optim = OptimConfig(
-        lr=actor_cfg.lr, betas=tuple(actor_cfg.betas), weight_decay=actor_cfg.weight_decay, warmup_steps=actor_cfg.warmup_steps,
-        lr_schedule=actor_cfg.lr_schedule, total_steps=optimizer_steps(config), grad_clip=actor_cfg.grad_clip,
-    )
-    loss = PolicyLossConfig(
-        ppo_epochs=actor_cfg.ppo_epochs, mini_batch_size=actor_cfg.mini_batch_size, micro_batch_size=actor_cfg.micro_batch_size,
-        clip_low=actor_cfg.clip_low, clip_high=actor_cfg.clip_high, loss_agg=actor_cfg.loss_agg, entropy_coef=actor_cfg.entropy_coef,
-        kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=config.rollout.max_new_tokens,
-    )
-    engine = TorchEngine(run.model, optim, autocast_dtype=run.autocast_dtype)
-    actor = ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)
-    ref = None
-    if kl.coef > 0:
-        ref_model = load_causal_lm(config.ref.path, run.device) if config.ref.path else copy.deepcopy(run.model)
-        ref = RefWorker(ref_model, temperature=config.rollout.temperature, micro_batch_size=actor_cfg.micro_batch_size)
-    return Roles(actor=actor, rollout=run.rollout, reward=run.reward, ref=ref)
-
-
-def optimizer_steps(config: RecipeConfig) -> int:
-    """Optimiser steps in the whole run (for the LR schedule)."""
-    per_step = config.data.train_batch_size * config.rollout.n // config.actor.mini_batch_size
-    return max(1, config.trainer.total_steps * per_step * config.actor.ppo_epochs)
 
 
 def sampling_params(config: RecipeConfig) -> SamplingParams:

@@ -24,6 +24,10 @@ from typing import Any, Iterable, Sequence
 import torch
 
 
+LEFT_PADDED = frozenset({"prompt_ids", "prompt_mask"})
+"""Tensors padded on the left (prompts end where the response starts)."""
+
+
 @dataclass
 class Batch:
     """Named tensors and per-sample fields sharing the leading batch dimension."""
@@ -93,19 +97,20 @@ class Batch:
 
     @staticmethod
     def concat(batches: Iterable["Batch"]) -> "Batch":
-        """Samples of all batches in order. Tensors are right-padded with 0 to a common width
-        along dim 1 when their widths differ (response tensors of separately generated chunks)."""
+        """Samples of all batches in order. Tensors are padded with 0 to a common width along
+        dim 1 when their widths differ: on the left for the left-padded prompt tensors
+        (`LEFT_PADDED`), on the right for everything else (responses of separate chunks)."""
         batches = list(batches)
         if not batches:
             return Batch()
-        tensors = {k: _cat_padded([b.tensors[k] for b in batches]) for k in batches[0].tensors}
+        tensors = {k: _cat_padded([b.tensors[k] for b in batches], left=k in LEFT_PADDED) for k in batches[0].tensors}
         non_tensors = {k: [x for b in batches for x in b.non_tensors[k]] for k in batches[0].non_tensors}
         return Batch(tensors, non_tensors, dict(batches[0].meta))
 
 
-def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
+def _cat_padded(parts: list[torch.Tensor], left: bool = False) -> torch.Tensor:
     if parts[0].dim() < 2 or len({p.shape[1] for p in parts}) == 1:
         return torch.cat(parts)
     width = max(p.shape[1] for p in parts)
-    padded = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+    padded = [torch.nn.functional.pad(p, (width - p.shape[1], 0) if left else (0, width - p.shape[1])) for p in parts]
     return torch.cat(padded)

@@ -18,8 +18,15 @@ def _arithmetic(**kwargs: Any) -> RewardSource:
     return PerSampleRuleSource(arithmetic_score)
 
 
+def _overlong(**kwargs: Any) -> RewardSource:
+    from rlhf.rewards.length import OverlongPenaltySource
+
+    return OverlongPenaltySource(**kwargs)
+
+
 REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "arithmetic": _arithmetic,
+    "overlong": _overlong,
 }
 """Source type -> factory(**kwargs)."""
 

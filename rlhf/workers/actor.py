@@ -5,17 +5,17 @@ Notation: B sequences in the RL batch, R response tokens, V vocabulary size.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
 
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
-from rlhf.algorithms.losses import aggregate, ppo_policy_loss
+from rlhf.algorithms.losses import aggregate, get_policy_loss
 from rlhf.data.batch import Batch
 from rlhf.engines.base import TrainingEngine
 from rlhf.workers.forward import response_logits
+from rlhf.workers.updates import run_updates
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class PolicyLossConfig:
     micro_batch_size: int = 64
     clip_low: float = 0.2
     clip_high: float = 0.2
+    dual_clip: float | None = None
+    policy_loss: str = "ppo"
     loss_agg: str = "token-mean"
     entropy_coef: float = 0.0
     kl_coef: float = 0.0
@@ -41,6 +43,7 @@ class ActorWorker:
     def __init__(self, engine: TrainingEngine, loss: PolicyLossConfig, *, temperature: float, seed: int):
         self.engine = engine
         self.loss = loss
+        self.policy_loss = get_policy_loss(loss.policy_loss)
         self.temperature = temperature
         self.shuffle_generator = torch.Generator().manual_seed(seed)
 
@@ -59,48 +62,42 @@ class ActorWorker:
         old logprobs equal the update's own logprobs and need no separate forward pass."""
         return self.loss.ppo_epochs == 1 and self.loss.mini_batch_size >= batch_size
 
-    def update_policy(self, batch: Batch) -> dict[str, float]:
-        """`ppo_epochs` passes of shuffled mini-batches, one optimiser step each.
+    def update_policy(self, batch: Batch, kl_coef: float | None = None) -> dict[str, float]:
+        """`ppo_epochs` passes of shuffled mini-batches, one optimiser step each
+        (see :func:`rlhf.workers.updates.run_updates`).
 
-        Needs `advantages` (and `ref_logprobs` when kl_coef > 0) in `batch`. Without
-        `old_logprobs` the update is strictly on-policy (one epoch, one mini-batch): the
-        detached logprobs of its own forward serve as the old ones, saving a forward pass.
-        Gradients of a mini-batch's micro-batches add up to exactly the gradient of the
-        mini-batch loss: each micro loss is weighted by its share of the mini-batch's tokens
-        (or sequences, for sequence-mean aggregations).
+        Needs `advantages` (and `ref_logprobs` when the KL coefficient is > 0) in `batch`.
+        `kl_coef` overrides the configured coefficient (an adaptive KL controller's current
+        value). Without `old_logprobs` the update is strictly on-policy (one epoch, one
+        mini-batch): the detached logprobs of its own forward serve as the old ones.
         """
-        self.engine.module.train()
-        history: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for _ in range(self.loss.ppo_epochs):
-            order = torch.randperm(len(batch), generator=self.shuffle_generator)
-            for mini in batch.select(order).split(self.loss.mini_batch_size):
-                for micro in mini.split(self.loss.micro_batch_size):
-                    stats = self._accumulate_micro_batch(micro, _micro_weight(micro, mini, self.loss.loss_agg))
-                    for key, value in stats.items():
-                        history[key].append(value)
-                history["grad_norm"].append(self.engine.step())
-        metrics = {f"actor/{k}": torch.stack(v).float().mean().item() for k, v in history.items()}
-        metrics["actor/lr"] = self.engine.lr
-        return metrics
+        coef = self.loss.kl_coef if kl_coef is None else kl_coef
+        metrics = run_updates(
+            self.engine, batch, lambda micro, weight: self._accumulate_micro_batch(micro, weight, coef),
+            epochs=self.loss.ppo_epochs, mini_batch_size=self.loss.mini_batch_size, micro_batch_size=self.loss.micro_batch_size,
+            loss_agg=self.loss.loss_agg, generator=self.shuffle_generator,
+        )
+        return {f"actor/{key}": value for key, value in metrics.items()}
 
-    def _accumulate_micro_batch(self, micro: Batch, weight: float) -> dict[str, torch.Tensor]:
+    def _accumulate_micro_batch(self, micro: Batch, weight: float, kl_coef: float) -> dict[str, torch.Tensor]:
         device = next(self.engine.module.parameters()).device
         mask = micro["response_mask"].to(device).float()
+        agg = dict(mode=self.loss.loss_agg, norm_length=self.loss.norm_length)
         with self.engine.autocast():
             logits = response_logits(self.engine.module, micro, self.temperature)
         logprobs = logprobs_from_logits(logits, micro["response_ids"].to(device))
         old_logprobs = micro["old_logprobs"].to(device) if "old_logprobs" in micro else logprobs.detach()
-        pg_loss, stats = ppo_policy_loss(
+        pg_loss, stats = self.policy_loss(
             logprobs, old_logprobs, micro["advantages"].to(device), mask,
-            clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, agg=self.loss.loss_agg, norm_length=self.loss.norm_length,
+            clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, dual_clip=self.loss.dual_clip, agg=self.loss.loss_agg, norm_length=self.loss.norm_length,
         )
         with torch.set_grad_enabled(self.loss.entropy_coef > 0):
-            entropy = aggregate(entropy_from_logits(logits), mask, self.loss.loss_agg, self.loss.norm_length)
+            entropy = aggregate(entropy_from_logits(logits), mask, **agg)
         loss = pg_loss - self.loss.entropy_coef * entropy
         stats.update(pg_loss=pg_loss.detach(), entropy=entropy.detach())
-        if self.loss.kl_coef > 0:
-            kl = aggregate(kl_estimate(logprobs, micro["ref_logprobs"].to(device), self.loss.kl_kind), mask, self.loss.loss_agg, self.loss.norm_length)
-            loss = loss + self.loss.kl_coef * kl
+        if kl_coef > 0:
+            kl = aggregate(kl_estimate(logprobs, micro["ref_logprobs"].to(device), self.loss.kl_kind), mask, **agg)
+            loss = loss + kl_coef * kl
             stats["kl"] = kl.detach()
         self.engine.backward(loss * weight)
         return stats
@@ -109,8 +106,3 @@ class ActorWorker:
         """Full weights of the policy, for the rollout engine."""
         return self.engine.named_weights()
 
-
-def _micro_weight(micro: Batch, mini: Batch, agg: str) -> float:
-    if agg == "token-mean":
-        return float(micro["response_mask"].sum()) / max(1.0, float(mini["response_mask"].sum()))
-    return len(micro) / len(mini)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 
 from rlhf.algorithms.logprobs import logprobs_from_logits
@@ -25,3 +27,13 @@ class RefWorker:
             logits = response_logits(self.model, micro, self.temperature)
             parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
         return torch.cat(parts)
+
+    @torch.no_grad()
+    def follow(self, named_weights: Iterable[tuple[str, torch.Tensor]], ema: float = 0.0) -> None:
+        """Move the reference towards the policy: ref ← ema·ref + (1 − ema)·policy for every
+        weight (`ema` = 0 copies the policy). T1's dynamic anchor (Hou et al. 2025)."""
+        own = dict(self.model.named_parameters())
+        for name, tensor in named_weights:
+            if name not in own:
+                raise KeyError(f"the reference model has no weight {name!r}: it does not have the policy's architecture")
+            own[name].lerp_(tensor.to(own[name].device, own[name].dtype), 1.0 - ema)

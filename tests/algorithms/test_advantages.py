@@ -1,4 +1,6 @@
-"""GRPO / Dr. GRPO advantages and the group statistics behind them."""
+"""Group estimators (GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline) and the group statistics behind
+them; the registry and `compute_advantages`; and the padding / permutation properties every
+registered estimator must have. Token-level recursions are tested in test_returns.py."""
 
 import math
 import statistics
@@ -8,7 +10,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS, drgrpo, get_advantage_estimator, grpo
+from rlhf.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    compute_advantages,
+    drgrpo,
+    estimator_inputs,
+    get_advantage_estimator,
+    grpo,
+    reinforce_pp_baseline,
+    rloo,
+)
 from rlhf.algorithms.groups import group_ids, group_mean_std, group_sum
 
 EPS = 1e-6
@@ -107,21 +118,37 @@ def test_string_labels_and_tensor_labels_agree():
     assert torch.allclose(from_strings, from_tensor)
 
 
-# ---- registry ----------------------------------------------------------------------------
+
+# ---- rloo / reinforce_pp_baseline by hand ------------------------------------------------
 
 
-def test_registry_returns_the_functions():
-    assert get_advantage_estimator("grpo") is grpo
-    assert get_advantage_estimator("drgrpo") is drgrpo
-    assert set(ADVANTAGE_ESTIMATORS) >= {"grpo", "drgrpo"}
+def test_rloo_by_hand():
+    # group 0 = {1, 0, 3}: 1 - mean(0, 3) = -0.5, 0 - mean(1, 3) = -2, 3 - mean(1, 0) = 2.5
+    # group 1 = {2} alone -> 0
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 1]])
+    advantages, returns = rloo(torch.tensor([1.0, 0.0, 3.0, 2.0]), [0, 0, 0, 1], mask)
+    assert advantages.tolist() == [[-0.5, -0.5], [-2.0, -2.0], [2.5, 0.0], [0.0, 0.0]]
+    assert torch.equal(returns, advantages)
 
 
-def test_unknown_estimator_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="unknown advantage estimator 'gae'.*drgrpo, grpo"):
-        get_advantage_estimator("gae")
+def test_rloo_is_k_over_k_minus_one_times_drgrpo():
+    # leave-one-out baseline: s - (sum - s)/(k - 1) = k/(k - 1) * (s - mean)
+    scores, labels, mask = torch.tensor([0.2, 0.9, 0.4, 1.0]), ["a"] * 4, torch.ones(4, 3)
+    assert torch.allclose(rloo(scores, labels, mask)[0], 4 / 3 * drgrpo(scores, labels, mask)[0], atol=1e-6)
 
 
-# ---- loop vs vectorised, permutation equivariance ---------------------------------------
+def test_reinforce_pp_baseline_by_hand():
+    # centred: group a {1, 0} -> +0.5, -0.5; group b {2, 2} -> 0, 0
+    # valid tokens {0.5, 0.5, -0.5, -0.5, 0, 0}: mean 0, unbiased var (4 * 0.25) / 5 = 0.2
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]])
+    advantages, returns = reinforce_pp_baseline(torch.tensor([1.0, 0.0, 2.0, 2.0]), ["a", "a", "b", "b"], mask)
+    value = 0.5 / math.sqrt(0.2 + 1e-8)
+    expected = torch.tensor([[value, value], [-value, -value], [0.0, 0.0], [0.0, 0.0]])
+    assert torch.allclose(advantages, expected, atol=1e-6)
+    assert torch.equal(returns, advantages)
+
+
+# ---- loop vs vectorised: group estimators ------------------------------------------------
 
 
 def loop_grpo(scores: list[float], labels: list[int], norm_by_std: bool) -> list[float]:
@@ -137,34 +164,171 @@ def loop_grpo(scores: list[float], labels: list[int], norm_by_std: bool) -> list
     return out
 
 
-group_structures = st.integers(min_value=1, max_value=12).flatmap(
-    lambda size: st.tuples(
-        st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, -1.0, 2.0]), min_size=size, max_size=size),
-        st.lists(st.integers(min_value=0, max_value=4), min_size=size, max_size=size),
-        st.integers(min_value=1, max_value=4),
-    )
-)
+def loop_rloo(scores: list[float], labels: list[int]) -> list[float]:
+    """Reference: each score minus the mean of the other members of its group."""
+    out = []
+    for i, (score, label) in enumerate(zip(scores, labels)):
+        others = [s for j, (s, g) in enumerate(zip(scores, labels)) if g == label and j != i]
+        out.append(score - statistics.fmean(others) if others else 0.0)
+    return out
 
 
-@settings(max_examples=60, deadline=None)
-@given(group_structures, st.booleans())
-def test_vectorised_matches_loop(structure, norm_by_std):
-    scores, labels, response_len = structure
-    mask = torch.ones(len(scores), response_len)
-    advantages, _ = grpo(torch.tensor(scores, dtype=torch.float64), labels, mask, norm_by_std=norm_by_std)
-    expected = loop_grpo(scores, labels, norm_by_std)
-    assert advantages[:, 0].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+def broadcast(per_sample: list[float], mask: list[list[int]]) -> list[list[float]]:
+    return [[value if m else 0.0 for m in row] for value, row in zip(per_sample, mask)]
 
 
+def loop_reinforce_pp_baseline(scores: list[float], labels: list[int], mask: list[list[int]]) -> list[list[float]]:
+    """Reference: centre on the group mean, then whiten over the valid tokens (unbiased var)."""
+    centred = [s - statistics.fmean([t for t, g in zip(scores, labels) if g == label]) for s, label in zip(scores, labels)]
+    tokens = [value for value, row in zip(centred, mask) for m in row if m]
+    mean = statistics.fmean(tokens) if tokens else 0.0
+    var = statistics.variance(tokens) if len(tokens) > 1 else 1.0
+    return broadcast([(value - mean) / math.sqrt(var + 1e-8) for value in centred], mask)
+
+
+GROUP_REFERENCES = {
+    "grpo": lambda scores, labels, mask: broadcast(loop_grpo(scores, labels, True), mask),
+    "drgrpo": lambda scores, labels, mask: broadcast(loop_grpo(scores, labels, False), mask),
+    "rloo": lambda scores, labels, mask: broadcast(loop_rloo(scores, labels), mask),
+    "reinforce_pp_baseline": loop_reinforce_pp_baseline,
+}
+
+
+@st.composite
+def group_batches(draw):
+    """(scores, labels, mask rows): discrete scores so that groups tie; random 0/1 masks."""
+    size, response_len = draw(st.integers(1, 12)), draw(st.integers(1, 4))
+    scores = draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, -1.0, 2.0]), min_size=size, max_size=size))
+    labels = draw(st.lists(st.integers(0, 4), min_size=size, max_size=size))
+    row = st.lists(st.integers(0, 1), min_size=response_len, max_size=response_len)
+    mask = draw(st.lists(row, min_size=size, max_size=size))
+    return scores, labels, mask
+
+
+@pytest.mark.parametrize("name", sorted(GROUP_REFERENCES))
 @settings(max_examples=40, deadline=None)
-@given(group_structures, st.randoms(use_true_random=False))
-def test_permutation_equivariance(structure, rng):
-    scores, labels, response_len = structure
-    size = len(scores)
-    scores_t = torch.tensor(scores)
-    mask = (torch.arange(response_len)[None, :] < torch.arange(1, size + 1)[:, None] % (response_len + 1)).float()
-    perm = list(range(size))
+@given(batch=group_batches())
+def test_group_estimators_match_loop(name, batch):
+    scores, labels, mask = batch
+    advantages, _ = get_advantage_estimator(name)(torch.tensor(scores), labels, torch.tensor(mask))
+    expected = GROUP_REFERENCES[name](scores, labels, mask)
+    assert advantages.tolist() == [pytest.approx(row, rel=1e-4, abs=1e-4) for row in expected]
+
+
+# ---- every estimator: dtype, mask, padding invariance, permutation equivariance ---------
+
+
+def random_inputs(seed: int, batch: int, length: int, right_padded: bool) -> dict:
+    """Every input any estimator takes, for a batch of `batch` rows of `length` tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    if right_padded:
+        lengths = torch.randint(0, length + 1, (batch,), generator=generator)
+        mask = (torch.arange(length)[None, :] < lengths[:, None]).float()
+    else:
+        mask = (torch.rand(batch, length, generator=generator) < 0.7).float()
+    return {
+        "scores": torch.randint(0, 5, (batch,), generator=generator).float() / 4,
+        "group_index": torch.randint(0, 3, (batch,), generator=generator).tolist(),
+        "response_mask": mask,
+        "token_rewards": torch.randn(batch, length, generator=generator),
+        "values": torch.randn(batch, length, generator=generator),
+        "baseline_scores": torch.rand(batch, generator=generator),
+        "gamma": 0.9,
+        "lam": 0.8,
+        "norm_by_std": True,
+    }
+
+
+def pad_columns(inputs: dict, extra: int, fill: float) -> dict:
+    """Append `extra` masked columns; token-level inputs get `fill` there."""
+    padded = dict(inputs)
+    for key in ("token_rewards", "values"):
+        padded[key] = torch.cat([inputs[key], torch.full((len(inputs[key]), extra), fill)], dim=1)
+    padded["response_mask"] = torch.cat([inputs["response_mask"], torch.zeros(len(inputs["response_mask"]), extra)], dim=1)
+    return padded
+
+
+def permute_rows(inputs: dict, perm: list[int]) -> dict:
+    permuted = {key: value[perm] if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
+    permuted["group_index"] = [inputs["group_index"][i] for i in perm]
+    return permuted
+
+
+batch_shapes = st.tuples(st.integers(0, 2**31 - 1), st.integers(1, 8), st.integers(1, 6), st.booleans())
+
+
+@pytest.mark.parametrize("name", sorted(ADVANTAGE_ESTIMATORS))
+@settings(max_examples=25, deadline=None)
+@given(shape=batch_shapes, extra=st.integers(1, 3), fill=st.sampled_from([0.0, 1e3]))
+def test_padding_changes_nothing(name, shape, extra, fill):
+    inputs = random_inputs(*shape)
+    advantages, returns = compute_advantages(name, **inputs)
+    padded_advantages, padded_returns = compute_advantages(name, **pad_columns(inputs, extra, fill))
+    length = advantages.shape[1]
+    assert advantages.dtype == returns.dtype == torch.float32
+    for original, padded in ((advantages, padded_advantages), (returns, padded_returns)):
+        assert torch.allclose(padded[:, :length], original, atol=1e-5)
+        assert torch.equal(padded[:, length:], torch.zeros_like(padded[:, length:]))
+        assert torch.equal(original * (1 - inputs["response_mask"]), torch.zeros_like(original))
+
+
+@pytest.mark.parametrize("name", sorted(ADVANTAGE_ESTIMATORS))
+@settings(max_examples=25, deadline=None)
+@given(shape=batch_shapes, rng=st.randoms(use_true_random=False))
+def test_permutation_equivariance(name, shape, rng):
+    inputs = random_inputs(*shape)
+    perm = list(range(len(inputs["scores"])))
     rng.shuffle(perm)
-    advantages, _ = grpo(scores_t, labels, mask)
-    permuted, _ = grpo(scores_t[perm], [labels[i] for i in perm], mask[perm])
-    assert torch.allclose(permuted, advantages[perm], atol=1e-6)
+    advantages, returns = compute_advantages(name, **inputs)
+    permuted_advantages, permuted_returns = compute_advantages(name, **permute_rows(inputs, perm))
+    assert torch.allclose(permuted_advantages, advantages[perm], atol=1e-5)
+    assert torch.allclose(permuted_returns, returns[perm], atol=1e-5)
+
+
+# ---- registry and compute_advantages -----------------------------------------------------
+
+ALL_NAMES = {"gae", "grpo", "drgrpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax"}
+
+
+def test_registry_holds_exactly_the_seven_estimators():
+    assert set(ADVANTAGE_ESTIMATORS) == ALL_NAMES
+    assert get_advantage_estimator("grpo") is grpo
+    assert get_advantage_estimator("drgrpo") is drgrpo
+    assert get_advantage_estimator("rloo") is rloo
+
+
+def test_unknown_estimator_lists_the_valid_ones():
+    valid = "drgrpo, gae, grpo, reinforce_pp, reinforce_pp_baseline, remax, rloo"
+    with pytest.raises(KeyError, match=f"unknown advantage estimator 'ppo2'; valid: {valid}"):
+        get_advantage_estimator("ppo2")
+    with pytest.raises(KeyError, match="unknown advantage estimator 'ppo2'"):
+        compute_advantages("ppo2", scores=torch.zeros(1))
+
+
+def test_estimator_inputs_are_the_signature():
+    assert estimator_inputs("gae") == ("token_rewards", "values", "response_mask", "gamma", "lam")
+    assert estimator_inputs("drgrpo") == ("scores", "group_index", "response_mask")
+    assert estimator_inputs("grpo") == ("scores", "group_index", "response_mask", "norm_by_std", "eps")
+    assert estimator_inputs("remax") == ("token_rewards", "baseline_scores", "response_mask")
+
+
+def test_compute_advantages_passes_only_accepted_inputs():
+    inputs = random_inputs(seed=0, batch=6, length=4, right_padded=True)
+    scores, labels, mask = inputs["scores"], inputs["group_index"], inputs["response_mask"]
+    # drgrpo does not take norm_by_std: it is filtered out, not an error
+    assert torch.equal(compute_advantages("drgrpo", **inputs)[0], drgrpo(scores, labels, mask)[0])
+    # grpo does take it
+    inputs["norm_by_std"] = False
+    assert torch.equal(compute_advantages("grpo", **inputs)[0], drgrpo(scores, labels, mask)[0])
+    # unrelated keys are ignored; defaulted parameters (eps, norm_by_std) may be absent
+    minimal = {"scores": scores, "group_index": labels, "response_mask": mask, "unrelated": object()}
+    assert torch.equal(compute_advantages("grpo", **minimal)[0], grpo(scores, labels, mask)[0])
+
+
+def test_compute_advantages_names_the_missing_inputs():
+    inputs = random_inputs(seed=0, batch=2, length=3, right_padded=True)
+    del inputs["values"], inputs["lam"]
+    with pytest.raises(ValueError, match="advantage estimator 'gae' needs values, lam"):
+        compute_advantages("gae", **inputs)
+    with pytest.raises(ValueError, match="'remax' needs baseline_scores"):
+        compute_advantages("remax", scores=torch.zeros(2), token_rewards=torch.zeros(2, 3), response_mask=torch.ones(2, 3))

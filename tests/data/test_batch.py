@@ -101,6 +101,14 @@ def test_concat_right_pads_differing_widths_with_zero():
     assert joined["t"] == ["a", "b", "c"]
 
 
+def test_concat_left_pads_prompts_so_they_still_end_where_the_response_starts():
+    first = Batch(tensors={"prompt_ids": torch.tensor([[5, 6]]), "prompt_mask": torch.tensor([[1, 1]])})
+    second = Batch(tensors={"prompt_ids": torch.tensor([[7, 8, 9]]), "prompt_mask": torch.tensor([[1, 1, 1]])})
+    joined = Batch.concat([first, second])
+    assert joined["prompt_ids"].tolist() == [[0, 5, 6], [7, 8, 9]]
+    assert joined["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+
+
 def test_concat_of_nothing_is_empty():
     assert len(Batch.concat([])) == 0
 

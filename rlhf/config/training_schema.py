@@ -1,0 +1,152 @@
+"""Recipe sections of RL training: the actor, the critic, the reference model and the algorithm.
+
+Split from :mod:`rlhf.config.schema` (which assembles the whole recipe) so that each file stays
+one readable page; the conventions are the same: every field has a default and a one-line
+docstring, which is the reference documentation of its key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ActorConfig:
+    """Policy optimisation: optimiser, batching and the clipped surrogate."""
+
+    lr: float = 1e-6
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2)."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear learning-rate warm-up from 0."""
+    lr_schedule: str = "constant"
+    """After warm-up: 'constant' or 'cosine' (decays to 10% of lr at the last step)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
+    ppo_epochs: int = 1
+    """Passes over each RL batch."""
+    mini_batch_size: int = 256
+    """Sequences per optimiser step (must divide train_batch_size * rollout.n)."""
+    micro_batch_size: int = 64
+    """Sequences per forward/backward pass; gradients accumulate up to mini_batch_size."""
+    policy_loss: str = "ppo"
+    """'ppo' (token-level ratio) or 'gspo' (sequence-level ratio, Zheng et al. 2025)."""
+    clip_low: float = 0.2
+    """Clip range below 1: ratios under 1 - clip_low are clipped (GSPO uses ~3e-4)."""
+    clip_high: float = 0.2
+    """Clip range above 1 (DAPO's clip-higher raises it, e.g. 0.28; GSPO uses ~4e-4)."""
+    dual_clip: Optional[float] = None
+    """Dual-clip constant c > 1 bounding the loss of negative-advantage tokens (null: off)."""
+    loss_agg: str = "token-mean"
+    """How token losses become one number (see rlhf.algorithms.losses.LOSS_AGG_MODES)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus subtracted from the policy loss (T1 uses it)."""
+
+
+@dataclass
+class HLGaussConfig:
+    """The support of the HL-Gauss classification critic (Farebrother et al. 2024)."""
+
+    num_bins: int = 51
+    """Number of bins the value range is split into."""
+    v_min: float = -1.0
+    """Lowest representable value (returns below are clamped)."""
+    v_max: float = 1.0
+    """Highest representable value (returns above are clamped)."""
+    sigma_ratio: float = 0.75
+    """Std of the target Gaussian as a multiple of the bin width."""
+
+
+@dataclass
+class CriticConfig:
+    """The value model of PPO (used when algorithm.advantage needs values, i.e. 'gae')."""
+
+    path: str = ""
+    """'' : the actor's initial backbone with a fresh value head; else a causal LM or a saved
+    value/reward model directory (its value_head.safetensors is loaded when present)."""
+    loss: str = "mse"
+    """'mse' (clipped squared error) or 'hl_gauss' (cross-entropy on a histogram of values)."""
+    hl_gauss: HLGaussConfig = field(default_factory=HLGaussConfig)
+    """Support of the classification critic, used when critic.loss is 'hl_gauss'."""
+    value_clip: Optional[float] = 0.2
+    """Clip new values to old ± value_clip in the mse loss (null: no clipping)."""
+    lr: float = 1e-5
+    """Peak learning rate of the critic's AdamW."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2)."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear learning-rate warm-up from 0."""
+    lr_schedule: str = "constant"
+    """After warm-up: 'constant' or 'cosine'."""
+    grad_clip: float = 1.0
+    """Clip the critic's gradient norm (0: no clipping)."""
+    ppo_epochs: int = 1
+    """Passes of the critic over each RL batch."""
+    mini_batch_size: int = 256
+    """Sequences per critic optimiser step (must divide the RL batch)."""
+    micro_batch_size: int = 64
+    """Sequences per critic forward/backward pass."""
+    warmup_rl_steps: int = 0
+    """Critic warm-up: the first N RL steps train only the critic (the actor waits)."""
+
+
+@dataclass
+class AnchorConfig:
+    """T1's dynamic anchor (Hou et al. 2025): the reference follows the policy."""
+
+    every: int = 0
+    """Copy the current policy into the reference every N RL steps (0: never)."""
+    ema: float = 0.0
+    """Each step, reference <- ema * reference + (1 - ema) * policy (0: off)."""
+
+
+@dataclass
+class RefConfig:
+    """The reference policy, used only when a KL term is on."""
+
+    path: str = ""
+    """Reference model path ('': a frozen copy of the initial policy)."""
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    """Move the reference with the policy (off by default: a fixed reference)."""
+
+
+@dataclass
+class KLConfig:
+    """A KL(policy || reference) regulariser."""
+
+    coef: float = 0.0
+    """Weight beta of the KL term (0: off, and no reference model is kept)."""
+    kind: str = "k3"
+    """KL estimator: k1, abs, k2, k3 (alias low_var_kl)."""
+    placement: str = "loss"
+    """'loss': add beta * KL to the policy loss; 'reward': subtract it from token rewards."""
+    adaptive: bool = False
+    """Adapt beta towards kl.target (Ziegler et al. 2019); false: beta stays kl.coef."""
+    target: float = 6.0
+    """Adaptive controller: target KL per sequence (sum over its tokens)."""
+    horizon: int = 10000
+    """Adaptive controller: samples over which beta may change by at most 20%."""
+
+
+@dataclass
+class AlgorithmConfig:
+    """Advantage estimation and regularisation."""
+
+    advantage: str = "grpo"
+    """Advantage estimator (see rlhf.algorithms.advantages for the registry)."""
+    norm_by_std: bool = True
+    """GRPO: divide by the group's standard deviation (false: Dr. GRPO)."""
+    gamma: float = 1.0
+    """Discount over response tokens (gae, reinforce_pp)."""
+    lam: float = 0.95
+    """GAE's lambda (bias-variance trade-off of the advantage)."""
+    whiten_advantages: bool = False
+    """Whiten the estimator's advantages over the batch's valid tokens (standard with gae)."""
+    kl: KLConfig = field(default_factory=KLConfig)
+    """The KL regulariser."""

@@ -1,0 +1,93 @@
+"""Step (2)-(3) of the loop: generate n responses per prompt and score them, with DAPO's
+dynamic sampling and ReMax's greedy baseline when the recipe asks for them.
+
+Samples of one prompt are consecutive (`repeat_interleave`) and share a `group_index`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from rlhf.algorithms.groups import group_ids, group_mean_std
+from rlhf.controller.setup import Run, sampling_params
+from rlhf.controller.timing import PhaseTimer
+from rlhf.data.batch import Batch
+from rlhf.data.prompts import PromptStream
+from rlhf.rollout.base import SamplingParams
+
+
+@dataclass
+class Sampled:
+    """The batch to train on, every score generated this step (before any filtering, for
+    logging), and the sampling metrics."""
+
+    batch: Batch
+    all_scores: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Sampler:
+    """Turns prompt rows from the stream into a scored RL batch."""
+
+    def __init__(self, run: Run, stream: PromptStream, *, with_baseline: bool):
+        self.run, self.stream, self.with_baseline = run, stream, with_baseline
+        self.next_group = 0
+
+    def sample(self, roles, timer: PhaseTimer) -> Sampled:
+        """One round, or with `data.dynamic_sampling.enabled` as many rounds as it takes
+        (at most 1 + max_extra_rounds) to gather data.train_batch_size informative groups."""
+        dynamic = self.run.config.data.dynamic_sampling
+        if not dynamic.enabled:
+            batch, metrics = self.round(roles, timer)
+            return Sampled(batch, batch["scores"], metrics)
+        return self._dynamic(roles, timer, dynamic.max_extra_rounds)
+
+    def round(self, roles, timer: PhaseTimer) -> tuple[Batch, dict[str, float]]:
+        """Generate rollout.n responses for the next prompt batch and score them."""
+        config = self.run.config
+        prompts = self.run.prompts(next(self.stream))
+        prompts.set("group_index", list(range(self.next_group, self.next_group + len(prompts))))
+        self.next_group += len(prompts)
+        with timer.phase("generate"):
+            batch = roles.rollout.generate(prompts.repeat_interleave(config.rollout.n), sampling_params(config))
+        with timer.phase("reward"):
+            scores, _, metrics = roles.reward.score(batch)
+            batch.set("scores", scores)
+        if self.with_baseline:
+            with timer.phase("baseline"):
+                greedy = SamplingParams(max_new_tokens=config.rollout.max_new_tokens, greedy=True)
+                baseline, _, _ = roles.reward.score(roles.rollout.generate(prompts, greedy))
+                batch.set("baseline_scores", baseline.repeat_interleave(config.rollout.n))
+                metrics["remax/baseline_mean"] = baseline.mean().item()
+        return batch, metrics
+
+    def _dynamic(self, roles, timer: PhaseTimer, max_extra_rounds: int) -> Sampled:
+        """DAPO's dynamic sampling (Yu et al. 2025, sec. 3.2): keep groups whose rewards differ."""
+        n, wanted = self.run.config.rollout.n, self.run.config.data.train_batch_size
+        kept, dropped, scores, round_metrics = [], [], [], []
+        while sum(len(b) for b in kept) < wanted * n and len(round_metrics) <= max_extra_rounds:
+            batch, metrics = self.round(roles, timer)
+            informative = informative_samples(batch["scores"], batch["group_index"])
+            kept.append(batch.select(informative.nonzero().squeeze(-1)))
+            dropped.append(batch.select((~informative).nonzero().squeeze(-1)))
+            scores.append(batch["scores"])
+            round_metrics.append(metrics)
+        batch = Batch.concat(kept + dropped).select(range(wanted * n))  # kept groups first
+        kept_groups = sum(len(b) for b in kept) // n
+        metrics = {key: sum(m[key] for m in round_metrics) / len(round_metrics) for key in round_metrics[0]}
+        metrics.update({
+            "dynamic_sampling/rounds": float(len(round_metrics)),
+            "dynamic_sampling/dropped_groups": float(sum(len(b) for b in dropped) // n),
+            "dynamic_sampling/filled_groups": float(max(0, wanted - kept_groups)),
+        })
+        return Sampled(batch, torch.cat(scores), metrics)
+
+
+def informative_samples(scores: torch.Tensor, group_index) -> torch.Tensor:
+    """[B] bool: True for samples whose group's scores are not all equal (a group with equal
+    rewards has zero group-relative advantage and only dilutes the batch)."""
+    ids, num_groups = group_ids(group_index)
+    _, std, _ = group_mean_std(scores.float(), ids, num_groups)
+    return std > 1e-6

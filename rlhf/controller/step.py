@@ -1,0 +1,128 @@
+"""One RL iteration: the numbered steps every algorithm shares.
+
+    (1) take prompts                   (5) token rewards, KL penalty, advantages
+    (2) generate n responses each      (6) critic and policy updates
+    (3) score them                     (7) push weights to the rollout engine; move the anchor
+    (4) old / reference logprobs,      (8) adapt the KL coefficient
+        critic values
+
+Algorithm variants are choices of pure functions and flags inside these steps; steps (1)-(3)
+live in :mod:`rlhf.controller.sampling`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from rlhf.algorithms.advantages import compute_advantages, whiten
+from rlhf.algorithms.kl import kl_estimate
+from rlhf.algorithms.token_rewards import outcome_token_rewards
+from rlhf.controller.roles import Roles
+from rlhf.controller.sampling import Sampler
+from rlhf.controller.setup import Run
+from rlhf.controller.timing import PhaseTimer
+from rlhf.data.batch import Batch
+
+
+def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: int) -> dict[str, float]:
+    """Steps 1-8 of RL iteration `step` (1-based); returns the step's metrics."""
+    config = run.config
+    step_start = time.perf_counter()
+    # 1-3. prompts, n responses each, scores (and DAPO filtering / the ReMax baseline)
+    sampled = sampler.sample(roles, timer)
+    batch = sampled.batch
+    # 4. old logprobs (skipped for a single on-policy update, which reuses its own forward),
+    #    reference logprobs when a KL term is on, values when a critic is
+    if roles.ref is not None or not roles.actor.is_single_on_policy_update(len(batch)):
+        with timer.phase("old_logprobs"):
+            batch.set("old_logprobs", roles.actor.compute_logprobs(batch))
+    if roles.ref is not None:
+        with timer.phase("ref_logprobs"):
+            batch.set("ref_logprobs", roles.ref.compute_logprobs(batch))
+    if roles.critic is not None:
+        with timer.phase("values"):
+            batch.set("values", roles.critic.compute_values(batch))
+    # 5. token rewards, the KL penalty, advantages
+    with timer.phase("advantage"):
+        kl_metrics = add_advantages(run, roles, batch)
+    # 6. critic update; policy update unless the critic is still warming up
+    metrics: dict[str, float] = {}
+    if roles.critic is not None:
+        with timer.phase("critic_update"):
+            metrics.update(roles.critic.update_critic(batch))
+    if step > config.critic.warmup_rl_steps or roles.critic is None:
+        with timer.phase("update"):
+            loss_coef = roles.kl_controller.value if config.algorithm.kl.placement == "loss" else 0.0
+            metrics.update(roles.actor.update_policy(batch, kl_coef=loss_coef))
+        # 7. push the new weights to the rollout engine; move the dynamic anchor
+        with timer.phase("weight_sync"):
+            metrics["sync/bytes"] = roles.rollout.update_weights(roles.actor.named_weights())
+        move_anchor(run, roles, step)
+    # 8. adapt the KL coefficient to the KL just measured
+    if "kl/sequence_mean" in kl_metrics:
+        roles.kl_controller.update(kl_metrics["kl/sequence_mean"], len(batch))
+    kl_metrics["kl/coef"] = roles.kl_controller.value
+    step_metrics = batch_metrics(batch, sampled.all_scores, time.perf_counter() - step_start)
+    return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
+
+
+def add_advantages(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
+    """Set `token_rewards`, `advantages` and `returns` on `batch`.
+
+    The outcome score sits on each response's last token. With `algorithm.kl.placement:
+    reward`, β·KL_t is subtracted per token (and its sum from the outcome score that
+    sequence-level estimators read). Returns the mean sequence KL as a metric.
+    """
+    algorithm = run.config.algorithm
+    mask = batch["response_mask"].float()
+    scores = batch["scores"]
+    token_rewards = outcome_token_rewards(scores, mask)
+    metrics = {}
+    if "ref_logprobs" in batch:
+        kl = kl_estimate(batch["old_logprobs"], batch["ref_logprobs"], algorithm.kl.kind) * mask
+        metrics["kl/sequence_mean"] = kl.sum(dim=-1).mean().item()
+        if algorithm.kl.placement == "reward":
+            beta = roles.kl_controller.value
+            token_rewards = token_rewards - beta * kl
+            scores = scores - beta * kl.sum(dim=-1)
+    available = {
+        "scores": scores, "group_index": batch["group_index"], "response_mask": mask, "token_rewards": token_rewards,
+        "gamma": algorithm.gamma, "lam": algorithm.lam, "norm_by_std": algorithm.norm_by_std,
+    }
+    available.update({key: batch[key] for key in ("values", "baseline_scores") if key in batch})
+    advantages, returns = compute_advantages(algorithm.advantage, **available)
+    if algorithm.whiten_advantages:
+        advantages = whiten(advantages, mask) * mask
+    batch.set("token_rewards", token_rewards).set("advantages", advantages).set("returns", returns)
+    metrics["advantage/mean"] = (advantages * mask).sum().item() / max(1.0, mask.sum().item())
+    return metrics
+
+
+def move_anchor(run: Run, roles: Roles, step: int) -> None:
+    """T1's dynamic anchor: copy the policy into the reference every `ref.anchor.every` steps,
+    or track it by EMA every step (`ref.anchor.ema`)."""
+    anchor = run.config.ref.anchor
+    if roles.ref is None:
+        return
+    if anchor.every and step % anchor.every == 0:
+        roles.ref.follow(roles.actor.named_weights(), ema=0.0)
+    elif anchor.ema:
+        roles.ref.follow(roles.actor.named_weights(), ema=anchor.ema)
+
+
+def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float) -> dict[str, float]:
+    """Reward (of every sample generated this step), length and throughput of one RL batch."""
+    response_tokens = batch["response_mask"].sum()
+    total_tokens = int(response_tokens + batch["prompt_mask"].sum())
+    lengths = batch["response_mask"].sum(dim=-1).float()
+    return {
+        "reward/mean": all_scores.mean().item(),
+        "reward/std": all_scores.std().item() if len(all_scores) > 1 else 0.0,
+        "response_length/mean": lengths.mean().item(),
+        "response_length/max": lengths.max().item(),
+        "time/step_s": step_seconds,
+        "perf/tokens_per_s": total_tokens / step_seconds,
+        "perf/total_tokens": total_tokens,
+    }

@@ -1,0 +1,99 @@
+"""The critic: values of the states along each response, and their regression on the returns.
+
+Notation: B sequences, R response tokens, K value-head outputs (1 for mse, bins for HL-Gauss).
+Column t of a value tensor [B, R] is the value of the state before response token t, which is
+what GAE (`rlhf.algorithms.advantages.gae`) expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhf.algorithms.losses import hl_gauss_loss, hl_gauss_value, masked_mean, value_loss
+from rlhf.data.batch import Batch
+from rlhf.engines.base import TrainingEngine
+from rlhf.workers.forward import response_values
+from rlhf.workers.updates import run_updates
+
+
+@dataclass(frozen=True)
+class ValueLossConfig:
+    """Plain numbers the critic update needs (taken from `critic.*`)."""
+
+    loss: str = "mse"
+    """'mse' or 'hl_gauss'."""
+    value_clip: float | None = 0.2
+    ppo_epochs: int = 1
+    mini_batch_size: int = 256
+    micro_batch_size: int = 64
+    v_min: float = -1.0
+    v_max: float = 1.0
+    sigma_ratio: float = 0.75
+    """HL-Gauss target std as a multiple of the bin width."""
+
+    def sigma(self, num_bins: int) -> float:
+        return self.sigma_ratio * (self.v_max - self.v_min) / num_bins
+
+
+class CriticWorker:
+    """Owns the value model's training engine (a :class:`rlhf.models.value_model.ValueModel`)."""
+
+    def __init__(self, engine: TrainingEngine, loss: ValueLossConfig, *, seed: int):
+        self.engine = engine
+        self.loss = loss
+        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
+
+    def _values_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Head outputs [B, R, K] -> scalar values [B, R]."""
+        if self.loss.loss == "hl_gauss":
+            return hl_gauss_value(outputs, self.loss.v_min, self.loss.v_max)
+        return outputs.squeeze(-1)
+
+    @torch.no_grad()
+    def compute_values(self, batch: Batch) -> torch.Tensor:
+        """[B, R] float32 values (0 on padding)."""
+        self.engine.module.eval()
+        parts = []
+        for micro in batch.split(self.loss.micro_batch_size):
+            with self.engine.autocast():
+                outputs = response_values(self.engine.module, micro)
+            parts.append((self._values_from_outputs(outputs).cpu() * micro["response_mask"]).float())
+        return torch.cat(parts)
+
+    def update_critic(self, batch: Batch) -> dict[str, float]:
+        """Regress the values on `returns` (needs `values` from before the update, for value
+        clipping, and `returns` in `batch`). Metrics are prefixed `critic/`; `explained_var`
+        is 1 − Var(returns − values) / Var(returns) of the pre-update values."""
+        metrics = run_updates(
+            self.engine, batch, self._accumulate_micro_batch,
+            epochs=self.loss.ppo_epochs, mini_batch_size=self.loss.mini_batch_size, micro_batch_size=self.loss.micro_batch_size,
+            loss_agg="token-mean", generator=self.shuffle_generator,
+        )
+        metrics["explained_var"] = explained_variance(batch["values"], batch["returns"], batch["response_mask"].float()).item()
+        return {f"critic/{key}": value for key, value in metrics.items()}
+
+    def _accumulate_micro_batch(self, micro: Batch, weight: float) -> dict[str, torch.Tensor]:
+        device = next(self.engine.module.parameters()).device
+        mask = micro["response_mask"].to(device).float()
+        returns = micro["returns"].to(device)
+        with self.engine.autocast():
+            outputs = response_values(self.engine.module, micro)
+        if self.loss.loss == "hl_gauss":
+            sigma = self.loss.sigma(outputs.shape[-1])
+            loss, stats = hl_gauss_loss(outputs, returns, mask, self.loss.v_min, self.loss.v_max, sigma=sigma)
+        else:
+            loss, stats = value_loss(outputs.squeeze(-1), micro["values"].to(device), returns, mask, clip=self.loss.value_clip)
+        self.engine.backward(loss * weight)
+        return {"value_loss": loss.detach(), **stats}
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 − Var(returns − values) / Var(returns) over valid tokens (1: perfect, ≤ 0: no better
+    than predicting the mean). Returns a 0-d tensor; 0 when the returns do not vary."""
+    residual_var = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
+    returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    if returns_var <= 0:
+        return torch.zeros(())
+    return 1 - residual_var / returns_var

@@ -1,0 +1,49 @@
+"""The PPO-style update schedule shared by the actor and the critic.
+
+`epochs` passes over the RL batch; each pass shuffles it and splits it into mini-batches (one
+optimiser step each), each mini-batch into micro-batches (one forward/backward each). The
+gradients of a mini-batch's micro-batches add up to exactly the gradient of the mini-batch
+loss: each micro-batch loss is weighted by its share of the mini-batch's valid tokens (for
+token-mean aggregation) or of its sequences (for sequence means).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable
+
+import torch
+
+from rlhf.data.batch import Batch
+from rlhf.engines.base import TrainingEngine
+
+MicroStep = Callable[[Batch, float], dict[str, torch.Tensor]]
+"""(micro-batch, weight) -> detached stats; runs forward and `engine.backward(weight * loss)`."""
+
+
+def run_updates(
+    engine: TrainingEngine, batch: Batch, micro_step: MicroStep, *,
+    epochs: int, mini_batch_size: int, micro_batch_size: int, loss_agg: str, generator: torch.Generator,
+) -> dict[str, float]:
+    """Train `engine` on `batch`; returns the mean of every stat over all micro-batches, plus
+    `grad_norm` (mean over optimiser steps) and `lr` (after the last step)."""
+    engine.module.train()
+    history: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for _ in range(epochs):
+        order = torch.randperm(len(batch), generator=generator)
+        for mini in batch.select(order).split(mini_batch_size):
+            for micro in mini.split(micro_batch_size):
+                for key, value in micro_step(micro, micro_weight(micro, mini, loss_agg)).items():
+                    history[key].append(value)
+            history["grad_norm"].append(engine.step())
+    metrics = {key: torch.stack(values).float().mean().item() for key, values in history.items()}
+    metrics["lr"] = engine.lr
+    return metrics
+
+
+def micro_weight(micro: Batch, mini: Batch, loss_agg: str) -> float:
+    """The micro-batch's share of its mini-batch: of valid tokens for token-mean, else of
+    sequences."""
+    if loss_agg == "token-mean":
+        return float(micro["response_mask"].sum()) / max(1.0, float(mini["response_mask"].sum()))
+    return len(micro) / len(mini)
