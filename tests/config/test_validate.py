@@ -184,3 +184,65 @@ def test_all_problems_are_reported_together():
         "actor.lr: must be > 0, got 0.0",
         "trainer.device: unknown value 'mps' (valid values: auto, cpu, cuda)",
     ]
+
+
+# ---- policy-loss, critic, anchor and dynamic-sampling keys -------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["actor.dual_clip=1"], "actor.dual_clip: must be > 1 (or null), got 1.0"),
+    (["actor.dual_clip=0.5"], "actor.dual_clip: must be > 1 (or null), got 0.5"),
+    (["actor.policy_loss=gspoo"],
+     "actor.policy_loss: unknown value 'gspoo' (did you mean 'gspo'? valid values: ppo, gspo)"),
+    (["critic.loss=mes"],
+     "critic.loss: unknown value 'mes' (did you mean 'mse'? valid values: mse, hl_gauss)"),
+    (["critic.hl_gauss.v_min=1"], "critic.hl_gauss: v_min (1.0) must be below v_max (1.0)"),
+    (["critic.hl_gauss.v_min=2", "critic.hl_gauss.v_max=-2"],
+     "critic.hl_gauss: v_min (2.0) must be below v_max (-2.0)"),
+    (["ref.anchor.every=2", "ref.anchor.ema=0.9", "algorithm.kl.coef=0.1"],
+     "ref.anchor.every (2) and ref.anchor.ema (0.9) are both set; "
+     "choose a periodic copy or an EMA, not both"),
+])
+def test_new_keys_name_the_key(overrides, message):
+    assert error_of(*overrides) == message
+
+
+def test_dual_clip_and_policy_loss_accept_their_valid_values():
+    cfg = load_recipe(None, [MODEL, "actor.dual_clip=3", "actor.policy_loss=gspo", "critic.loss=hl_gauss"])
+    assert cfg.actor.dual_clip == 3.0
+    load_recipe(None, [MODEL, "actor.dual_clip=null", "actor.policy_loss=ppo"])
+
+
+@pytest.mark.parametrize("anchor", ["ref.anchor.every=10", "ref.anchor.ema=0.5"])
+def test_anchor_needs_a_kl_term(anchor):
+    assert error_of(anchor) == (
+        "ref.anchor: a dynamic anchor moves the reference model, which exists only with a "
+        "KL term; set algorithm.kl.coef > 0 or remove ref.anchor")
+    load_recipe(None, [MODEL, anchor, "algorithm.kl.coef=0.01"])
+
+
+def test_dynamic_sampling_needs_groups():
+    sizes = ("data.train_batch_size=32", "actor.mini_batch_size=32", "actor.micro_batch_size=32")
+    assert error_of("data.dynamic_sampling.enabled=true", "rollout.n=1", *sizes) == (
+        "data.dynamic_sampling.enabled: needs rollout.n >= 2 (a group of one sample always "
+        "has equal rewards), got rollout.n=1")
+    load_recipe(None, [MODEL, "data.dynamic_sampling.enabled=false", "rollout.n=1", *sizes])
+
+
+# 6 prompts * 5 samples = 30 sequences: the actor's batches divide it, the critic's may not
+THIRTY = ("data.train_batch_size=6", "rollout.n=5", "actor.mini_batch_size=6", "actor.micro_batch_size=2")
+
+
+def test_critic_mini_batch_must_divide_the_step_batch_with_gae():
+    assert error_of("algorithm.advantage=gae", *THIRTY, "critic.mini_batch_size=4", "critic.micro_batch_size=2") == (
+        "data.train_batch_size * rollout.n = 30 sequences per step is not divisible by "
+        "critic.mini_batch_size (4)")
+
+
+def test_critic_micro_batch_must_divide_its_mini_batch_with_gae():
+    assert error_of("algorithm.advantage=gae", "critic.mini_batch_size=128", "critic.micro_batch_size=48") == (
+        "critic.mini_batch_size (128) is not divisible by critic.micro_batch_size (48)")
+
+
+def test_critic_batch_sizes_are_ignored_without_a_critic():
+    load_recipe(None, [MODEL, "algorithm.advantage=grpo", *THIRTY, "critic.mini_batch_size=4", "critic.micro_batch_size=3"])
