@@ -10,3 +10,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_subnormal_floats():
+    """A training run turns on flush-to-zero for speed (`seed_everything`); that is process-wide
+    state, so undo it after each test (hypothesis refuses to draw floats without subnormals)."""
+    yield
+    torch.set_flush_denormal(False)

@@ -34,11 +34,14 @@ def group_sum(values: torch.Tensor, ids: torch.Tensor, num_groups: int) -> torch
 def group_mean_std(values: torch.Tensor, ids: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample group mean, unbiased group std, and group size, each [B].
 
-    The std of a group of one sample is 0 (there is no spread to measure).
+    The std of a group of one sample is 0 (there is no spread to measure). Sums run in
+    float64, so a group of identical scores has exactly its score as mean and std 0 (a float32
+    mean can miss by a rounding step and leave a spurious std of ~1e-6).
     """
-    ones = torch.ones_like(values)
+    values64 = values.double()
+    ones = torch.ones_like(values64)
     count = group_sum(ones, ids, num_groups)
-    mean = group_sum(values, ids, num_groups) / count
-    squared_dev = group_sum((values - mean[ids]) ** 2, ids, num_groups)
+    mean = group_sum(values64, ids, num_groups) / count
+    squared_dev = group_sum((values64 - mean[ids]) ** 2, ids, num_groups)
     var = squared_dev / (count - 1).clamp(min=1)
-    return mean[ids], var.sqrt()[ids], count[ids]
+    return mean[ids].to(values.dtype), var.sqrt()[ids].to(values.dtype), count[ids].to(values.dtype)

@@ -1,58 +1,46 @@
-"""Loss aggregation and the clipped policy losses (PPO, GSPO).
+"""The clipped policy losses (PPO, GSPO); the public home of every loss.
 
-Notation: B sequences, R response tokens; `loss_mat [B, R]` holds one loss value per token
-and `mask [B, R]` is 1 on tokens that count.
+Notation: B sequences, R response tokens; token tensors are [B, R] and `response_mask [B, R]`
+is 1 on tokens that count.
 
 The registry `POLICY_LOSSES` maps a recipe's loss name to a function; see
-:func:`get_policy_loss`. The critic losses live in :mod:`rlhf.algorithms.value` and are
-re-exported here (lazily, because that module imports :func:`aggregate` from this one).
+:func:`get_policy_loss`. Aggregation (:mod:`rlhf.algorithms.aggregation`), the critic losses
+(:mod:`rlhf.algorithms.value`) and entropy are re-exported here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
 import torch
 
+from rlhf.algorithms.aggregation import LOSS_AGG_MODES, aggregate, masked_mean  # noqa: F401  (public here too)
 from rlhf.algorithms.logprobs import entropy_from_logits  # noqa: F401  (public here too, issue 3's name)
+from rlhf.algorithms.value import hl_gauss_bin_centers, hl_gauss_loss, hl_gauss_targets, hl_gauss_value, value_loss  # noqa: F401
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-"""Valid `mode` values of :func:`aggregate`."""
+def clipped_surrogate(
+    ratio: torch.Tensor, advantages: torch.Tensor, clip_low: float, clip_high: float, dual_clip: float | None = None,
+) -> torch.Tensor:
+    """Per-token loss −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)·A), with the dual clip (Ye et al.
+    2020) bounding it by −c·A where A < 0 when `dual_clip` = c is given. All tensors [B, R]."""
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss_mat = torch.maximum(unclipped, clipped)
+    if dual_clip is None:
+        return loss_mat
+    return torch.where(advantages < 0, torch.minimum(loss_mat, -advantages * dual_clip), loss_mat)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `x` over entries where `mask` is 1 (0 when the mask is empty)."""
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm_length: int | None = None) -> torch.Tensor:
-    """Reduce a [B, R] token loss to a scalar.
-
-    Modes:
-        token-mean: sum over all valid tokens / their number (every token weighs the same;
-            DAPO, Yu et al. 2025, sec. 3.3).
-        seq-mean-token-sum: each sequence's token sum, then the mean over sequences.
-        seq-mean-token-mean: each sequence's token mean, then the mean over sequences
-            (the original GRPO normalisation).
-        seq-mean-token-sum-norm: each sequence's token sum / `norm_length` (default R), then
-            the mean over sequences (Dr. GRPO, Liu et al. 2025).
-    Sequences without any valid token are left out of the sequence means.
-    """
-    mask = mask.to(loss_mat.dtype)
-    if mode == "token-mean":
-        return masked_mean(loss_mat, mask)
-    token_sum = (loss_mat * mask).sum(dim=-1)
-    tokens = mask.sum(dim=-1)
-    if mode == "seq-mean-token-sum":
-        per_seq = token_sum
-    elif mode == "seq-mean-token-mean":
-        per_seq = token_sum / tokens.clamp(min=1)
-    elif mode == "seq-mean-token-sum-norm":
-        per_seq = token_sum / (norm_length or loss_mat.shape[-1])
-    else:
-        raise ValueError(f"unknown loss aggregation {mode!r}; valid: {', '.join(LOSS_AGG_MODES)}")
-    has_tokens = (tokens > 0).to(loss_mat.dtype)
-    return (per_seq * has_tokens).sum() / has_tokens.sum().clamp(min=1)
+@torch.no_grad()
+def _clip_stats(
+    ratio: torch.Tensor, log_ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float, clip_high: float,
+) -> dict[str, torch.Tensor]:
+    """Shares of valid tokens clipped above / below, and the k3 estimate of KL(old || new)."""
+    return {
+        "clip_frac_high": masked_mean(((ratio > 1 + clip_high) & (advantages > 0)).to(mask.dtype), mask),
+        "clip_frac_low": masked_mean(((ratio < 1 - clip_low) & (advantages < 0)).to(mask.dtype), mask),
+        "approx_kl": masked_mean(log_ratio.exp() - 1 - log_ratio, mask),
+    }
 
 
 def ppo_policy_loss(
@@ -83,19 +71,9 @@ def ppo_policy_loss(
     """
     log_ratio = (logprobs - old_logprobs).clamp(-20.0, 20.0)
     ratio = log_ratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss_mat = torch.maximum(unclipped, clipped)
-    if dual_clip is not None:
-        bounded = torch.minimum(loss_mat, -advantages * dual_clip)
-        loss_mat = torch.where(advantages < 0, bounded, loss_mat)
+    loss_mat = clipped_surrogate(ratio, advantages, clip_low, clip_high, dual_clip)
     mask = response_mask.to(logprobs.dtype)
-    with torch.no_grad():
-        stats = {
-            "clip_frac_high": masked_mean(((ratio > 1 + clip_high) & (advantages > 0)).to(mask.dtype), mask),
-            "clip_frac_low": masked_mean(((ratio < 1 - clip_low) & (advantages < 0)).to(mask.dtype), mask),
-            "approx_kl": masked_mean(ratio - 1 - log_ratio, mask),
-        }
+    stats = _clip_stats(ratio, log_ratio, advantages, mask, clip_low, clip_high)
     return aggregate(loss_mat, mask, agg, norm_length), stats
 
 
@@ -139,19 +117,8 @@ def gspo_policy_loss(
     seq_ratio = seq_log_ratio.exp()[:, None]  # [B, 1], sg[s_i]
     # Value s_i on every token; gradient s_i · ∇logprobs_t flows through each token.
     ratio = seq_ratio * (logprobs - logprobs.detach()).exp()  # [B, R]
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss_mat = torch.maximum(unclipped, clipped)
-    if dual_clip is not None:
-        bounded = torch.minimum(loss_mat, -advantages * dual_clip)
-        loss_mat = torch.where(advantages < 0, bounded, loss_mat)
-    with torch.no_grad():
-        token_log_ratio = token_log_ratio.clamp(-20.0, 20.0)
-        stats = {
-            "clip_frac_high": masked_mean(((seq_ratio > 1 + clip_high) & (advantages > 0)).to(mask.dtype), mask),
-            "clip_frac_low": masked_mean(((seq_ratio < 1 - clip_low) & (advantages < 0)).to(mask.dtype), mask),
-            "approx_kl": masked_mean(token_log_ratio.exp() - 1 - token_log_ratio, mask),
-        }
+    loss_mat = clipped_surrogate(ratio, advantages, clip_low, clip_high, dual_clip)
+    stats = _clip_stats(seq_ratio.expand_as(ratio), token_log_ratio.clamp(-20.0, 20.0), advantages, mask, clip_low, clip_high)
     return aggregate(loss_mat, mask, agg, norm_length), stats
 
 
@@ -172,22 +139,3 @@ def get_policy_loss(name: str) -> PolicyLoss:
         return POLICY_LOSSES[name]
     except KeyError:
         raise KeyError(f"unknown policy loss {name!r}; valid: {', '.join(sorted(POLICY_LOSSES))}") from None
-
-
-# ---- re-exports of the critic losses -------------------------------------------------------
-# rlhf.algorithms.value imports `aggregate` from here, so importing it at the top (or bottom)
-# of this file would be circular for whichever module is imported first. A module-level
-# __getattr__ (PEP 562) resolves the names on first use instead, in either import order.
-
-_VALUE_EXPORTS = ("value_loss", "hl_gauss_bin_centers", "hl_gauss_targets", "hl_gauss_value", "hl_gauss_loss")
-
-if TYPE_CHECKING:
-    from rlhf.algorithms.value import hl_gauss_bin_centers, hl_gauss_loss, hl_gauss_targets, hl_gauss_value, value_loss  # noqa: F401
-
-
-def __getattr__(name: str) -> Any:
-    if name in _VALUE_EXPORTS:
-        from rlhf.algorithms import value
-
-        return getattr(value, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

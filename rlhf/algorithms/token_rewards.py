@@ -25,4 +25,4 @@ def outcome_token_rewards(scores: torch.Tensor, response_mask: torch.Tensor) -> 
     positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
     last = torch.where(mask > 0, positions, -1).amax(dim=-1, keepdim=True)
     is_last = (positions == last) & (mask > 0)
-    return is_last.float() * scores.float()[:, None]
+    return torch.where(is_last, scores.float()[:, None], torch.zeros((), device=mask.device))

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from rlhf.algorithms.losses import aggregate, masked_mean
+from rlhf.algorithms.aggregation import aggregate, masked_mean
 
 HL_GAUSS_SIGMA_RATIO = 0.75
 """Default σ / bin width, the ratio Farebrother et al. 2024 recommend."""

@@ -318,6 +318,14 @@ def field_docs(cls: type) -> dict[str, str]:
 @functools.cache
 def _field_docs(cls: type) -> dict[str, str]:
     """Cached work of :func:`field_docs` (parses the class source once)."""
+    docs = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):  # a subclass's doc wins
+        docs.update(_own_field_docs(klass))
+    return {f.name: docs.get(f.name, "") for f in dataclasses.fields(cls)}
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """Docstrings of the fields written in `cls`'s own body."""
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     docs = {}
     for stmt, after in zip(body, body[1:]):
@@ -325,4 +333,4 @@ def _field_docs(cls: type) -> dict[str, str]:
                 and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)):
             docs[stmt.target.id] = inspect.cleandoc(after.value.value)
-    return {f.name: docs.get(f.name, "") for f in dataclasses.fields(cls)}
+    return docs

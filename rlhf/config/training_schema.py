@@ -12,8 +12,8 @@ from typing import Optional
 
 
 @dataclass
-class ActorConfig:
-    """Policy optimisation: optimiser, batching and the clipped surrogate."""
+class OptimizationConfig:
+    """What the actor and the critic share: the AdamW optimiser and the mini-batch schedule."""
 
     lr: float = 1e-6
     """Peak learning rate of AdamW."""
@@ -33,6 +33,12 @@ class ActorConfig:
     """Sequences per optimiser step (must divide train_batch_size * rollout.n)."""
     micro_batch_size: int = 64
     """Sequences per forward/backward pass; gradients accumulate up to mini_batch_size."""
+
+
+@dataclass
+class ActorConfig(OptimizationConfig):
+    """Policy optimisation: optimiser, batching and the clipped surrogate."""
+
     policy_loss: str = "ppo"
     """'ppo' (token-level ratio) or 'gspo' (sequence-level ratio, Zheng et al. 2025)."""
     clip_low: float = 0.2
@@ -62,9 +68,11 @@ class HLGaussConfig:
 
 
 @dataclass
-class CriticConfig:
+class CriticConfig(OptimizationConfig):
     """The value model of PPO (used when algorithm.advantage needs values, i.e. 'gae')."""
 
+    lr: float = 1e-5
+    """Peak learning rate of the critic's AdamW."""
     path: str = ""
     """'' : the actor's initial backbone with a fresh value head; else a causal LM or a saved
     value/reward model directory (its value_head.safetensors is loaded when present)."""
@@ -74,24 +82,6 @@ class CriticConfig:
     """Support of the classification critic, used when critic.loss is 'hl_gauss'."""
     value_clip: Optional[float] = 0.2
     """Clip new values to old ± value_clip in the mse loss (null: no clipping)."""
-    lr: float = 1e-5
-    """Peak learning rate of the critic's AdamW."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """AdamW (beta1, beta2)."""
-    warmup_steps: int = 0
-    """Optimiser steps of linear learning-rate warm-up from 0."""
-    lr_schedule: str = "constant"
-    """After warm-up: 'constant' or 'cosine'."""
-    grad_clip: float = 1.0
-    """Clip the critic's gradient norm (0: no clipping)."""
-    ppo_epochs: int = 1
-    """Passes of the critic over each RL batch."""
-    mini_batch_size: int = 256
-    """Sequences per critic optimiser step (must divide the RL batch)."""
-    micro_batch_size: int = 64
-    """Sequences per critic forward/backward pass."""
     warmup_rl_steps: int = 0
     """Critic warm-up: the first N RL steps train only the critic (the actor waits)."""
 

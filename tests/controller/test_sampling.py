@@ -45,6 +45,13 @@ def test_float_noise_does_not_make_a_group_informative(dtype):
     assert informative_samples(scores, [0, 0, 0, 1, 1, 2]).tolist() == [False] * 6
 
 
+@pytest.mark.parametrize(("score", "size"), [(9.9, 6), (12.3, 7), (-588.8455886134877, 7)])
+def test_equal_scores_of_large_magnitude_are_not_informative(score, size):
+    # float32 sums of such scores round, so a float32 group mean is off by an ulp and the
+    # "std" of identical scores comes out above 1e-6 (reward-model scales, not 0/1 rules)
+    assert informative_samples(torch.full((size,), score), [0] * size).tolist() == [False] * size
+
+
 # ---- outcome_token_rewards --------------------------------------------------------------
 
 
