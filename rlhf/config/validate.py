@@ -183,7 +183,7 @@ def _algorithm_errors(cfg: RecipeConfig) -> Iterable[str]:
     sequences = cfg.data.train_batch_size * cfg.rollout.n
     if uses_critic(cfg.algorithm.advantage) and min(critic.mini_batch_size, critic.micro_batch_size) >= 1:
         if sequences % critic.mini_batch_size:
-            yield (f"data.train_batch_size * rollout.n = {sequences} sequences per step is not "
+            yield (f"data.train_batch_size ({cfg.data.train_batch_size}) * rollout.n ({cfg.rollout.n}) = {sequences} sequences per step is not "
                    f"divisible by critic.mini_batch_size ({critic.mini_batch_size})")
         if critic.mini_batch_size % critic.micro_batch_size:
             yield (f"critic.mini_batch_size ({critic.mini_batch_size}) is not divisible by "

@@ -235,7 +235,7 @@ THIRTY = ("data.train_batch_size=6", "rollout.n=5", "actor.mini_batch_size=6", "
 
 def test_critic_mini_batch_must_divide_the_step_batch_with_gae():
     assert error_of("algorithm.advantage=gae", *THIRTY, "critic.mini_batch_size=4", "critic.micro_batch_size=2") == (
-        "data.train_batch_size * rollout.n = 30 sequences per step is not divisible by "
+        "data.train_batch_size (6) * rollout.n (5) = 30 sequences per step is not divisible by "
         "critic.mini_batch_size (4)")
 
 
