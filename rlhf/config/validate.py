@@ -13,13 +13,31 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.schema import RecipeConfig
+from rlhf.config.schema import RecipeConfig, RewardSourceConfig
 
-_RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+Rule = tuple[str, str, Callable[[Any], bool]]
+
+
+def _optimization_ranges(section: str) -> tuple[Rule, ...]:
+    """Rules of the optimiser keys the actor and the critic share (OptimizationConfig)."""
+    return (
+        (f"{section}.lr", "> 0", lambda v: v > 0),
+        (f"{section}.weight_decay", ">= 0", lambda v: v >= 0),
+        (f"{section}.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+        (f"{section}.warmup_steps", ">= 0", lambda v: v >= 0),
+        (f"{section}.grad_clip", ">= 0", lambda v: v >= 0),
+        (f"{section}.ppo_epochs", ">= 1", lambda v: v >= 1),
+        (f"{section}.mini_batch_size", ">= 1", lambda v: v >= 1),
+        (f"{section}.micro_batch_size", ">= 1", lambda v: v >= 1),
+    )
+
+
+_RANGES: tuple[Rule, ...] = (
     # (key, "must be ...", check)
     ("model.tiny.hidden_size", ">= 1", lambda v: v >= 1),
     ("model.tiny.num_layers", ">= 1", lambda v: v >= 1),
@@ -39,14 +57,7 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("rollout.top_k", ">= 0", lambda v: v >= 0),
     ("rollout.max_new_tokens", ">= 1", lambda v: v >= 1),
     ("rollout.micro_batch_size", ">= 0", lambda v: v >= 0),
-    ("actor.lr", "> 0", lambda v: v > 0),
-    ("actor.weight_decay", ">= 0", lambda v: v >= 0),
-    ("actor.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
-    ("actor.warmup_steps", ">= 0", lambda v: v >= 0),
-    ("actor.grad_clip", ">= 0", lambda v: v >= 0),
-    ("actor.ppo_epochs", ">= 1", lambda v: v >= 1),
-    ("actor.mini_batch_size", ">= 1", lambda v: v >= 1),
-    ("actor.micro_batch_size", ">= 1", lambda v: v >= 1),
+    *_optimization_ranges("actor"),
     ("actor.clip_low", ">= 0", lambda v: v >= 0),
     ("actor.clip_high", ">= 0", lambda v: v >= 0),
     ("actor.dual_clip", "> 1 (or null)", lambda v: v is None or v > 1),
@@ -54,14 +65,7 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("critic.hl_gauss.num_bins", ">= 2", lambda v: v >= 2),
     ("critic.hl_gauss.sigma_ratio", "> 0", lambda v: v > 0),
     ("critic.value_clip", "> 0 (or null)", lambda v: v is None or v > 0),
-    ("critic.lr", "> 0", lambda v: v > 0),
-    ("critic.weight_decay", ">= 0", lambda v: v >= 0),
-    ("critic.betas", "two values in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
-    ("critic.warmup_steps", ">= 0", lambda v: v >= 0),
-    ("critic.grad_clip", ">= 0", lambda v: v >= 0),
-    ("critic.ppo_epochs", ">= 1", lambda v: v >= 1),
-    ("critic.mini_batch_size", ">= 1", lambda v: v >= 1),
-    ("critic.micro_batch_size", ">= 1", lambda v: v >= 1),
+    *_optimization_ranges("critic"),
     ("critic.warmup_rl_steps", ">= 0", lambda v: v >= 0),
     ("ref.anchor.every", ">= 0", lambda v: v >= 0),
     ("ref.anchor.ema", "in [0, 1)", lambda v: 0 <= v < 1),
@@ -93,6 +97,7 @@ _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("critic.loss", ("mse", "hl_gauss")),
     ("algorithm.kl.placement", ("loss", "reward")),
     ("trainer.device", ("auto", "cpu", "cuda")),
+    ("reward.on_error", ("raise", "zero")),
 )
 """Keys with a fixed set of values (registry-backed names are in _registry_errors)."""
 
@@ -218,7 +223,8 @@ def _model_errors(cfg: RecipeConfig) -> Iterable[str]:
 
 
 def _reward_errors(cfg: RecipeConfig) -> Iterable[str]:
-    """At least one reward source, with distinct metric names."""
+    """At least one reward source, with distinct metric names; function sources name a file
+    or module and a function, other sources neither."""
     sources = cfg.reward.sources
     if not sources:
         yield "reward.sources: must list at least one reward source (e.g. [{type: arithmetic}])"
@@ -229,3 +235,31 @@ def _reward_errors(cfg: RecipeConfig) -> Iterable[str]:
             yield (f"reward.sources.{seen[label]} and reward.sources.{i} are both named "
                    f"{label!r} in metrics; give one of them a distinct reward.sources.{i}.name")
         seen.setdefault(label, i)
+        yield from _function_source_errors(source, f"reward.sources.{i}")
+
+
+def _function_source_errors(source: RewardSourceConfig, key: str) -> Iterable[str]:
+    """`path` and `name` of a `type: function` source; `path` and `batched` belong to it alone."""
+    if source.type != "function":
+        for option in ("path", "batched"):
+            if getattr(source, option):
+                yield f"{key}.{option}: only 'function' sources take {option}, this one has type {source.type!r}"
+        return
+    if not source.path.strip():
+        yield (f"{key}.path: a function source needs the .py file (relative to the recipe) or the "
+               "dotted module that defines the function, e.g. path: my_rewards.py")
+    elif not (is_python_file(source.path) or _DOTTED.fullmatch(source.path)):
+        yield f"{key}.path: {source.path!r} is neither a .py file nor a dotted module name (my_pkg.rewards)"
+    if not (source.name or "").isidentifier():
+        yield (f"{key}.name: a function source needs the name of the function to call, "
+               f"e.g. name: score (got {source.name!r})")
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+"""A module name like `my_pkg.rewards`."""
+
+
+def is_python_file(path: str) -> bool:
+    """True when a function source's `path` names a file (it ends in .py or has a directory
+    part) rather than a dotted module."""
+    return path.endswith(".py") or "/" in path or "\\" in path

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import torch
 
 from rlhf.algorithms.logprobs import logprobs_from_logits
 from rlhf.algorithms.losses import masked_mean

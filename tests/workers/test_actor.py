@@ -10,45 +10,10 @@ import copy  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rlhf.controller.sft import sft_batch  # noqa: E402
 from rlhf.data.batch import Batch  # noqa: E402
-from rlhf.data.prompts import prompt_batch  # noqa: E402
 from rlhf.engines.base import OptimConfig  # noqa: E402
 from rlhf.engines.torch_engine import TorchEngine  # noqa: E402
-from rlhf.models.load import load_causal_lm, load_tokenizer  # noqa: E402
-from rlhf.models.tiny import build_tiny_model  # noqa: E402
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig  # noqa: E402
-
-# prompts and answers of different lengths: left-padded prompts, right-padded responses
-ROWS = [
-    {"prompt": "1+2=", "ground_truth": "3"},
-    {"prompt": "10+20+30=", "ground_truth": "60"},
-    {"prompt": "7+45=", "ground_truth": "52"},
-    {"prompt": "999+1=", "ground_truth": "1000"},
-    {"prompt": "5+5=", "ground_truth": "10"},
-    {"prompt": "12+345=", "ground_truth": "357"},
-]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_and_model(tmp_path_factory):
-    path = str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
-    model = load_causal_lm(path, torch.device("cpu"))
-    # Larger weights than the default init (std 0.02), so log-probs are far from uniform and
-    # an error in positions or masking shows up clearly.
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 1.5 / param.shape[-1] ** 0.5)
-    return load_tokenizer(path), model
-
-
-@pytest.fixture
-def batch(tokenizer_and_model) -> Batch:
-    tokenizer, _ = tokenizer_and_model
-    return sft_batch(prompt_batch(ROWS, tokenizer), tokenizer)
-
 
 def make_actor(model, loss: PolicyLossConfig, temperature: float = 1.0, seed: int = 0, grad_clip: float = 1.0) -> ActorWorker:
     engine = TorchEngine(model, OptimConfig(lr=1e-3, grad_clip=grad_clip))

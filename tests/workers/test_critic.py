@@ -13,52 +13,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from rlhf.algorithms.losses import masked_mean  # noqa: E402
-from rlhf.controller.sft import sft_batch  # noqa: E402
 from rlhf.data.batch import Batch  # noqa: E402
-from rlhf.data.prompts import prompt_batch  # noqa: E402
 from rlhf.engines.base import OptimConfig  # noqa: E402
 from rlhf.engines.torch_engine import TorchEngine  # noqa: E402
-from rlhf.models.load import load_causal_lm, load_tokenizer  # noqa: E402
-from rlhf.models.tiny import build_tiny_model  # noqa: E402
+from rlhf.models.load import load_causal_lm  # noqa: E402
 from rlhf.models.value_model import HEAD_FILE, ValueModel, load_value_model, value_model_from_policy  # noqa: E402
 from rlhf.workers.critic import CriticWorker, ValueLossConfig, explained_variance  # noqa: E402
 from rlhf.workers.forward import response_values  # noqa: E402
 
-# prompts and answers of different lengths: left-padded prompts, right-padded responses
-ROWS = [
-    {"prompt": "1+2=", "ground_truth": "3"},
-    {"prompt": "10+20+30=", "ground_truth": "60"},
-    {"prompt": "7+45=", "ground_truth": "52"},
-    {"prompt": "999+1=", "ground_truth": "1000"},
-    {"prompt": "5+5=", "ground_truth": "10"},
-    {"prompt": "12+345=", "ground_truth": "357"},
-]
 RETURNS = torch.tensor([0.5, -0.5, 0.8, -0.2, 0.3, -0.7])
-"""One target per sequence, spread over every token of its response."""
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory) -> str:
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
-
-
-@pytest.fixture(scope="module")
-def tokenizer_and_policy(tiny_path):
-    model = load_causal_lm(tiny_path, torch.device("cpu"))
-    # Larger weights than the default init (std 0.02), so hidden states differ clearly from
-    # position to position and an off-by-one in the value positions shows up.
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 1.5 / param.shape[-1] ** 0.5)
-    return load_tokenizer(tiny_path), model
-
-
-@pytest.fixture
-def batch(tokenizer_and_policy) -> Batch:
-    tokenizer, _ = tokenizer_and_policy
-    return sft_batch(prompt_batch(ROWS, tokenizer), tokenizer)
+"""One target per sequence (of conftest.ROWS), spread over every token of its response."""
 
 
 def random_head(model: ValueModel, seed: int = 0) -> ValueModel:
@@ -99,16 +63,16 @@ def squared_error(values: torch.Tensor, batch: Batch) -> float:
 # ---- the value model --------------------------------------------------------------------
 
 
-def test_fresh_mse_critic_predicts_zero(tokenizer_and_policy, batch):
-    _, policy = tokenizer_and_policy
+def test_fresh_mse_critic_predicts_zero(tokenizer_and_model, batch):
+    _, policy = tokenizer_and_model
     critic = make_critic(value_model_from_policy(policy, 1), ValueLossConfig(loss="mse"))
     values = critic.compute_values(batch)
     assert values.shape == batch["response_ids"].shape and values.dtype == torch.float32
     assert (values == 0).all()
 
 
-def test_fresh_hl_gauss_critic_predicts_the_centre_of_its_support(tokenizer_and_policy, batch):
-    _, policy = tokenizer_and_policy
+def test_fresh_hl_gauss_critic_predicts_the_centre_of_its_support(tokenizer_and_model, batch):
+    _, policy = tokenizer_and_model
     # 11 bins over [-1, 3]: uniform probabilities read out as the mean bin centre, 1
     critic = make_critic(value_model_from_policy(policy, 11), ValueLossConfig(loss="hl_gauss", v_min=-1.0, v_max=3.0))
     values = critic.compute_values(batch)
@@ -118,8 +82,8 @@ def test_fresh_hl_gauss_critic_predicts_the_centre_of_its_support(tokenizer_and_
 
 
 @pytest.mark.parametrize("micro_batch_size", [1, 4, 64])
-def test_compute_values_is_zero_on_padding(tokenizer_and_policy, batch, micro_batch_size):
-    _, policy = tokenizer_and_policy
+def test_compute_values_is_zero_on_padding(tokenizer_and_model, batch, micro_batch_size):
+    _, policy = tokenizer_and_model
     model = random_head(value_model_from_policy(policy, 1))
     values = make_critic(model, ValueLossConfig(micro_batch_size=micro_batch_size)).compute_values(batch)
     mask = batch["response_mask"].bool()
@@ -130,8 +94,8 @@ def test_compute_values_is_zero_on_padding(tokenizer_and_policy, batch, micro_ba
     assert values[mask].abs().min() > 0  # the random head does not predict 0 by accident
 
 
-def test_response_values_column_t_is_the_state_before_token_t(tokenizer_and_policy, batch):
-    _, policy = tokenizer_and_policy
+def test_response_values_column_t_is_the_state_before_token_t(tokenizer_and_model, batch):
+    _, policy = tokenizer_and_model
     model = random_head(value_model_from_policy(policy, 3)).eval()
     with torch.no_grad():
         outputs = response_values(model, batch)
@@ -144,8 +108,8 @@ def test_response_values_column_t_is_the_state_before_token_t(tokenizer_and_poli
             assert torch.allclose(outputs[row, t], expected, atol=1e-5), (row, t)
 
 
-def test_value_model_from_policy_copies_the_backbone(tokenizer_and_policy, batch):
-    _, policy = tokenizer_and_policy
+def test_value_model_from_policy_copies_the_backbone(tokenizer_and_model, batch):
+    _, policy = tokenizer_and_model
     policy_before = {name: p.clone() for name, p in policy.named_parameters()}
     model = random_head(value_model_from_policy(policy, 1))
     backbone = dict(model.backbone.named_parameters())
@@ -163,8 +127,8 @@ def test_value_model_from_policy_copies_the_backbone(tokenizer_and_policy, batch
 
 
 @pytest.mark.parametrize(("loss", "value_clip"), [("mse", None), ("mse", 0.2), ("hl_gauss", None)])
-def test_update_moves_values_towards_the_returns(tokenizer_and_policy, batch, loss, value_clip):
-    _, policy = tokenizer_and_policy
+def test_update_moves_values_towards_the_returns(tokenizer_and_model, batch, loss, value_clip):
+    _, policy = tokenizer_and_model
     num_outputs = 21 if loss == "hl_gauss" else 1
     config = ValueLossConfig(loss=loss, value_clip=value_clip, mini_batch_size=6, micro_batch_size=6)
     critic = make_critic(value_model_from_policy(policy, num_outputs), config, lr=3e-3)
@@ -193,8 +157,8 @@ def test_update_moves_values_towards_the_returns(tokenizer_and_policy, batch, lo
     assert metrics["critic/explained_var"] > 0
 
 
-def test_value_clip_is_active_when_values_run_past_it(tokenizer_and_policy, batch):
-    _, policy = tokenizer_and_policy
+def test_value_clip_is_active_when_values_run_past_it(tokenizer_and_model, batch):
+    _, policy = tokenizer_and_model
     config = ValueLossConfig(loss="mse", value_clip=0.01, ppo_epochs=4, mini_batch_size=6, micro_batch_size=6)
     critic = make_critic(value_model_from_policy(policy, 1), config, lr=1e-2)
     batch = with_returns(batch)
@@ -223,8 +187,8 @@ def assert_same_update(whole: CriticWorker, micro: CriticWorker) -> None:
 
 
 @pytest.mark.parametrize(("loss", "num_outputs"), [("mse", 1), ("hl_gauss", 5)])
-def test_micro_batch_accumulation_matches_full_mini_batch(tokenizer_and_policy, batch, loss, num_outputs):
-    _, policy = tokenizer_and_policy
+def test_micro_batch_accumulation_matches_full_mini_batch(tokenizer_and_model, batch, loss, num_outputs):
+    _, policy = tokenizer_and_model
     model = random_head(value_model_from_policy(policy, num_outputs))
     whole_model, micro_model = copy.deepcopy(model), copy.deepcopy(model)
     common = dict(loss=loss, value_clip=0.05, mini_batch_size=6)
@@ -245,8 +209,8 @@ def test_micro_batch_accumulation_matches_full_mini_batch(tokenizer_and_policy, 
 # ---- saving and loading -----------------------------------------------------------------
 
 
-def test_save_and_load_round_trip(tokenizer_and_policy, batch, tmp_path):
-    _, policy = tokenizer_and_policy
+def test_save_and_load_round_trip(tokenizer_and_model, batch, tmp_path):
+    _, policy = tokenizer_and_model
     model = random_head(value_model_from_policy(policy, 3)).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / HEAD_FILE).exists()
@@ -255,8 +219,8 @@ def test_save_and_load_round_trip(tokenizer_and_policy, batch, tmp_path):
         assert torch.allclose(response_values(loaded, batch), response_values(model, batch), atol=1e-6)
 
 
-def test_loading_a_head_of_the_wrong_size_names_the_file(tokenizer_and_policy, tmp_path):
-    _, policy = tokenizer_and_policy
+def test_loading_a_head_of_the_wrong_size_names_the_file(tokenizer_and_model, tmp_path):
+    _, policy = tokenizer_and_model
     random_head(value_model_from_policy(policy, 3)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / HEAD_FILE)) + ".* 3 outputs .* needs 1"):
         load_value_model(str(tmp_path), 1, torch.device("cpu"))

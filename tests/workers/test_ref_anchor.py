@@ -9,26 +9,11 @@ import copy  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rlhf.controller.sft import sft_batch  # noqa: E402
-from rlhf.data.prompts import prompt_batch  # noqa: E402
 from rlhf.engines.base import OptimConfig  # noqa: E402
 from rlhf.engines.torch_engine import TorchEngine  # noqa: E402
-from rlhf.models.load import load_causal_lm, load_tokenizer  # noqa: E402
-from rlhf.models.tiny import build_tiny_model  # noqa: E402
+from rlhf.models.load import load_causal_lm  # noqa: E402
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig  # noqa: E402
 from rlhf.workers.ref import RefWorker  # noqa: E402
-
-ROWS = [
-    {"prompt": "1+2=", "ground_truth": "3"},
-    {"prompt": "10+20+30=", "ground_truth": "60"},
-    {"prompt": "999+1=", "ground_truth": "1000"},
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory) -> str:
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
-
 
 @pytest.fixture
 def policy_and_ref(tiny_path):
@@ -43,10 +28,8 @@ def policy_and_ref(tiny_path):
     return policy, RefWorker(reference, temperature=0.8, micro_batch_size=2)
 
 
-def test_ema_zero_copies_the_policy(tiny_path, policy_and_ref):
+def test_ema_zero_copies_the_policy(policy_and_ref, batch):
     policy, ref = policy_and_ref
-    tokenizer = load_tokenizer(tiny_path)
-    batch = sft_batch(prompt_batch(ROWS, tokenizer), tokenizer)
     actor = ActorWorker(TorchEngine(policy, OptimConfig(lr=1e-3)), PolicyLossConfig(micro_batch_size=2), temperature=0.8, seed=0)
     assert not torch.allclose(ref.compute_logprobs(batch), actor.compute_logprobs(batch), atol=1e-3)
     ref.follow(actor.named_weights(), ema=0.0)
