@@ -1,7 +1,7 @@
 """`rlhf train | sft | validate | recipes`: run recipes from the command line.
 
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
-1 a runtime failure (traceback only with --debug). Importing this module imports neither torch
+1 a runtime failure (traceback only with --debug, or the traceback of a failing reward function). Importing this module imports neither torch
 nor any backend, so `rlhf --help` is instant.
 """
 
@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rlhf.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rlhf.config.schema import RecipeConfig
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 """Shipped recipes (a source checkout or editable install)."""
@@ -54,8 +57,21 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     path, config = load(args)
+    check_reward_functions(config)
     print(f"{path}: valid ({config.description or 'no description'})")
     return 0
+
+
+def check_reward_functions(config: RecipeConfig) -> None:
+    """Import every `type: function` reward source and check its signature, as `rlhf train`
+    would at start (other sources are not built here: some start worker processes)."""
+    if not any(source.type == "function" for source in config.reward.sources):
+        return
+    from rlhf.rewards.combine import build_source
+
+    for index, source in enumerate(config.reward.sources):
+        if source.type == "function":
+            build_source(config.reward, index)
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -75,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("train", cmd_train, "run a recipe: optional SFT warm start, then RL"),
         ("sft", cmd_sft, "run only the supervised warm start of a recipe"),
-        ("validate", cmd_validate, "check a recipe and overrides without running anything"),
+        ("validate", cmd_validate, "check a recipe and overrides (and import its reward functions) without training"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")
@@ -100,7 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a runtime failure: one line unless --debug
         if args.debug:
             raise
-        print(f"error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
+        text = f"error: {type(error).__name__}: {error}"
+        hint = "run with --debug for the full traceback"
+        # a message that carries a traceback of its own (a failing reward function) ends with it
+        print(f"{text}\n({hint})" if "\n" in text else f"{text} ({hint})", file=sys.stderr)
         return 1
 
 

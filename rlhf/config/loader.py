@@ -31,7 +31,7 @@ import yaml
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig
-from rlhf.config.validate import validate
+from rlhf.config.validate import is_python_file, validate
 
 __all__ = ["apply_override", "field_docs", "from_dict", "load_recipe", "recipe_from_dict",
            "save_resolved", "to_dict"]
@@ -56,21 +56,50 @@ _RecipeLoader.yaml_implicit_resolvers = {
 
 
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Read the recipe at ``path`` (None: defaults only), apply ``overrides`` and validate it."""
-    data = _read_yaml_file(Path(path)) if path is not None else {}
+    """Read the recipe at ``path`` (None: defaults only), apply ``overrides`` and validate it.
+
+    A relative ``.py`` path of a reward function in the file is relative to the file's
+    directory (a recipe and its reward file travel together).
+    """
+    data = {}
+    if path is not None:
+        data = _read_yaml_file(Path(path))
+        _anchor_function_paths(data, Path(path).resolve().parent)
     return recipe_from_dict(data, overrides)
 
 
 def recipe_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Steps 1-5 of the module docstring for recipe data already in memory."""
+    """Steps 1-5 of the module docstring for recipe data already in memory.
+
+    Reward-function ``.py`` paths still relative here (from ``data`` without a file, or from an
+    override) are made absolute against the current directory, so the resolved config saved in
+    a run directory loads from anywhere.
+    """
     if not isinstance(data, Mapping):
         raise ConfigError(f"the recipe must be a mapping of keys, got {_show(data)}")
     merged = _merge(to_dict(RecipeConfig()), _plain_copy(dict(data), "the recipe"))
     for text in overrides:
         apply_override(merged, text)
     cfg = from_dict(merged, RecipeConfig)
+    for source in cfg.reward.sources:
+        if source.type == "function" and is_python_file(source.path):
+            source.path = str(Path(source.path).expanduser().resolve())
     validate(cfg)
     return cfg
+
+
+def _anchor_function_paths(data: dict[str, Any], base: Path) -> None:
+    """Rewrite relative ``.py`` paths of ``reward.sources`` in raw file data to sit in ``base``.
+
+    The data is not checked yet, so anything of an unexpected shape is left for
+    :func:`from_dict` to report.
+    """
+    reward = data.get("reward")
+    sources = reward.get("sources") if isinstance(reward, dict) else None
+    for source in sources if isinstance(sources, list) else ():
+        path = source.get("path") if isinstance(source, dict) else None
+        if isinstance(path, str) and is_python_file(path):
+            source["path"] = str((base / Path(path).expanduser()).resolve())  # an absolute path stays
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -140,13 +140,17 @@ class RewardSourceConfig:
     """One reward source; the step reward is the weighted sum of all sources."""
 
     type: str = "arithmetic"
-    """Registered source name (see rlhf.rewards.registry)."""
+    """Registered source name (see rlhf.rewards.registry); 'function' calls your own function."""
     weight: float = 1.0
     """Multiplier of this source's score in the total reward."""
     name: Optional[str] = None
-    """Label used in metrics (reward/<name>/mean); defaults to the type."""
+    """Label used in metrics (reward/<name>/mean), default the type; for 'function' the function's name."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments passed to the source's constructor."""
+    """Extra keyword arguments passed to the source's constructor (to the function, for 'function')."""
+    path: str = ""
+    """For 'function': a .py file (relative to the recipe file's directory) or a dotted module name."""
+    batched: bool = False
+    """For 'function': call it once per batch with lists instead of once per sample."""
 
 
 @dataclass
@@ -154,7 +158,9 @@ class RewardConfig:
     """How responses are scored."""
 
     sources: list[RewardSourceConfig] = field(default_factory=lambda: [RewardSourceConfig()])
-    """Reward sources, each {type, weight, name, kwargs}."""
+    """Reward sources, each {type, weight, name, kwargs} (+ path, batched for 'function')."""
+    on_error: str = "raise"
+    """A reward function that fails on a sample: 'raise' stops the run, 'zero' scores it 0.0 and counts it."""
 
 
 @dataclass

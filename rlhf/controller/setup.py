@@ -10,6 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
 
 import torch
 
@@ -19,8 +20,7 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import load_rows, prompt_batch
 from rlhf.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
-from rlhf.rewards.combine import RewardCombiner, WeightedSource
-from rlhf.rewards.registry import build_reward_source
+from rlhf.rewards.combine import RewardCombiner, build_combiner
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.hf import HFRolloutEngine
 
@@ -91,28 +91,34 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     if trainer.num_threads > 0:
         torch.set_num_threads(trainer.num_threads)
     seed_everything(trainer.seed)
+    # data and rewards first: a mistake there (a reward function that cannot be imported) then
+    # stops the run before it creates an output directory or loads a model
+    data = config.data
+    train_rows = load_rows(data.train, data.arithmetic, "data.train")
+    eval_rows = load_rows(data.eval, data.arithmetic, "data.eval") if data.eval.path else []
+    reward = build_reward(config, row_fields(train_rows, eval_rows))
     output_dir = prepare_output_dir(config, recipe_name)
     device = pick_device(trainer.device)
     model_path = resolve_model_path(config.model, output_dir, trainer.seed)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     model = load_causal_lm(model_path, device, config.model.trust_remote_code)
-    data = config.data
-    train_rows = load_rows(data.train, data.arithmetic, "data.train")
-    eval_rows = load_rows(data.eval, data.arithmetic, "data.eval") if data.eval.path else []
     rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
     eval_prompts = [tokenize_prompts(config, tokenizer, eval_rows[i : i + data.eval_batch_size]) for i in range(0, len(eval_rows), data.eval_batch_size)]
-    return Run(config, output_dir, device, tokenizer, model, rollout, build_reward(config), train_rows, eval_prompts)
+    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts)
 
 
-def build_reward(config: RecipeConfig) -> RewardCombiner:
-    sources = []
-    for index, source in enumerate(config.reward.sources):
-        try:
-            built = build_reward_source(source.type, dict(source.kwargs))
-        except (KeyError, TypeError, ValueError) as error:
-            raise ConfigError(f"reward.sources.{index}: {error}") from None
-        sources.append(WeightedSource(source.name or source.type, source.weight, built))
-    return RewardCombiner(sources)
+def build_reward(config: RecipeConfig, extra_fields: Collection[str] | None = None) -> RewardCombiner:
+    """The recipe's reward sources; `extra_fields`: see `rlhf.rewards.combine.build_source`."""
+    return build_combiner(config.reward, extra_fields)
+
+
+def row_fields(train_rows: list[dict], eval_rows: list[dict]) -> set[str]:
+    """The row fields that every training and evaluation batch carries besides prompt and
+    ground truth (what reward functions get as extra arguments)."""
+    fields = set(train_rows[0])
+    if eval_rows:
+        fields &= set(eval_rows[0])
+    return fields - {"prompt", "ground_truth"}
 
 
 def sampling_params(config: RecipeConfig) -> SamplingParams:

@@ -21,6 +21,9 @@ from rlhf.data.batch import Batch
 def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
     """Rows of `dataset` with `prompt` and `ground_truth` fields (renamed from the configured keys).
 
+    Every other field of the dataset is kept; a row that lacks a field some other row has gets
+    None there, so all rows (and every batch of them) carry the same fields.
+
     `key` is the recipe key of the dataset (e.g. 'data.train'), used in error messages.
     """
     if dataset.path.startswith("builtin:"):
@@ -32,7 +35,9 @@ def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str
     rows = rows[: dataset.size] if dataset.size is not None else rows
     if not rows:
         raise ConfigError(f"{key}.path: {dataset.path!r} has no rows")
-    return [_normalise(row, i, dataset, key) for i, row in enumerate(rows)]
+    rows = [_normalise(row, i, dataset, key) for i, row in enumerate(rows)]
+    fields = dict.fromkeys(name for row in rows for name in row)
+    return [{name: row.get(name) for name in fields} for row in rows]  # every row has every field
 
 
 def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
@@ -95,14 +100,18 @@ def render_prompt(text: str, tokenizer, chat_template: bool, system_prompt: str 
 
 
 def prompt_batch(rows: list[dict], tokenizer, *, chat_template: bool = False, system_prompt: str | None = None, max_prompt_tokens: int = 512) -> Batch:
-    """Left-padded `prompt_ids [B, P]`, `prompt_mask [B, P]` plus the rows' fields as non-tensors."""
+    """Left-padded `prompt_ids [B, P]`, `prompt_mask [B, P]` plus the rows' fields as non-tensors.
+
+    Every field of any row becomes a non-tensor field (None for rows without it), so extra
+    dataset fields reach reward functions; `prompt_text` is the prompt as the model sees it.
+    """
     texts = [render_prompt(row["prompt"], tokenizer, chat_template, system_prompt) for row in rows]
     encoded = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False, padding_side="left")
     lengths = encoded["attention_mask"].sum(dim=-1)
     if int(lengths.max()) > max_prompt_tokens:
         worst = int(lengths.argmax())
         raise ConfigError(f"data.max_prompt_tokens: prompt {rows[worst]['prompt'][:60]!r} has {int(lengths[worst])} tokens, more than {max_prompt_tokens}")
-    non_tensors = {key: [row.get(key) for row in rows] for key in rows[0]}
+    non_tensors = {key: [row.get(key) for row in rows] for key in dict.fromkeys(k for row in rows for k in row)}
     non_tensors["prompt_text"] = texts
     tensors = {"prompt_ids": encoded["input_ids"], "prompt_mask": encoded["attention_mask"]}
     return Batch(tensors, non_tensors)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Collection
 
 import torch
 
+from rlhf.config.errors import ConfigError
+from rlhf.config.schema import RewardConfig
 from rlhf.data.batch import Batch
 from rlhf.rewards.base import RewardSource
+from rlhf.rewards.registry import build_reward_source
 
 
 @dataclass
@@ -38,3 +42,29 @@ class RewardCombiner:
             metrics[f"reward/{item.name}/mean"] = output.scores.float().mean().item()
             metrics.update({f"reward/{item.name}/{k}": v for k, v in output.metrics.items()})
         return total, per_source, metrics
+
+
+def build_combiner(reward: RewardConfig, extra_fields: Collection[str] | None = None) -> RewardCombiner:
+    """Every source of the recipe's `reward` section, weighted (see :func:`build_source`)."""
+    sources = [build_source(reward, index, extra_fields) for index in range(len(reward.sources))]
+    return RewardCombiner(sources)
+
+
+def build_source(reward: RewardConfig, index: int, extra_fields: Collection[str] | None = None) -> WeightedSource:
+    """Source `reward.sources.<index>`; a source that cannot be built is a ConfigError naming that key.
+
+    `extra_fields` are the dataset's row fields besides prompt and ground truth, when known
+    (a function source checks that the fields its function requires exist).
+    """
+    source = reward.sources[index]
+    options = dict(source.kwargs)
+    if source.type == "function":
+        options = {"path": source.path, "function": source.name, "batched": source.batched, "kwargs": options,
+                   "on_error": reward.on_error, "extra_fields": extra_fields}
+    try:
+        built = build_reward_source(source.type, options)
+    except KeyError as error:
+        raise ConfigError(f"reward.sources.{index}: {error.args[0]}") from None
+    except (ConfigError, TypeError, ValueError) as error:
+        raise ConfigError(f"reward.sources.{index}: {error}") from None
+    return WeightedSource(source.name or source.type, source.weight, built)

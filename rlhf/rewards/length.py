@@ -1,4 +1,5 @@
-"""Length-based reward sources."""
+"""Length-based reward sources: `overlong` (DAPO's soft ramp to a fixed penalty) and `length`
+(a plain linear penalty past a target length)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,23 @@ class OverlongPenaltySource:
         scores = overlong_penalty(lengths, self.max_length, self.buffer_length, self.penalty)
         in_zone = (lengths > self.max_length - self.buffer_length).float().mean().item()
         return RewardOutput(scores.to(torch.float32), {"penalised_fraction": in_zone})
+
+
+class LengthPenaltySource:
+    """A linear penalty on long responses: `-coef * max(0, length - target)`, with `length`
+    the response's tokens (EOS included, as counted by `response_mask`). 0 up to `target`
+    tokens, then `coef` less per extra token, without a floor (unlike `overlong`). Logs the
+    share of responses longer than `target`."""
+
+    def __init__(self, target: int, coef: float = 0.01):
+        if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+            raise ValueError(f"length: kwargs.target must be an integer >= 0 (tokens), got {target!r}")
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not 0 <= coef < float("inf"):
+            raise ValueError(f"length: kwargs.coef must be a finite number >= 0, got {coef!r}")
+        self.target, self.coef = target, float(coef)
+
+    def score(self, batch: Batch) -> RewardOutput:
+        lengths = batch["response_mask"].sum(dim=-1).to(torch.float32)
+        excess = (lengths - self.target).clamp(min=0.0)
+        over = (excess > 0).float().mean().item() if len(lengths) else 0.0
+        return RewardOutput(-self.coef * excess, {"over_target_fraction": over})

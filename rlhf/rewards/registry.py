@@ -1,6 +1,7 @@
 """Registered reward sources: a recipe's `reward.sources[i].type` names one of these.
 
-Each entry is a factory called with the source's `kwargs` from the recipe.
+Each entry is a factory called with the source's `kwargs` from the recipe (`function` is the
+exception: see `_function`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,48 @@ def _overlong(**kwargs: Any) -> RewardSource:
     return OverlongPenaltySource(**kwargs)
 
 
+def _gsm8k(timeout_s: float = 2.0, num_workers: int = 2) -> RewardSource:
+    from rlhf.rewards.verifier_source import VerifierSource
+    from rlhf.rewards.verifiers import gsm8k_score
+
+    return VerifierSource(gsm8k_score, timeout_s=timeout_s, num_workers=num_workers)
+
+
+def _math(timeout_s: float = 5.0, num_workers: int = 2) -> RewardSource:
+    from rlhf.rewards.verifier_source import VerifierSource
+    from rlhf.rewards.verifiers import math_score, warm_up_math_verify
+
+    return VerifierSource(math_score, timeout_s=timeout_s, num_workers=num_workers, warmup=warm_up_math_verify)
+
+
+def _format(**kwargs: Any) -> RewardSource:
+    from rlhf.rewards.format import FormatSource
+
+    return FormatSource(**kwargs)
+
+
+def _length(**kwargs: Any) -> RewardSource:
+    from rlhf.rewards.length import LengthPenaltySource
+
+    return LengthPenaltySource(**kwargs)
+
+
+def _function(**options: Any) -> RewardSource:
+    """Called with {path, function, batched, kwargs, on_error, extra_fields} assembled from the
+    source's own keys by `rlhf.rewards.combine.build_source` (its `kwargs` go to the function)."""
+    from rlhf.rewards.function import FunctionSource
+
+    return FunctionSource(**options)
+
+
 REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "arithmetic": _arithmetic,
     "overlong": _overlong,
+    "gsm8k": _gsm8k,
+    "math": _math,
+    "format": _format,
+    "length": _length,
+    "function": _function,
 }
 """Source type -> factory(**kwargs)."""
 
