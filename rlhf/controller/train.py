@@ -22,9 +22,12 @@ def train(config: RecipeConfig, recipe_name: str) -> RLResult:
     """`rlhf train`: SFT warm start when `sft.enabled`, then the RL loop; prints before/after."""
     run = build_run(config, recipe_name)
     console.print(f"run directory: {run.output_dir}")
-    if config.sft.enabled:
-        supervised_warm_start(run)
-    result = rl_loop(run)
+    try:
+        if config.sft.enabled:
+            supervised_warm_start(run)
+        result = rl_loop(run)
+    finally:
+        run.reward.close()
     if result.accuracy_before is not None:
         console.print(
             f"[bold]held-out accuracy: before RL {result.accuracy_before:.3f} -> after RL {result.accuracy_after:.3f} "
@@ -37,7 +40,10 @@ def sft(config: RecipeConfig, recipe_name: str) -> dict[str, float]:
     """`rlhf sft`: the supervised stage alone; saves the model to `<output_dir>/sft_model`."""
     run = build_run(config, recipe_name)
     console.print(f"run directory: {run.output_dir}")
-    summary = supervised_warm_start(run)
+    try:
+        summary = supervised_warm_start(run)
+    finally:
+        run.reward.close()
     target = run.output_dir / "sft_model"
     run.model.save_pretrained(target)
     run.tokenizer.save_pretrained(target)

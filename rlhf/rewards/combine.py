@@ -43,6 +43,13 @@ class RewardCombiner:
             metrics.update({f"reward/{item.name}/{k}": v for k, v in output.metrics.items()})
         return total, per_source, metrics
 
+    def close(self) -> None:
+        """Release what the sources hold (worker processes of verifiers, served models)."""
+        for item in self.sources:
+            close = getattr(item.source, "close", None)
+            if callable(close):
+                close()
+
 
 def build_combiner(reward: RewardConfig, extra_fields: Collection[str] | None = None) -> RewardCombiner:
     """Every source of the recipe's `reward` section, weighted (see :func:`build_source`)."""

@@ -60,3 +60,14 @@ def test_variants_run(tmp_path, extra):
     assert len(records) == 3
     if "algorithm.kl.coef=0.05" in extra:
         assert "kl/sequence_mean" in records[1]
+
+
+def test_verifier_source_trains_and_leaves_no_worker_processes(tmp_path):
+    import multiprocessing
+
+    out = tmp_path / "run"
+    sources = "reward.sources=[{type: gsm8k, kwargs: {num_workers: 1, timeout_s: 5.0}}]"
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", "sft.enabled=false", *SMALL, sources]) == 0
+    record = read_jsonl(out / "metrics.jsonl")[-1]
+    assert record["reward/gsm8k/timeouts"] == 0.0 and "reward/gsm8k/accuracy" in record
+    assert multiprocessing.active_children() == []
