@@ -154,6 +154,18 @@ class RewardSourceConfig:
 
 
 @dataclass
+class ProcessRewardConfig:
+    """How the step scores of process sources (type: prm) become token rewards (Gao et al. 2024)."""
+
+    refine: str = "clip_delta"
+    """Refinement of the step scores: none, clip (min(s - eta, 0)), delta (s_k - s_k+1) or clip_delta."""
+    eta: float = 0.5
+    """Clip threshold on the step scores (PRM probabilities): only steps scored below it are penalised."""
+    alpha: float = 1.0
+    """Scale of the refined step rewards (times each process source's weight)."""
+
+
+@dataclass
 class RewardConfig:
     """How responses are scored."""
 
@@ -161,6 +173,8 @@ class RewardConfig:
     """Reward sources, each {type, weight, name, kwargs} (+ path, batched for 'function')."""
     on_error: str = "raise"
     """A reward function that fails on a sample: 'raise' stops the run, 'zero' scores it 0.0 and counts it."""
+    process: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
+    """Process rewards (PRM step scores): refinement, eta and alpha."""
 
 
 @dataclass

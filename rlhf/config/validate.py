@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -85,6 +86,8 @@ _RANGES: tuple[Rule, ...] = (
     ("trainer.eval_every", ">= 0", lambda v: v >= 0),
     ("trainer.log_every", ">= 1", lambda v: v >= 1),
     ("trainer.num_threads", ">= 0", lambda v: v >= 0),
+    ("reward.process.alpha", ">= 0", lambda v: v >= 0),
+    ("reward.process.eta", "a finite number", math.isfinite),
 )
 """Simple range rules: each key's value must pass its check."""
 
@@ -146,12 +149,14 @@ def _registry_errors(cfg: RecipeConfig) -> Iterable[str | None]:
     from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS
     from rlhf.algorithms.kl import KL_ESTIMATORS
     from rlhf.algorithms.losses import LOSS_AGG_MODES, POLICY_LOSSES
+    from rlhf.algorithms.refinement import REFINEMENTS
     from rlhf.rewards.registry import REWARD_SOURCES
 
     yield _choice_error("algorithm.advantage", cfg.algorithm.advantage, ADVANTAGE_ESTIMATORS)
     yield _choice_error("actor.loss_agg", cfg.actor.loss_agg, LOSS_AGG_MODES)
     yield _choice_error("actor.policy_loss", cfg.actor.policy_loss, POLICY_LOSSES)
     yield _choice_error("algorithm.kl.kind", cfg.algorithm.kl.kind, KL_ESTIMATORS)
+    yield _choice_error("reward.process.refine", cfg.reward.process.refine, REFINEMENTS)
     for i, source in enumerate(cfg.reward.sources):
         yield _choice_error(f"reward.sources.{i}.type", source.type, REWARD_SOURCES)
 

@@ -53,8 +53,12 @@ class Sampler:
         with timer.phase("generate"):
             batch = roles.rollout.generate(prompts.repeat_interleave(config.rollout.n), sampling_params(config))
         with timer.phase("reward"):
-            scores, _, metrics = roles.reward.score(batch)
-            batch.set("scores", scores)
+            reward = roles.reward.evaluate(batch)
+            metrics = reward.metrics
+            batch.set("scores", reward.scores)
+            if reward.process_token_rewards is not None:
+                # token-level estimators read these two instead of `scores` (see add_advantages)
+                batch.set("outcome_scores", reward.outcome_scores).set("process_token_rewards", reward.process_token_rewards)
         if self.with_baseline:
             with timer.phase("baseline"):
                 greedy = SamplingParams(max_new_tokens=config.rollout.max_new_tokens, greedy=True)

@@ -71,14 +71,19 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
 def add_advantages(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
     """Set `token_rewards`, `advantages` and `returns` on `batch`.
 
-    The outcome score sits on each response's last token. With `algorithm.kl.placement:
-    reward`, β·KL_t is subtracted per token (and its sum from the outcome score that
-    sequence-level estimators read). Returns the mean sequence KL as a metric.
+    The outcome score sits on each response's last token; with process reward sources, their
+    refined step rewards sit on the step ends (`process_token_rewards`) and the outcome score is
+    `outcome_scores`, while sequence-level estimators read `scores` = outcome + process return
+    (see :mod:`rlhf.rewards.combine`). With `algorithm.kl.placement: reward`, β·KL_t is
+    subtracted per token (and its sum from `scores`). Returns the mean sequence KL as a metric.
     """
     algorithm = run.config.algorithm
     mask = batch["response_mask"].float()
     scores = batch["scores"]
-    token_rewards = outcome_token_rewards(scores, mask)
+    if "process_token_rewards" in batch:
+        token_rewards = outcome_token_rewards(batch["outcome_scores"], mask) + batch["process_token_rewards"] * mask
+    else:
+        token_rewards = outcome_token_rewards(scores, mask)
     metrics = {}
     if "ref_logprobs" in batch:
         kl = kl_estimate(batch["old_logprobs"], batch["ref_logprobs"], algorithm.kl.kind) * mask

@@ -51,6 +51,18 @@ def _length(**kwargs: Any) -> RewardSource:
     return LengthPenaltySource(**kwargs)
 
 
+def _orm(**kwargs: Any) -> RewardSource:
+    from rlhf.rewards.orm import OutcomeRewardModelSource
+
+    return OutcomeRewardModelSource(**kwargs)
+
+
+def _prm(**kwargs: Any) -> RewardSource:
+    from rlhf.rewards.prm import ProcessRewardModelSource
+
+    return ProcessRewardModelSource(**kwargs)
+
+
 def _function(**options: Any) -> RewardSource:
     """Called with {path, function, batched, kwargs, on_error, extra_fields} assembled from the
     source's own keys by `rlhf.rewards.combine.build_source` (its `kwargs` go to the function)."""
@@ -67,6 +79,8 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "format": _format,
     "length": _length,
     "function": _function,
+    "orm": _orm,
+    "prm": _prm,
 }
 """Source type -> factory(**kwargs)."""
 

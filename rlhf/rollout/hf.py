@@ -41,7 +41,8 @@ class HFRolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
-        """Adds `response_ids [B, R]`, `response_mask [B, R]` and `response_text` to `prompts`."""
+        """Adds `response_ids [B, R]`, `response_mask [B, R]` and `response_text` to `prompts`,
+        and this engine's tokenizer as `meta["tokenizer"]`."""
         config = self.generation_config(sampling)
         size = self.micro_batch_size or len(prompts)
         was_training = self.model.training
@@ -61,7 +62,8 @@ class HFRolloutEngine:
         response_mask = response_mask_from_ids(response_ids, self.eos_token_ids)
         response_ids = response_ids.masked_fill(response_mask == 0, self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-        out = Batch(dict(prompts.tensors), dict(prompts.non_tensors), dict(prompts.meta))
+        # reward sources that map characters of the text to tokens need the tokenizer
+        out = Batch(dict(prompts.tensors), dict(prompts.non_tensors), {**prompts.meta, "tokenizer": self.tokenizer})
         out.set("response_ids", response_ids.cpu()).set("response_mask", response_mask.cpu())
         return out.set("response_text", texts)
 
