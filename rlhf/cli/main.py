@@ -1,4 +1,4 @@
-"""`rlhf train | sft | validate | recipes`: run recipes from the command line.
+"""`rlhf train | sft | rm | validate | recipes`: run recipes from the command line.
 
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
 1 a runtime failure (traceback only with --debug, or the traceback of a failing reward function). Importing this module imports neither torch
@@ -55,7 +55,22 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rm(args: argparse.Namespace) -> int:
+    from reward_models.config import load_rm_recipe
+    from reward_models.run import run_rm_recipe
+
+    run_rm_recipe(load_rm_recipe(resolve_recipe(args.recipe), args.overrides))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from reward_models.config import is_rm_recipe_file, load_rm_recipe
+
+    path = resolve_recipe(args.recipe)
+    if is_rm_recipe_file(path):
+        config = load_rm_recipe(path, args.overrides)
+        print(f"{path}: valid reward-model recipe ({config.description or 'no description'})")
+        return 0
     path, config = load(args)
     check_reward_functions(config)
     print(f"{path}: valid ({config.description or 'no description'})")
@@ -91,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("train", cmd_train, "run a recipe: optional SFT warm start, then RL"),
         ("sft", cmd_sft, "run only the supervised warm start of a recipe"),
+        ("rm", cmd_rm, "train a reward model (ORM or PRM) from a reward-model recipe (recipes/rm/)"),
         ("validate", cmd_validate, "check a recipe and overrides (and import its reward functions) without training"),
     ):
         sub = commands.add_parser(name, help=text, description=text)

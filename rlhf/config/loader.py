@@ -33,8 +33,8 @@ from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig
 from rlhf.config.validate import is_python_file, validate
 
-__all__ = ["apply_override", "field_docs", "from_dict", "load_recipe", "recipe_from_dict",
-           "save_resolved", "to_dict"]
+__all__ = ["apply_override", "config_from_dict", "field_docs", "from_dict", "load_config",
+           "load_recipe", "recipe_from_dict", "save_resolved", "to_dict"]
 
 _MAX_DEPTH = 64
 """Deepest nesting accepted in YAML data (deeper is a recursive alias or a mistake)."""
@@ -75,17 +75,29 @@ def recipe_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
     override) are made absolute against the current directory, so the resolved config saved in
     a run directory loads from anywhere.
     """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"the recipe must be a mapping of keys, got {_show(data)}")
-    merged = _merge(to_dict(RecipeConfig()), _plain_copy(dict(data), "the recipe"))
-    for text in overrides:
-        apply_override(merged, text)
-    cfg = from_dict(merged, RecipeConfig)
+    cfg = config_from_dict(data, RecipeConfig, overrides)
     for source in cfg.reward.sources:
         if source.type == "function" and is_python_file(source.path):
             source.path = str(Path(source.path).expanduser().resolve())
     validate(cfg)
     return cfg
+
+
+def load_config(path: str | Path | None, cls: type, overrides: Sequence[str] = ()) -> Any:
+    """Steps 1-4 of the module docstring for any root dataclass ``cls`` whose fields all have
+    defaults (another command's recipe, e.g. ``rlhf rm``); the caller validates values."""
+    data = {} if path is None else _read_yaml_file(Path(path))
+    return config_from_dict(data, cls, overrides)
+
+
+def config_from_dict(data: Mapping[str, Any], cls: type, overrides: Sequence[str] = ()) -> Any:
+    """Steps 1-4 of the module docstring for data already in memory and root dataclass ``cls``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the recipe must be a mapping of keys, got {_show(data)}")
+    merged = _merge(to_dict(cls()), _plain_copy(dict(data), "the recipe"))
+    for text in overrides:
+        apply_override(merged, text)
+    return from_dict(merged, cls)
 
 
 def _anchor_function_paths(data: dict[str, Any], base: Path) -> None:
