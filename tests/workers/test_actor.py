@@ -14,6 +14,7 @@ from rlhf.data.batch import Batch  # noqa: E402
 from rlhf.engines.base import OptimConfig  # noqa: E402
 from rlhf.engines.torch_engine import TorchEngine  # noqa: E402
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig  # noqa: E402
+from update_checks import assert_same_update, max_weight_difference  # noqa: E402
 
 def make_actor(model, loss: PolicyLossConfig, temperature: float = 1.0, seed: int = 0, grad_clip: float = 1.0) -> ActorWorker:
     engine = TorchEngine(model, OptimConfig(lr=1e-3, grad_clip=grad_clip))
@@ -80,29 +81,6 @@ def add_rl_fields(batch: Batch, model, seed: int = 0) -> Batch:
     batch.set("ref_logprobs", current + 0.3 * torch.randn(shape, generator=generator))
     batch.set("advantages", torch.randn(len(batch), 1, generator=generator) * mask)
     return batch
-
-
-def max_weight_difference(first: torch.nn.Module, second: torch.nn.Module) -> float:
-    other = dict(second.named_parameters())
-    return max((p - other[name]).abs().max().item() for name, p in first.named_parameters())
-
-
-def assert_same_update(whole: ActorWorker, micro: ActorWorker) -> None:
-    """Same accumulated gradient and same updated weights after one AdamW step.
-
-    AdamW's first step moves a weight by lr * g / (|g| + 1e-8): a weight whose gradient is
-    ~1e-8 moves by up to lr on float rounding noise alone. So the gradients are compared
-    through the first moment (exp_avg = 0.1 * clipped gradient after one step), and the
-    weights within 1e-5 wherever the gradient is not vanishing (|g| > 1e-6).
-    """
-    micro_params = dict(micro.engine.module.named_parameters())
-    for name, param in whole.engine.module.named_parameters():
-        other = micro_params[name]
-        moment = whole.engine.optimizer.state[param]["exp_avg"]
-        other_moment = micro.engine.optimizer.state[other]["exp_avg"]
-        assert torch.allclose(other_moment, moment, rtol=1e-4, atol=1e-6 * moment.abs().max().item()), name
-        well_conditioned = moment.abs() > 0.1 * 1e-6
-        assert (param - other)[well_conditioned].abs().max().item() < 1e-5, name
 
 
 @pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])

@@ -20,6 +20,7 @@ from rlhf.models.load import load_causal_lm  # noqa: E402
 from rlhf.models.value_model import HEAD_FILE, ValueModel, load_value_model, value_model_from_policy  # noqa: E402
 from rlhf.workers.critic import CriticWorker, ValueLossConfig, explained_variance  # noqa: E402
 from rlhf.workers.forward import response_values  # noqa: E402
+from update_checks import assert_same_update, max_weight_difference  # noqa: E402
 
 RETURNS = torch.tensor([0.5, -0.5, 0.8, -0.2, 0.3, -0.7])
 """One target per sequence (of conftest.ROWS), spread over every token of its response."""
@@ -165,25 +166,6 @@ def test_value_clip_is_active_when_values_run_past_it(tokenizer_and_model, batch
     metrics = critic.update_critic(batch.set("values", critic.compute_values(batch)))
     # after the first epoch the values have moved more than 0.01 away from 0 on some tokens
     assert metrics["critic/clip_frac"] > 0
-
-
-def max_weight_difference(first: torch.nn.Module, second: torch.nn.Module) -> float:
-    other = dict(second.named_parameters())
-    return max((p - other[name]).abs().max().item() for name, p in first.named_parameters())
-
-
-def assert_same_update(whole: CriticWorker, micro: CriticWorker) -> None:
-    """Same first moment of AdamW (0.1 * the accumulated, clipped gradient) and the same
-    weights, wherever the gradient is not vanishing (see tests/workers/test_actor.py: AdamW's
-    first step moves a weight with a ~1e-8 gradient by up to lr on rounding noise)."""
-    micro_params = dict(micro.engine.module.named_parameters())
-    for name, param in whole.engine.module.named_parameters():
-        other = micro_params[name]
-        moment = whole.engine.optimizer.state[param]["exp_avg"]
-        other_moment = micro.engine.optimizer.state[other]["exp_avg"]
-        assert torch.allclose(other_moment, moment, rtol=1e-4, atol=1e-6 * moment.abs().max().item()), name
-        well_conditioned = moment.abs() > 0.1 * 1e-6
-        assert (param - other)[well_conditioned].abs().max().item() < 1e-5, name
 
 
 @pytest.mark.parametrize(("loss", "num_outputs"), [("mse", 1), ("hl_gauss", 5)])
