@@ -1,4 +1,4 @@
-"""`rlhf train | sft | rm | validate | recipes`: run recipes from the command line.
+"""`rlhf train | sft | rm | validate | plan | recipes`: run recipes from the command line.
 
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
 1 a runtime failure (traceback only with --debug, or the traceback of a failing reward function). Importing this module imports neither torch
@@ -89,6 +89,25 @@ def check_reward_functions(config: RecipeConfig) -> None:
             build_source(config.reward, index)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    path, config = load(args)
+    import json
+
+    from rlhf.plan.layout import layout_of, plan_recipe
+    from rlhf.plan.report import print_report, summarize
+
+    if args.devices is not None and args.devices < 1:
+        raise ConfigError(f"--devices must be >= 1 (got {args.devices})")
+    if args.device_memory_gb is not None and args.device_memory_gb <= 0:
+        raise ConfigError(f"--device-memory-gb must be > 0 (got {args.device_memory_gb})")
+    summary = summarize(plan_recipe(config, layout_of(config, args.devices, args.device_memory_gb)))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_report(summary, path.stem)
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     import yaml
 
@@ -113,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")
         sub.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. trainer.total_steps=50")
         sub.set_defaults(handler=handler)
+    plan = commands.add_parser("plan", help="estimate memory per device (weights, optimizer, activations, KV cache) and whether it fits",
+                               description="Estimate a recipe's memory per device and whether it fits, before launching it.")
+    plan.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")
+    plan.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. actor.micro_batch_size=4")
+    plan.add_argument("--devices", type=int, default=None, help="number of devices (default: the recipe's, else 1)")
+    plan.add_argument("--device-memory-gb", type=float, default=None, help="memory per device in GiB (default 80)")
+    plan.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    plan.set_defaults(handler=cmd_plan)
     commands.add_parser("recipes", help="list the shipped recipes").set_defaults(handler=cmd_recipes)
     return parser
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig  # noqa: F401 (sections)
+from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, TrainConfig  # noqa: F401 (sections)
 
 
 @dataclass
@@ -233,6 +233,8 @@ class RecipeConfig:
     """Policy optimisation."""
     critic: CriticConfig = field(default_factory=CriticConfig)
     """The value model (PPO with GAE)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The training engine of the actor and the critic (torch or DeepSpeed ZeRO)."""
     ref: RefConfig = field(default_factory=RefConfig)
     """The reference model."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)

@@ -140,3 +140,19 @@ class AlgorithmConfig:
     """Whiten the estimator's advantages over the batch's valid tokens (standard with gae)."""
     kl: KLConfig = field(default_factory=KLConfig)
     """The KL regulariser."""
+
+
+@dataclass
+class TrainConfig:
+    """The training backend of the actor and the critic."""
+
+    engine: str = "torch"
+    """'torch' (plain PyTorch, one process) or 'deepspeed' (ZeRO; pip install deepspeed)."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage: 0 (none), 1 (optimiser state), 2 (+ gradients), 3 (+ parameters)."""
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimiser state on the CPU and step it there (needs zero_stage >= 1)."""
+    offload_params: bool = False
+    """DeepSpeed: keep partitioned parameters on the CPU (needs zero_stage 3)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward instead of storing them (less memory, more compute)."""

@@ -82,6 +82,7 @@ _RANGES: tuple[Rule, ...] = (
     ("sft.eval_every", ">= 1", lambda v: v >= 1),
     ("sft.stop_at_accuracy", "in [0, 1]", lambda v: 0 <= v <= 1),
     ("sft.val_size", ">= 1", lambda v: v >= 1),
+    ("train.zero_stage", "in 0..3", lambda v: 0 <= v <= 3),
     ("trainer.total_steps", ">= 0", lambda v: v >= 0),
     ("trainer.eval_every", ">= 0", lambda v: v >= 0),
     ("trainer.log_every", ">= 1", lambda v: v >= 1),
@@ -95,6 +96,7 @@ _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model.source", ("pretrained", "tiny")),
     ("model.dtype", ("float32", "bfloat16")),
     ("rollout.engine", ("hf",)),
+    ("train.engine", ("torch", "deepspeed")),
     ("actor.lr_schedule", ("constant", "cosine")),
     ("critic.lr_schedule", ("constant", "cosine")),
     ("critic.loss", ("mse", "hl_gauss")),
@@ -115,6 +117,7 @@ def validate(cfg: RecipeConfig) -> None:
         *_model_errors(cfg),
         *_reward_errors(cfg),
         *_algorithm_errors(cfg),
+        *_train_errors(cfg),
     ]
     errors = [error for error in errors if error]
     if errors:
@@ -200,6 +203,17 @@ def _algorithm_errors(cfg: RecipeConfig) -> Iterable[str]:
                    f"critic.micro_batch_size ({critic.micro_batch_size})")
     if hl.v_min >= hl.v_max:
         yield f"critic.hl_gauss: v_min ({hl.v_min}) must be below v_max ({hl.v_max})"
+
+
+def _train_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """DeepSpeed-only keys set for the torch engine, and offloading without its ZeRO stage."""
+    train = cfg.train
+    if train.engine != "deepspeed" and (train.zero_stage or train.offload_optimizer or train.offload_params):
+        yield f"train.engine: {train.engine!r} has no ZeRO or offloading; set train.engine=deepspeed to use train.zero_stage/offload_*"
+    if train.offload_optimizer and train.zero_stage < 1:
+        yield f"train.offload_optimizer: needs train.zero_stage >= 1 (got {train.zero_stage})"
+    if train.offload_params and train.zero_stage != 3:
+        yield f"train.offload_params: needs train.zero_stage 3 (got {train.zero_stage})"
 
 
 def uses_critic(advantage: str) -> bool:

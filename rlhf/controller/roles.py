@@ -13,7 +13,7 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.config.validate import uses_critic
 from rlhf.controller.setup import Run
 from rlhf.engines.base import OptimConfig
-from rlhf.engines.torch_engine import TorchEngine
+from rlhf.engines.factory import build_engine
 from rlhf.models.load import load_causal_lm
 from rlhf.models.value_model import load_value_model, value_model_from_policy
 from rlhf.rewards.combine import RewardCombiner
@@ -64,7 +64,7 @@ def build_actor(run: Run) -> ActorWorker:
         loss_agg=actor.loss_agg, entropy_coef=actor.entropy_coef,
         kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=config.rollout.max_new_tokens,
     )
-    engine = TorchEngine(run.model, optim, autocast_dtype=run.autocast_dtype)
+    engine = build_engine(run.model, optim, config.train, autocast_dtype=run.autocast_dtype)
     return ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)
 
 
@@ -90,7 +90,8 @@ def build_critic(run: Run) -> CriticWorker:
         loss=critic.loss, value_clip=critic.value_clip, ppo_epochs=critic.ppo_epochs, mini_batch_size=critic.mini_batch_size,
         micro_batch_size=critic.micro_batch_size, v_min=critic.hl_gauss.v_min, v_max=critic.hl_gauss.v_max, sigma_ratio=critic.hl_gauss.sigma_ratio,
     )
-    return CriticWorker(TorchEngine(model, optim, autocast_dtype=run.autocast_dtype), loss, seed=config.trainer.seed)
+    engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype)
+    return CriticWorker(engine, loss, seed=config.trainer.seed)
 
 
 def optimizer_steps(config: RecipeConfig, mini_batch_size: int, epochs: int) -> int:

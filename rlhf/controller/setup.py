@@ -85,8 +85,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_local_layout(config: RecipeConfig) -> None:
+    """Refuse what the in-process (local) backend cannot run yet, before anything is written.
+
+    ZeRO-3 partitions the actor's parameters, but the local rollout engine generates with that
+    very module, and the reference and critic are copied from it; both need the gathered
+    weights, which arrive with separate rollout weights and worker groups (issue 5)."""
+    if config.train.engine == "deepspeed" and config.train.zero_stage == 3:
+        raise ConfigError(
+            "train.zero_stage: 3 is not supported by `rlhf train` yet (the local rollout generates with the "
+            "actor's own, partitioned module); use train.zero_stage 1 or 2, which shard optimizer state and gradients"
+        )
+
+
 def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     """Seed, create the output directory, load model and data, build reward and rollout."""
+    check_local_layout(config)
     trainer = config.trainer
     if trainer.num_threads > 0:
         torch.set_num_threads(trainer.num_threads)

@@ -1,0 +1,230 @@
+"""DeepSpeed training engine: ZeRO stages 0-3, optional CPU offload, same protocol as TorchEngine.
+
+DeepSpeed is imported only here (``import rlhf`` stays light). Its accelerator is detected
+automatically: CUDA when a GPU is visible, otherwise the CPU accelerator (DeepSpeed logs a
+warning and uses it; set ``DS_ACCELERATOR=cpu`` to force it). On CPU the process group uses
+gloo; ops that DeepSpeed JIT-compiles (the CPU Adam of ``offload_optimizer``) are built once
+with the local C++ compiler into ``~/.cache/torch_extensions``.
+
+How the workers' calls map onto DeepSpeed:
+
+* ``backward(loss)`` is called once per micro-batch with a loss the worker has already weighted
+  by the micro-batch's share of its mini-batch, and ``step()`` once per mini-batch. DeepSpeed
+  runs with ``managed_gradient_accumulation: false`` and ``gradient_accumulation_steps: 1``, so
+  it neither counts micro-steps nor divides the loss again: every ``step()`` is exactly one
+  optimiser step over what the preceding ``backward`` calls accumulated.
+* Weights and optimiser state stay float32, as in :class:`TorchEngine`; ``autocast_dtype``
+  (e.g. torch.bfloat16) lowers only the forward computation through ``torch.autocast``.
+* The LR schedule is a ``LambdaLR`` over :func:`rlhf.engines.base.lr_multiplier`, the same
+  function TorchEngine uses, and DeepSpeed steps it once per optimiser step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.engines.base import OptimConfig, lr_multiplier
+
+WEIGHT_BUCKET_BYTES = 256 * 2**20
+"""Gather at most this many bytes of ZeRO-3 parameters at a time in :meth:`named_weights`."""
+
+CHECKPOINT_TAG = "engine"
+"""DeepSpeed checkpoint tag: ``save_checkpoint(dir)`` writes ``dir/engine/`` and ``dir/latest``."""
+
+
+def import_deepspeed():
+    """The deepspeed module, or an ImportError naming the extra to install."""
+    try:
+        import deepspeed
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("train.engine=deepspeed needs DeepSpeed: pip install 'rlhf[deepspeed]' (or pip install deepspeed)") from error
+    return deepspeed
+
+
+def init_distributed() -> None:
+    """Join (or, alone, create) the default process group: gloo on CPU, nccl on CUDA.
+
+    A single process without launcher variables becomes rank 0 of a world of 1 on a free port.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    import_deepspeed().init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+
+def deepspeed_config(
+    optim: OptimConfig, *, zero_stage: int, offload_optimizer: bool = False, offload_params: bool = False,
+    micro_batch_size: int = 1,
+) -> dict[str, Any]:
+    """The DeepSpeed config dict of one engine (a pure function of our settings).
+
+    Args:
+        optim: optimiser and schedule (the schedule itself is a LambdaLR, not in this dict).
+        zero_stage: 0 (plain data parallel) to 3 (parameters partitioned too).
+        offload_optimizer: keep optimiser state on the CPU and step it there (stage >= 1).
+        offload_params: keep partitioned parameters on the CPU (stage 3).
+        micro_batch_size: only informs DeepSpeed's throughput logs; it never batches data.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    zero: dict[str, Any] = {"stage": zero_stage}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if offload_params:
+        zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "train_batch_size": micro_batch_size * world_size,
+        "gradient_accumulation_steps": 1,
+        "managed_gradient_accumulation": False,
+        # stage 0: DeepSpeedEngine.step clips itself, to report the norm
+        "gradient_clipping": optim.grad_clip if zero_stage > 0 else 0.0,
+        "optimizer": {
+            "type": "AdamW",
+            # torch's AdamW on the device, as TorchEngine; offloading needs DeepSpeed's CPU Adam
+            "params": {"lr": optim.lr, "betas": list(optim.betas), "eps": 1e-8, "weight_decay": optim.weight_decay, "torch_adam": not offload_optimizer},
+        },
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": False},
+        "fp16": {"enabled": False},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+class DeepSpeedEngine:
+    """Trains `module` in place through a DeepSpeed engine (see the module docstring).
+
+    `module` stays the object the workers call for forward passes; under ZeRO-3 DeepSpeed's
+    hooks on it gather each layer's parameters during forward and backward.
+    """
+
+    def __init__(
+        self, module: torch.nn.Module, optim: OptimConfig, *, zero_stage: int = 0, offload_optimizer: bool = False,
+        offload_params: bool = False, autocast_dtype: torch.dtype | None = None,
+    ):
+        deepspeed = import_deepspeed()
+        init_distributed()
+        self.optim_config = optim
+        self.zero_stage = zero_stage
+        self.autocast_dtype = autocast_dtype
+        self.device = next(module.parameters()).device
+        config = deepspeed_config(optim, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_params=offload_params)
+        schedule = lambda step: lr_multiplier(step, optim.warmup_steps, optim.total_steps, optim.lr_schedule)
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.ds_engine, _, _, _ = deepspeed.initialize(
+            model=module, model_parameters=params, config=config,
+            lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        )
+        if zero_stage == 0:
+            self.ds_engine.enable_backward_allreduce = False  # step() reduces stage-0 gradients itself
+        self.module = module
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # DeepSpeed's own forward() marks the end of the previous backward, which makes the
+        # ZeRO optimisers add the next micro-batch's gradients instead of overwriting them;
+        # the workers call `module` directly, so mark it here.
+        optimizer = self.ds_engine.optimizer
+        if hasattr(optimizer, "clear_backward_seen_flag"):
+            optimizer.clear_backward_seen_flag()
+        self.ds_engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> torch.Tensor:
+        """Reduce the accumulated gradients, clip, step AdamW and the schedule, zero the grads;
+        returns the global grad norm before clipping."""
+        if self.zero_stage == 0:
+            # DeepSpeed clips stage-0 gradients without reporting the norm: reduce and clip
+            # here (DeepSpeed's own reduction and clipping are switched off in __init__)
+            self.ds_engine.allreduce_gradients()
+            max_norm = self.optim_config.grad_clip if self.optim_config.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm).detach()
+        self.ds_engine.step()
+        if self.zero_stage > 0:
+            grad_norm = torch.as_tensor(float(self.ds_engine.get_global_grad_norm()))
+        self.ds_engine.zero_grad()
+        return grad_norm
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full float32 parameters. Under ZeRO-3 they are gathered in buckets of at most
+        WEIGHT_BUCKET_BYTES and yielded as copies, so the whole model is never held twice."""
+        if self.zero_stage < 3:
+            for name, param in self.module.named_parameters():
+                yield name, param.detach().float()
+            return
+        for bucket in _buckets(list(self.module.named_parameters()), WEIGHT_BUCKET_BYTES):
+            with import_deepspeed().zero.GatheredParameters([param for _, param in bucket], modifier_rank=None):
+                gathered = [(name, param.detach().float().clone()) for name, param in bucket]
+            yield from gathered
+
+    @property
+    def lr(self) -> float:
+        return self.ds_engine.get_lr()[0]
+
+    @property
+    def rank(self) -> int:
+        return torch.distributed.get_rank()
+
+    def save_checkpoint(self, directory: str | Path) -> None:
+        """DeepSpeed's sharded checkpoint (weights, optimiser and schedule state) in `directory`;
+        every rank must call it."""
+        self.ds_engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """Restore what :meth:`save_checkpoint` wrote (same world size and ZeRO stage)."""
+        path, _ = self.ds_engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}")
+
+    def export_hf(self, directory: str | Path, tokenizer=None) -> None:
+        """Full weights in Hugging Face format (safetensors), written by rank 0; every rank must
+        call it (ZeRO-3 gathers the parameters collectively)."""
+        gather = contextlib.nullcontext()
+        if self.zero_stage == 3:
+            gather = import_deepspeed().zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
+        with gather:
+            if self.rank == 0:
+                self.module.save_pretrained(directory)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(directory)
+        torch.distributed.barrier()
+
+
+def _buckets(named: list[tuple[str, torch.nn.Parameter]], max_bytes: int) -> Iterator[list[tuple[str, torch.nn.Parameter]]]:
+    """Consecutive groups of parameters whose full sizes add up to at most `max_bytes` (a
+    parameter larger than that forms a group alone)."""
+    bucket: list[tuple[str, torch.nn.Parameter]] = []
+    size = 0
+    for name, param in named:
+        full_bytes = _full_numel(param) * 4
+        if bucket and size + full_bytes > max_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, param))
+        size += full_bytes
+    if bucket:
+        yield bucket
+
+
+def _full_numel(param: torch.nn.Parameter) -> int:
+    """Element count of the whole parameter (ZeRO-3 keeps it in `ds_numel`)."""
+    return getattr(param, "ds_numel", param.numel())

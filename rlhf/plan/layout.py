@@ -1,0 +1,224 @@
+"""Apply the memory arithmetic to every role of a recipe: the per-device items of `rlhf plan`.
+
+Layout assumed (the hybrid engine of ARCHITECTURE.md): every device holds a data-parallel
+replica of every role (actor, its rollout, reference, critic, reward models). Memory peaks in
+one phase at a time: the rollout (KV cache), the actor update or the critic update
+(activations, logits and, with the torch engine, gradients, which it frees after each step);
+weights, optimizer state and frozen models stay resident throughout. Peak per device =
+resident + the largest phase. Sizes assume every sequence padded to its maximum length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rlhf.config.schema import RecipeConfig
+from rlhf.plan.memory import (
+    DTYPE_BYTES,
+    activation_bytes,
+    frozen_weight_bytes,
+    kv_cache_bytes,
+    logits_bytes,
+    train_state_bytes,
+)
+from rlhf.plan.shapes import (
+    ModelShape,
+    causal_lm_parameters,
+    load_shape,
+    scorer_parameters,
+    shape_from_hf_config,
+)
+
+RESIDENT = "resident"
+"""Phase of what stays in device memory for the whole run."""
+
+TRAINED_WEIGHT_BYTES = 4
+"""Both engines keep trained weights, gradients and AdamW moments in float32; model.dtype only
+sets the autocast compute dtype (so there is no separate fp32 master copy)."""
+
+RM_DTYPE_DEFAULT = "bfloat16"
+"""A reward model's kwargs.dtype 'auto' means bfloat16 on a GPU."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of the plan: what, in which phase, how many bytes per device (and on the host)."""
+
+    name: str
+    phase: str
+    device_bytes: float
+    host_bytes: float = 0.0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Devices and the training engine's sharding settings."""
+
+    devices: int = 1
+    device_memory_gib: float = 80.0
+    engine: str = "torch"
+    zero_stage: int = 0
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    gradient_checkpointing: bool = False
+    tensor_parallel: int = 1
+
+
+@dataclass
+class Plan:
+    """Every role's items and the parameter counts behind them."""
+
+    layout: Layout
+    items: list[Item] = field(default_factory=list)
+    parameters: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def layout_of(config: RecipeConfig, devices: int | None, device_memory_gib: float | None) -> Layout:
+    """The layout of `config`'s train section (absent keys: torch engine, no ZeRO), with the
+    device count and memory from the command line, else the recipe's resource keys, else 1 x 80."""
+    train = getattr(config, "train", None)
+    engine = getattr(train, "engine", "torch")
+    recipe_devices = getattr(config.trainer, "devices", None) or getattr(config.trainer, "num_devices", None)
+    return Layout(
+        devices=devices or recipe_devices or 1,
+        device_memory_gib=device_memory_gib or getattr(config.trainer, "device_memory_gb", None) or 80.0,
+        engine=engine,
+        zero_stage=getattr(train, "zero_stage", 0) if engine == "deepspeed" else 0,
+        offload_optimizer=engine == "deepspeed" and bool(getattr(train, "offload_optimizer", False)),
+        offload_params=engine == "deepspeed" and bool(getattr(train, "offload_params", False)),
+        gradient_checkpointing=bool(getattr(train, "gradient_checkpointing", False)),
+        tensor_parallel=getattr(config.rollout, "tensor_parallel_size", 1) or 1,
+    )
+
+
+def policy_shape(config: RecipeConfig) -> ModelShape:
+    """The policy's shape: the tiny Llama of model.tiny, or model.path's config."""
+    if config.model.source != "tiny":
+        return load_shape(config.model.path, "model.path", config.model.trust_remote_code)
+    from rlhf.models.tiny import tiny_llama_config
+    from rlhf.models.tokenizer import build_char_tokenizer
+
+    tiny, tokenizer = config.model.tiny, build_char_tokenizer()
+    hf_config = tiny_llama_config(
+        len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id or 0,
+        eos_token_id=tokenizer.eos_token_id, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers,
+        num_heads=tiny.num_heads, intermediate_size=tiny.intermediate_size,
+        max_position_embeddings=tiny.max_position_embeddings)
+    return shape_from_hf_config(hf_config, source="model.tiny")
+
+
+def trained_items(role: str, shape: ModelShape, num_params: int, layout: Layout, micro_tokens: int,
+                  act_bytes: int, vocab_logits: bool) -> list[Item]:
+    """Weights, gradients, optimizer state, activations (and logits) of a trained model."""
+    state = train_state_bytes(num_params, TRAINED_WEIGHT_BYTES, layout.zero_stage, layout.devices,
+                              layout.offload_optimizer, layout.offload_params)
+    update = f"{role} update"
+    # the torch engine frees gradients after each optimizer step; DeepSpeed keeps its buffers
+    grad_phase = update if layout.engine == "torch" else RESIDENT
+    items = [
+        Item(f"{role} weights", RESIDENT, state.weights, state.host_weights, "offloaded to host" if state.host_weights else ""),
+        Item(f"{role} gradients", grad_phase, state.gradients, note="fp32; freed after each step" if grad_phase != RESIDENT else "fp32"),
+        Item(f"{role} optimizer state", RESIDENT, state.optimizer, state.host_optimizer,
+             "AdamW moments, offloaded to host" if state.host_optimizer else "AdamW fp32 moments"),
+        Item(f"{role} activations", update, activation_bytes(
+            micro_tokens, shape.num_layers, shape.hidden_size, shape.num_kv_heads * shape.head_dim,
+            shape.intermediate_size, act_bytes, layout.gradient_checkpointing),
+            note=f"{micro_tokens} tokens per micro-batch" + (", checkpointed" if layout.gradient_checkpointing else "")),
+    ]
+    if vocab_logits:
+        items.append(Item(f"{role} logits", update, logits_bytes(micro_tokens, shape.vocab_size), note="fp32, x2 for log-softmax"))
+    return items
+
+
+def plan_recipe(config: RecipeConfig, layout: Layout,
+                shape_of: Callable[[str, str, bool], ModelShape] = load_shape) -> Plan:
+    """The per-device memory items of every role `config` uses, under `layout`.
+
+    `shape_of(path, key, trust_remote_code)` resolves other models (reference, critic, reward
+    models); tests pass their own. The policy's shape comes from :func:`policy_shape`.
+    """
+    from rlhf.config.validate import uses_critic
+
+    plan, shape = Plan(layout), policy_shape(config)
+    seq_len = config.data.max_prompt_tokens + config.rollout.max_new_tokens
+    act_bytes = DTYPE_BYTES[config.model.dtype]
+    actor_params = causal_lm_parameters(shape)
+    plan.parameters["actor"] = actor_params
+    # 1. the actor: trained state, activations and logits of one micro-batch
+    plan.items += trained_items("actor", shape, actor_params, layout, config.actor.micro_batch_size * seq_len, act_bytes, True)
+    # 2. the rollout's KV cache (and vLLM's own weight copy)
+    plan.items += rollout_items(config, shape, actor_params, layout, seq_len)
+    # 3. the frozen reference, only when a KL term needs it
+    if config.algorithm.kl.coef > 0:
+        ref = shape_of(config.ref.path, "ref.path", config.model.trust_remote_code) if config.ref.path else shape
+        plan.parameters["reference"] = causal_lm_parameters(ref)
+        plan.items.append(Item("reference weights", RESIDENT, frozen_weight_bytes(
+            plan.parameters["reference"], TRAINED_WEIGHT_BYTES, 0, layout.devices), note="frozen fp32 copy of the policy"))
+    # 4. the critic, when the advantage estimator needs values
+    if uses_critic(config.algorithm.advantage):
+        critic = shape_of(config.critic.path, "critic.path", config.model.trust_remote_code) if config.critic.path else shape
+        outputs = config.critic.hl_gauss.num_bins if config.critic.loss == "hl_gauss" else 1
+        plan.parameters["critic"] = scorer_parameters(critic, outputs)
+        plan.items += trained_items("critic", critic, plan.parameters["critic"], layout,
+                                    config.critic.micro_batch_size * seq_len, act_bytes, False)
+    # 5. reward models named by orm/prm sources
+    plan.items += reward_model_items(config, plan, shape_of)
+    plan.notes += assumptions(layout)
+    return plan
+
+
+def rollout_items(config: RecipeConfig, shape: ModelShape, actor_params: int, layout: Layout, seq_len: int) -> list[Item]:
+    """The KV cache of the sequences one device generates at once (and vLLM's weight copy)."""
+    rollout, dtype_bytes = config.rollout, DTYPE_BYTES[config.model.dtype]
+    replicas = max(1, layout.devices // layout.tensor_parallel)
+    sequences = math.ceil(config.data.train_batch_size * rollout.n / replicas)
+    if rollout.micro_batch_size > 0:
+        sequences = min(sequences, rollout.micro_batch_size)
+    tokens = sequences * seq_len
+    items = [Item("rollout KV cache", "rollout", kv_cache_bytes(
+        tokens, shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype_bytes, layout.tensor_parallel),
+        note=f"{sequences} sequences x {seq_len} tokens" + (f", TP {layout.tensor_parallel}" if layout.tensor_parallel > 1 else ""))]
+    if rollout.engine == "vllm":
+        items.append(Item("rollout weights (vLLM copy)", "rollout", actor_params * dtype_bytes / layout.tensor_parallel,
+                          note=f"{config.model.dtype}"))
+    return items
+
+
+def reward_model_items(config: RecipeConfig, plan: Plan, shape_of: Callable[[str, str, bool], ModelShape]) -> list[Item]:
+    """Frozen weights of each orm/prm reward source (kwargs.path), resident on every device."""
+    items = []
+    for index, source in enumerate(config.reward.sources):
+        path = source.kwargs.get("path") if source.type in ("orm", "prm") else None
+        if not path:
+            continue
+        key = f"reward.sources[{index}].kwargs.path"
+        shape = shape_of(path, key, bool(source.kwargs.get("trust_remote_code", False)))
+        outputs = 2 if source.kwargs.get("kind") == "two_class" else 1
+        params = scorer_parameters(shape, outputs, bias=False)
+        name = f"RM {path.rstrip('/').split('/')[-1]}"
+        dtype = source.kwargs.get("dtype", "auto")
+        dtype = RM_DTYPE_DEFAULT if dtype == "auto" else dtype
+        plan.parameters[name] = params
+        items.append(Item(f"{name} weights", RESIDENT, params * DTYPE_BYTES[dtype], note=f"frozen, {dtype}"))
+    return items
+
+
+def assumptions(layout: Layout) -> list[str]:
+    """The assumptions behind the numbers, in the words the report prints."""
+    notes = [
+        "every device holds a data-parallel replica of each role; peak = resident + the largest phase",
+        ("trained models keep fp32 weights, gradients and AdamW moments (16 B/param before sharding); "
+         "model.dtype is the autocast compute dtype (activations, KV cache)"),
+        ("activations per layer and token: (7h + 3 kv_heads x head_dim + 4 intermediate) x dtype bytes "
+         "(fused attention, no T x T scores); checkpointing keeps h per layer and token plus one layer"),
+        ("actor.micro_batch_size counts sequences per device; sequences are padded to "
+         "max_prompt_tokens + max_new_tokens; the frozen reference and reward models are replicated, not sharded"),
+        "not counted: CUDA context (~0.5-1 GiB), allocator fragmentation, reward-model and log-prob forward passes",
+    ]
+    if layout.engine == "torch" and layout.devices > 1:
+        notes.append("train.engine is torch: no ZeRO sharding, every device holds the full state")
+    return notes
