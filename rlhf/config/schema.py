@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, TrainConfig  # noqa: F401 (sections)
+from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, SyncConfig, TrainConfig  # noqa: F401 (sections)
 
 
 @dataclass
@@ -133,6 +133,9 @@ class RolloutConfig:
     """Longest response in tokens; generation also stops at the tokenizer's EOS."""
     micro_batch_size: int = 0
     """Sequences per generate call (0: the whole batch at once)."""
+    logprobs: bool = False
+    """Return the rollout engine's logprobs of the sampled tokens and log rollout/logprob_diff
+    against the trainer's (the HF engine then keeps a call's [B, R, V] logits until it returns)."""
 
 
 @dataclass
@@ -235,6 +238,8 @@ class RecipeConfig:
     """The value model (PPO with GAE)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training engine of the actor and the critic (torch or DeepSpeed ZeRO)."""
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    """Checks that the rollout engine got the trainer's weights."""
     ref: RefConfig = field(default_factory=RefConfig)
     """The reference model."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)

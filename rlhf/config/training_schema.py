@@ -156,3 +156,16 @@ class TrainConfig:
     """DeepSpeed: keep partitioned parameters on the CPU (needs zero_stage 3)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward instead of storing them (less memory, more compute)."""
+
+
+@dataclass
+class SyncConfig:
+    """Verification of the weight sync: the rollout engine and the trainer must score a fixed
+    probe batch alike after a sync (issue 5 §5)."""
+
+    check_every: int = 10
+    """Run the probe check after every N-th weight sync (0: never)."""
+    tolerance: Optional[float] = None
+    """Largest allowed |rollout − trainer| logprob on a probe token (null: 1e-3 for float32, 0.5 for bfloat16)."""
+    probe_size: int = 8
+    """Prompts in the probe batch (the first eval prompts, else the first training rows)."""

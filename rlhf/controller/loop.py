@@ -13,6 +13,7 @@ from rlhf.controller.roles import Roles, build_roles
 from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import Run
 from rlhf.controller.step import rl_step
+from rlhf.controller.sync_check import SyncChecker
 from rlhf.controller.timing import PhaseTimer
 from rlhf.data.prompts import PromptStream
 from rlhf.eval.greedy import greedy_accuracy
@@ -36,6 +37,7 @@ def rl_loop(run: Run) -> RLResult:
     roles = build_roles(run)
     stream = PromptStream(run.train_rows, config.data.train_batch_size, trainer.seed)
     sampler = Sampler(run, stream, with_baseline="baseline_scores" in estimator_inputs(config.algorithm.advantage))
+    sync_checker = SyncChecker.from_run(run) if config.sync.check_every else None
     writer = JsonlWriter(run.output_dir / "metrics.jsonl")
     timer = PhaseTimer()
     start = time.perf_counter()
@@ -44,7 +46,7 @@ def rl_loop(run: Run) -> RLResult:
     after = before
     with ConsoleLogger(trainer.total_steps, trainer.log_every) as progress:
         for step in range(1, trainer.total_steps + 1):
-            metrics = rl_step(run, roles, sampler, timer, step)
+            metrics = rl_step(run, roles, sampler, timer, step, sync_checker)
             # log, evaluate, checkpoint
             if step == trainer.total_steps or (trainer.eval_every and step % trainer.eval_every == 0):
                 after = evaluate(run, roles, timer)

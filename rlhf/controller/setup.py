@@ -137,4 +137,4 @@ def row_fields(train_rows: list[dict], eval_rows: list[dict]) -> set[str]:
 
 def sampling_params(config: RecipeConfig) -> SamplingParams:
     rollout = config.rollout
-    return SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=rollout.max_new_tokens)
+    return SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=rollout.max_new_tokens, logprobs=rollout.logprobs)

@@ -17,17 +17,20 @@ import time
 import torch
 
 from rlhf.algorithms.advantages import compute_advantages, whiten
+from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.token_rewards import outcome_token_rewards
 from rlhf.controller.roles import Roles
 from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import Run
+from rlhf.controller.sync_check import SyncChecker
 from rlhf.controller.timing import PhaseTimer
 from rlhf.data.batch import Batch
 
 
-def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: int) -> dict[str, float]:
-    """Steps 1-8 of RL iteration `step` (1-based); returns the step's metrics."""
+def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: int, sync_checker: SyncChecker | None = None) -> dict[str, float]:
+    """Steps 1-8 of RL iteration `step` (1-based); returns the step's metrics. `sync_checker`
+    verifies the weight sync of step 7 (see :mod:`rlhf.controller.sync_check`)."""
     config = run.config
     step_start = time.perf_counter()
     # 1-3. prompts, n responses each, scores (and DAPO filtering / the ReMax baseline)
@@ -56,9 +59,11 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
         with timer.phase("update"):
             loss_coef = roles.kl_controller.value if config.algorithm.kl.placement == "loss" else 0.0
             metrics.update(roles.actor.update_policy(batch, kl_coef=loss_coef))
-        # 7. push the new weights to the rollout engine; move the dynamic anchor
+        # 7. push the new weights to the rollout engine (and check they arrived); move the anchor
         with timer.phase("weight_sync"):
             metrics["sync/bytes"] = roles.rollout.update_weights(roles.actor.named_weights())
+            if sync_checker is not None:
+                metrics.update(sync_checker.after_sync(roles.rollout, roles.actor))
         move_anchor(run, roles, step)
     # 8. adapt the KL coefficient to the KL just measured
     if "kl/sequence_mean" in kl_metrics:
@@ -118,11 +123,17 @@ def move_anchor(run: Run, roles: Roles, step: int) -> None:
 
 
 def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float) -> dict[str, float]:
-    """Reward (of every sample generated this step), length and throughput of one RL batch."""
+    """Reward (of every sample generated this step), length and throughput of one RL batch,
+    and how far the rollout engine's logprobs are from the trainer's old ones (when both exist)."""
     response_tokens = batch["response_mask"].sum()
     total_tokens = int(response_tokens + batch["prompt_mask"].sum())
     lengths = batch["response_mask"].sum(dim=-1).float()
+    metrics = {}
+    if "rollout_logprobs" in batch and "old_logprobs" in batch:
+        mean_gap, max_gap = logprob_gap(batch["rollout_logprobs"], batch["old_logprobs"], batch["response_mask"])
+        metrics = {"rollout/logprob_diff": mean_gap.item(), "rollout/logprob_diff_max": max_gap.item()}
     return {
+        **metrics,
         "reward/mean": all_scores.mean().item(),
         "reward/std": all_scores.std().item() if len(all_scores) > 1 else 0.0,
         "response_length/mean": lengths.mean().item(),

@@ -2,7 +2,9 @@
 
 Input batches carry `prompt_ids [B, P]` (left-padded) and `prompt_mask [B, P]`; `generate`
 returns the batch with `response_ids [B, R]` (right-padded), `response_mask [B, R]` (1 up to
-and including the first EOS) and the non-tensor `response_text` added.
+and including the first EOS) and the non-tensor `response_text` added; engines that can also
+add `rollout_logprobs [B, R]` (float32 log-probabilities of the sampled tokens at the sampling
+temperature, 0 on padding), which the loop compares with the trainer's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class SamplingParams:
     top_k: int = 0
     max_new_tokens: int = 64
     greedy: bool = False
+    logprobs: bool = False
+    """Also return `rollout_logprobs [B, R]` of the sampled tokens."""
 
 
 class RolloutEngine(Protocol):

@@ -12,6 +12,7 @@ from typing import Iterable
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf.algorithms.logprobs import logprobs_from_logits
 from rlhf.data.batch import Batch
 from rlhf.rollout.base import SamplingParams, response_mask_from_ids
 
@@ -37,34 +38,48 @@ class HFRolloutEngine:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eos_token_ids,
             repetition_penalty=1.0,
+            # raw logits (before temperature / top-k / top-p) give each sampled token's logprob
+            return_dict_in_generate=True,
+            output_logits=sampling.logprobs,
         )
 
     @torch.no_grad()
     def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
-        """Adds `response_ids [B, R]`, `response_mask [B, R]` and `response_text` to `prompts`,
-        and this engine's tokenizer as `meta["tokenizer"]`."""
+        """Adds `response_ids [B, R]`, `response_mask [B, R]`, `response_text` (and with
+        `sampling.logprobs`, `rollout_logprobs [B, R]`) to `prompts`, and this engine's tokenizer
+        as `meta["tokenizer"]`.
+
+        `rollout_logprobs` are float32 log softmax(logits / `sampling.temperature`) of the
+        sampled tokens (also when greedy; 0 on padding): what the trainer computes from its own
+        forward, so the two can be compared. `model.generate` holds the raw [B, R, V] logits of
+        a call until it returns: `micro_batch_size` bounds that memory.
+        """
         config = self.generation_config(sampling)
         size = self.micro_batch_size or len(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
-            chunks = [self._generate_chunk(chunk, config) for chunk in prompts.split(size)]
+            chunks = [self._generate_chunk(chunk, config, sampling.temperature) for chunk in prompts.split(size)]
         finally:
             self.model.train(was_training)
         return Batch.concat(chunks)
 
-    def _generate_chunk(self, prompts: Batch, config: GenerationConfig) -> Batch:
+    def _generate_chunk(self, prompts: Batch, config: GenerationConfig, temperature: float) -> Batch:
         device = next(self.model.parameters()).device
         prompt_ids = prompts["prompt_ids"].to(device)
         with self._autocast(device):
             output = self.model.generate(input_ids=prompt_ids, attention_mask=prompts["prompt_mask"].to(device), generation_config=config)
-        response_ids = output[:, prompt_ids.shape[1] :]
+        response_ids = output.sequences[:, prompt_ids.shape[1] :]
         response_mask = response_mask_from_ids(response_ids, self.eos_token_ids)
+        logprobs = sampled_logprobs(output.logits, response_ids, temperature) * response_mask if output.logits else None
+        output.logits = None  # free the [B, R, V] raw logits before decoding
         response_ids = response_ids.masked_fill(response_mask == 0, self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
         # reward sources that map characters of the text to tokens need the tokenizer
         out = Batch(dict(prompts.tensors), dict(prompts.non_tensors), {**prompts.meta, "tokenizer": self.tokenizer})
         out.set("response_ids", response_ids.cpu()).set("response_mask", response_mask.cpu())
+        if logprobs is not None:
+            out.set("rollout_logprobs", logprobs.cpu())
         return out.set("response_text", texts)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -89,6 +104,24 @@ class HFRolloutEngine:
 
     def wake(self) -> None:
         """Nothing was freed by `sleep`."""
+
+
+def sampled_logprobs(step_logits: tuple[torch.Tensor, ...], response_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / temperature)[token] of each generated token, one step at a time
+    (no stacked [B, R, V] copy). Divided like the trainer's `response_logits`.
+
+    Args:
+        step_logits: R tensors [B, V] of raw logits, as `generate(output_logits=True)` returns.
+        response_ids: [B, R] the tokens generated at those steps.
+    Returns:
+        [B, R] float32 log-probabilities.
+    """
+    assert len(step_logits) == response_ids.shape[1], (len(step_logits), tuple(response_ids.shape))
+    columns = [
+        logprobs_from_logits(logits / temperature if temperature != 1.0 else logits, response_ids[:, t])
+        for t, logits in enumerate(step_logits)
+    ]
+    return torch.stack(columns, dim=1) if columns else response_ids.new_zeros(response_ids.shape, dtype=torch.float32)
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
