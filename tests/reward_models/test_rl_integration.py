@@ -16,27 +16,15 @@ from reward_models.data import encode_orm, encode_prm
 from reward_models.evaluate import sequence_scores, step_probabilities
 from reward_models.synthetic import preference_pairs, step_labelled_solutions
 from rlhf.cli.main import main
-from rlhf.data.batch import Batch
 from rlhf.logging.jsonl import read_jsonl
-from rlhf.models.tokenizer import build_char_tokenizer
 from rlhf.rewards.registry import build_reward_source
+from tiny_helpers import response_batch
 
 SMALL_RL = [
     "trainer.total_steps=2", "sft.enabled=false", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=4",
     "actor.mini_batch_size=16", "actor.micro_batch_size=16",
 ]
 """quickstart cut down to 2 RL steps of 4 prompts x 4 samples, without the SFT warm start."""
-
-
-def response_batch(prompts: list[str], responses: list[str]) -> Batch:
-    """Prompts and right-padded responses (+ EOS) of the char tokenizer, as the rollout makes them."""
-    tokenizer = build_char_tokenizer()
-    rows = [tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
-    width = max(map(len, rows))
-    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
-    return Batch({"response_ids": ids, "response_mask": mask},
-                 {"prompt": prompts, "prompt_text": prompts, "response_text": responses}, {"tokenizer": tokenizer})
 
 
 def test_orm_source_scores_as_training_evaluated(trained_rm):

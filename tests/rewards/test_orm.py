@@ -6,28 +6,15 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RewardConfig, RewardSourceConfig
-from rlhf.data.batch import Batch
 from rlhf.models.tiny_reward import build_tiny_reward_model
 from rlhf.models.tokenizer import build_char_tokenizer
 from rlhf.rewards.combine import RewardCombiner, WeightedSource, build_source
 from rlhf.rewards.registry import build_reward_source
 from rlhf.rewards.rm_format import RMFormatter, tokens_at_chars
+from tiny_helpers import response_batch
 
 PROMPTS = ["12+30=", "7+5=", "100+1="]
 RESPONSES = ["42", "13 or so", "101"]
-
-
-def response_batch(prompts, responses) -> Batch:
-    """Prompts and right-padded responses (EOS included) of the char tokenizer, as the rollout
-    engine makes them."""
-    tokenizer = build_char_tokenizer()
-    rows = [tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
-    width = max(map(len, rows))
-    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
-    return Batch({"response_ids": ids, "response_mask": mask},
-                 {"prompt": list(prompts), "prompt_text": list(prompts), "response_text": list(responses)},
-                 {"tokenizer": tokenizer})
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ and the refined process rewards the combiner places there."""
 
 import pytest
 import torch
-from test_orm import response_batch
+from tiny_helpers import response_batch
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from rlhf.algorithms.refinement import clip_delta, delta

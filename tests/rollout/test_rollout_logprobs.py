@@ -19,6 +19,7 @@ from rlhf.models.tiny import build_tiny_model  # noqa: E402
 from rlhf.rollout.base import SamplingParams  # noqa: E402
 from rlhf.rollout.hf import HFRolloutEngine  # noqa: E402
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig  # noqa: E402
+from tiny_helpers import sharpen_weights  # noqa: E402
 
 PROMPTS = ["1+2=", "10+20+30=", "7+45=", "999+1=", "5+5=", "12+345="]  # lengths differ: left padding
 
@@ -36,13 +37,7 @@ def tokenizer(tiny_path):
 @pytest.fixture
 def model(tiny_path):
     """Sharper weights than the default init, so logprobs are far from uniform."""
-    model = load_causal_lm(tiny_path, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 1.5 / param.shape[-1] ** 0.5)
-    return model
+    return sharpen_weights(load_causal_lm(tiny_path, torch.device("cpu")))
 
 
 def make_actor(model, temperature: float) -> ActorWorker:

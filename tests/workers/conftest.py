@@ -9,6 +9,7 @@ from rlhf.data.batch import Batch
 from rlhf.data.prompts import prompt_batch
 from rlhf.models.load import load_causal_lm, load_tokenizer
 from rlhf.models.tiny import build_tiny_model
+from tiny_helpers import sharpen_weights
 
 ROWS = [
     {"prompt": "1+2=", "ground_truth": "3"},
@@ -29,13 +30,7 @@ def tiny_path(tmp_path_factory) -> str:
 def tokenizer_and_model(tiny_path):
     """Larger weights than the default init (std 0.02), so log-probs and hidden states are far
     from uniform and an error in positions or masking shows up clearly."""
-    model = load_causal_lm(tiny_path, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 1.5 / param.shape[-1] ** 0.5)
-    return load_tokenizer(tiny_path), model
+    return load_tokenizer(tiny_path), sharpen_weights(load_causal_lm(tiny_path, torch.device("cpu")))
 
 
 @pytest.fixture

@@ -1,0 +1,31 @@
+"""Helpers shared by tests in several folders (importable as `tiny_helpers`: pytest puts the
+folder of tests/conftest.py on sys.path)."""
+
+import torch
+
+from rlhf.data.batch import Batch
+from rlhf.models.tokenizer import build_char_tokenizer
+
+
+def sharpen_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Larger weights than the default init (std 0.02), so log-probs and hidden states are far
+    from uniform and an error in positions or masking shows up clearly. In place; returns it."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * 1.5 / param.shape[-1] ** 0.5)
+    return model
+
+
+def response_batch(prompts, responses) -> Batch:
+    """Prompts and right-padded responses (EOS included) of the char tokenizer, as the rollout
+    engine makes them."""
+    tokenizer = build_char_tokenizer()
+    rows = [tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
+    width = max(map(len, rows))
+    ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    return Batch({"response_ids": ids, "response_mask": mask},
+                 {"prompt": list(prompts), "prompt_text": list(prompts), "response_text": list(responses)},
+                 {"tokenizer": tokenizer})
