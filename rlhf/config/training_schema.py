@@ -160,12 +160,15 @@ class TrainConfig:
 
 @dataclass
 class SyncConfig:
-    """Verification of the weight sync: the rollout engine and the trainer must score a fixed
-    probe batch alike after a sync (issue 5 §5)."""
+    """The weight sync from trainer to rollout engine (bucketed), and its verification: the
+    rollout engine and the trainer must score a fixed probe batch alike after a sync."""
 
     check_every: int = 10
     """Run the probe check after every N-th weight sync (0: never)."""
     tolerance: Optional[float] = None
     """Largest allowed |rollout − trainer| logprob on a probe token (null: 1e-3 for float32, 0.5 for bfloat16)."""
+    bucket_mb: int = 256
+    """Largest bucket of weights gathered (ZeRO-3) and sent to the rollout engine at a time:
+    bounds the extra memory of a sync."""
     probe_size: int = 8
     """Prompts in the probe batch (the first eval prompts, else the first training rows)."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
+from rlhf.config.validate_distributed import distributed_errors
 
 Rule = tuple[str, str, Callable[[Any], bool]]
 
@@ -98,7 +99,6 @@ _RANGES: tuple[Rule, ...] = (
 _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model.source", ("pretrained", "tiny")),
     ("model.dtype", ("float32", "bfloat16")),
-    ("rollout.engine", ("hf",)),
     ("train.engine", ("torch", "deepspeed")),
     ("actor.lr_schedule", ("constant", "cosine")),
     ("critic.lr_schedule", ("constant", "cosine")),
@@ -121,6 +121,7 @@ def validate(cfg: RecipeConfig) -> None:
         *_reward_errors(cfg),
         *_algorithm_errors(cfg),
         *_train_errors(cfg),
+        *distributed_errors(cfg, uses_critic(cfg.algorithm.advantage)),
     ]
     errors = [error for error in errors if error]
     if errors:

@@ -33,8 +33,18 @@ class RLResult:
 
 def rl_loop(run: Run) -> RLResult:
     """Run `trainer.total_steps` RL steps on `run`, writing `metrics.jsonl` in its directory."""
-    config, trainer = run.config, run.config.trainer
     roles = build_roles(run)
+    try:
+        return _train(run, roles)
+    finally:
+        roles.close()
+
+
+def _train(run: Run, roles: Roles) -> RLResult:
+    """The loop of :func:`rl_loop` over built roles."""
+    config, trainer = run.config, run.config.trainer
+    # a rollout engine with weights of its own starts from the trainer's (after SFT, say)
+    roles.sync_weights()
     stream = PromptStream(run.train_rows, config.data.train_batch_size, trainer.seed)
     sampler = Sampler(run, stream, with_baseline="baseline_scores" in estimator_inputs(config.algorithm.advantage))
     sync_checker = SyncChecker.from_run(run) if config.sync.check_every else None

@@ -1,12 +1,12 @@
 """The roles the controller calls, built from a run. With the local backend each is an
-in-process object; worker groups of the distributed backend expose the same methods, so the
-loop never changes."""
+in-process object; the worker groups of the Ray backend (:mod:`rlhf.distributed.remote_roles`)
+expose the same methods, so the loop never changes."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Collection, Optional, Union
 
 from rlhf.algorithms.kl import AdaptiveKLController, FixedKLController
 from rlhf.config.schema import RecipeConfig
@@ -18,6 +18,7 @@ from rlhf.models.load import load_causal_lm
 from rlhf.models.value_model import load_value_model, value_model_from_policy
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine
+from rlhf.rollout.factory import build_rollout
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig
 from rlhf.workers.critic import CriticWorker, ValueLossConfig
 from rlhf.workers.ref import RefWorker
@@ -26,32 +27,85 @@ KLController = Union[FixedKLController, AdaptiveKLController]
 
 
 @dataclass
-class Roles:
-    """The workers of one RL run, and the KL controller whose β they share."""
+class Models:
+    """The model-holding roles of one process: the actor and its rollout engine, and the
+    reference and critic when the run has them."""
 
-    actor: ActorWorker
-    rollout: RolloutEngine
-    reward: RewardCombiner
-    kl_controller: KLController
+    actor: Optional[ActorWorker] = None
+    rollout: Optional[RolloutEngine] = None
     ref: Optional[RefWorker] = None
     critic: Optional[CriticWorker] = None
 
+    def sync_weights(self) -> int:
+        """Push the actor's weights into the rollout engine; returns the bytes copied."""
+        return self.rollout.update_weights(self.actor.named_weights())
+
+    def follow_policy(self, ema: float) -> None:
+        """Move the reference towards the actor (T1's dynamic anchor)."""
+        self.ref.follow(self.actor.named_weights(), ema=ema)
+
+
+@dataclass
+class Roles(Models):
+    """Every role of one RL run, the reward, and the KL controller whose β they share."""
+
+    reward: Optional[RewardCombiner] = None
+    kl_controller: Optional[KLController] = None
+
+    def close(self) -> None:
+        """Stop what the roles started (nothing in-process)."""
+
 
 def build_roles(run: Run) -> Roles:
-    """Actor (a fresh RL optimiser over the current model), the rollout engine sharing its
-    weights in-process, the reward, a frozen reference copy when a KL term is on, and a critic
-    when the advantage estimator needs values."""
+    """The roles of `run` on its backend: in this process, or Ray worker groups."""
     config = run.config
+    if config.distributed.backend == "ray":
+        from rlhf.distributed.remote_roles import build_remote_roles
+
+        return build_remote_roles(run, kl_controller(config))
+    models = build_models(run, hosted_roles(config))
+    return Roles(actor=models.actor, rollout=models.rollout, ref=models.ref, critic=models.critic, reward=run.reward, kl_controller=kl_controller(config))
+
+
+def hosted_roles(config: RecipeConfig) -> set[str]:
+    """The model roles a run has: actor and rollout always, ref with a KL term, critic when
+    the advantage estimator needs values."""
+    roles = {"actor", "rollout"}
+    if config.algorithm.kl.coef > 0:
+        roles.add("ref")
+    if uses_critic(config.algorithm.advantage):
+        roles.add("critic")
+    return roles
+
+
+def build_models(run: Run, roles: Collection[str], dp_size: int = 1) -> Models:
+    """The model roles named in `roles` around `run.model`, for `dp_size` data-parallel ranks.
+
+    Order matters: the reference and the critic copy the policy, and so does a rollout engine
+    that cannot share the actor's module (ZeRO-3 partitions that module in place when the
+    actor's engine is built, last)."""
+    config = run.config
+    ref = build_ref(run) if "ref" in roles else None
+    critic = build_critic(run, dp_size) if "critic" in roles else None
+    rollout = None
+    if "rollout" in roles:
+        shares_module = not (config.train.engine == "deepspeed" and config.train.zero_stage == 3)
+        if shares_module and config.rollout.engine == "hf" and run.rollout is not None:
+            rollout = run.rollout
+        else:
+            rollout = build_rollout(config, run.model, run.tokenizer, run.model_path, share_module=shares_module, seed_offset=run.rank)
+    actor = build_actor(run, dp_size) if "actor" in roles else None
+    return Models(actor=actor, rollout=rollout, ref=ref, critic=critic)
+
+
+def kl_controller(config: RecipeConfig) -> KLController:
     kl = config.algorithm.kl
-    controller = AdaptiveKLController(kl.coef, kl.target, kl.horizon) if kl.adaptive else FixedKLController(kl.coef)
-    return Roles(
-        actor=build_actor(run), rollout=run.rollout, reward=run.reward, kl_controller=controller,
-        ref=build_ref(run) if kl.coef > 0 else None,
-        critic=build_critic(run) if uses_critic(config.algorithm.advantage) else None,
-    )
+    return AdaptiveKLController(kl.coef, kl.target, kl.horizon) if kl.adaptive else FixedKLController(kl.coef)
 
 
-def build_actor(run: Run) -> ActorWorker:
+def build_actor(run: Run, dp_size: int = 1) -> ActorWorker:
+    """The actor's engine over `run.model`; each of `dp_size` ranks trains on 1/dp_size of
+    every mini-batch."""
     config = run.config
     actor, kl = config.actor, config.algorithm.kl
     optim = OptimConfig(
@@ -59,12 +113,12 @@ def build_actor(run: Run) -> ActorWorker:
         lr_schedule=actor.lr_schedule, total_steps=optimizer_steps(config, actor.mini_batch_size, actor.ppo_epochs), grad_clip=actor.grad_clip,
     )
     loss = PolicyLossConfig(
-        ppo_epochs=actor.ppo_epochs, mini_batch_size=actor.mini_batch_size, micro_batch_size=actor.micro_batch_size,
+        ppo_epochs=actor.ppo_epochs, mini_batch_size=actor.mini_batch_size // dp_size, micro_batch_size=actor.micro_batch_size,
         policy_loss=actor.policy_loss, clip_low=actor.clip_low, clip_high=actor.clip_high, dual_clip=actor.dual_clip,
         loss_agg=actor.loss_agg, entropy_coef=actor.entropy_coef,
         kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=config.rollout.max_new_tokens,
     )
-    engine = build_engine(run.model, optim, config.train, autocast_dtype=run.autocast_dtype)
+    engine = build_engine(run.model, optim, config.train, autocast_dtype=run.autocast_dtype, bucket_mb=config.sync.bucket_mb)
     return ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)
 
 
@@ -74,7 +128,7 @@ def build_ref(run: Run) -> RefWorker:
     return RefWorker(model, temperature=config.rollout.temperature, micro_batch_size=config.actor.micro_batch_size)
 
 
-def build_critic(run: Run) -> CriticWorker:
+def build_critic(run: Run, dp_size: int = 1) -> CriticWorker:
     """A value model initialised from `critic.path`, or from the policy's current backbone."""
     config, critic = run.config, run.config.critic
     outputs = critic.hl_gauss.num_bins if critic.loss == "hl_gauss" else 1
@@ -87,7 +141,7 @@ def build_critic(run: Run) -> CriticWorker:
         lr_schedule=critic.lr_schedule, total_steps=optimizer_steps(config, critic.mini_batch_size, critic.ppo_epochs), grad_clip=critic.grad_clip,
     )
     loss = ValueLossConfig(
-        loss=critic.loss, value_clip=critic.value_clip, ppo_epochs=critic.ppo_epochs, mini_batch_size=critic.mini_batch_size,
+        loss=critic.loss, value_clip=critic.value_clip, ppo_epochs=critic.ppo_epochs, mini_batch_size=critic.mini_batch_size // dp_size,
         micro_batch_size=critic.micro_batch_size, v_min=critic.hl_gauss.v_min, v_max=critic.hl_gauss.v_max, sigma_ratio=critic.hl_gauss.sigma_ratio,
     )
     engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype)

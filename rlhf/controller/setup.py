@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Optional
 
 import torch
 
@@ -33,11 +33,18 @@ class Run:
     output_dir: Path
     device: torch.device
     tokenizer: object
-    model: torch.nn.Module
-    rollout: HFRolloutEngine
-    reward: RewardCombiner
+    model: Optional[torch.nn.Module]
+    """The policy in this process (None on the driver of a Ray run: the workers hold it)."""
+    rollout: Optional[HFRolloutEngine]
+    """HF generate over `model` (SFT validation; the RL rollout engine unless the recipe asks
+    for vLLM or ZeRO-3 partitions `model`: see :func:`rlhf.controller.roles.build_models`)."""
+    reward: Optional[RewardCombiner]
     train_rows: list[dict]
     eval_prompts: list[Batch]
+    model_path: str = ""
+    """The checkpoint the workers (and vLLM) load the policy from."""
+    rank: int = 0
+    """This process's data-parallel rank (a worker of a Ray group; 0 in a local run)."""
 
     def prompts(self, rows: list[dict]) -> Batch:
         """Tokenised, left-padded prompt batch for `rows`."""
@@ -85,22 +92,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_local_layout(config: RecipeConfig) -> None:
-    """Refuse what the in-process (local) backend cannot run yet, before anything is written.
-
-    ZeRO-3 partitions the actor's parameters, but the local rollout engine generates with that
-    very module, and the reference and critic are copied from it; both need the gathered
-    weights, which arrive with separate rollout weights and worker groups (issue 5)."""
-    if config.train.engine == "deepspeed" and config.train.zero_stage == 3:
-        raise ConfigError(
-            "train.zero_stage: 3 is not supported by `rlhf train` yet (the local rollout generates with the "
-            "actor's own, partitioned module); use train.zero_stage 1 or 2, which shard optimizer state and gradients"
-        )
-
-
 def build_run(config: RecipeConfig, recipe_name: str) -> Run:
-    """Seed, create the output directory, load model and data, build reward and rollout."""
-    check_local_layout(config)
+    """Seed, create the output directory, load model and data, build reward and rollout.
+
+    With the Ray backend the workers load the model; this process loads it only for the SFT
+    warm start (which then hands its weights to the workers through `model_path`)."""
     trainer = config.trainer
     if trainer.num_threads > 0:
         torch.set_num_threads(trainer.num_threads)
@@ -115,10 +111,12 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     device = pick_device(trainer.device)
     model_path = resolve_model_path(config.model, output_dir, trainer.seed)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
-    model = load_causal_lm(model_path, device, config.model.trust_remote_code)
-    rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
+    model, rollout = None, None
+    if config.distributed.backend == "local" or config.sft.enabled:
+        model = load_causal_lm(model_path, device, config.model.trust_remote_code)
+        rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
     eval_prompts = [tokenize_prompts(config, tokenizer, eval_rows[i : i + data.eval_batch_size]) for i in range(0, len(eval_rows), data.eval_batch_size)]
-    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts)
+    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path)
 
 
 def build_reward(config: RecipeConfig, extra_fields: Collection[str] | None = None) -> RewardCombiner:

@@ -61,7 +61,7 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
             metrics.update(roles.actor.update_policy(batch, kl_coef=loss_coef))
         # 7. push the new weights to the rollout engine (and check they arrived); move the anchor
         with timer.phase("weight_sync"):
-            metrics["sync/bytes"] = roles.rollout.update_weights(roles.actor.named_weights())
+            metrics["sync/bytes"] = roles.sync_weights()
             if sync_checker is not None:
                 metrics.update(sync_checker.after_sync(roles.rollout, roles.actor))
         move_anchor(run, roles, step)
@@ -117,9 +117,9 @@ def move_anchor(run: Run, roles: Roles, step: int) -> None:
     if roles.ref is None:
         return
     if anchor.every and step % anchor.every == 0:
-        roles.ref.follow(roles.actor.named_weights(), ema=0.0)
+        roles.follow_policy(ema=0.0)
     elif anchor.ema:
-        roles.ref.follow(roles.actor.named_weights(), ema=anchor.ema)
+        roles.follow_policy(ema=anchor.ema)
 
 
 def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float) -> dict[str, float]:

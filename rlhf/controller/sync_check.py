@@ -44,7 +44,7 @@ def check_weight_sync(rollout: RolloutEngine, actor: ActorWorker, probe_prompts:
     if max_gap.item() > tolerance:
         raise WeightSyncError(
             f"weight sync check failed: rollout engine {type(rollout).__name__} vs trainer "
-            f"{type(actor.engine).__name__} disagree on the probe batch's token logprobs by "
+            f"{actor.description} disagree on the probe batch's token logprobs by "
             f"max {max_gap.item():.4g}, mean {mean_gap.item():.4g} (sync.tolerance {tolerance:g}); "
             "the rollout engine is not sampling from the policy being trained"
         )

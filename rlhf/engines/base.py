@@ -43,6 +43,13 @@ class TrainingEngine(Protocol):
     @property
     def lr(self) -> float: ...
 
+    dp_size: int
+    """Data-parallel ranks training together; their gradients are averaged at each step."""
+
+    def dp_sum(self, value: float) -> float:
+        """`value` summed over the data-parallel ranks (every rank must call it)."""
+        ...
+
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
     """Linear warm-up from 0 over `warmup_steps`, then constant or cosine down to 0.1.

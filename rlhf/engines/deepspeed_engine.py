@@ -33,7 +33,7 @@ import torch
 from rlhf.engines.base import OptimConfig, lr_multiplier
 
 WEIGHT_BUCKET_BYTES = 256 * 2**20
-"""Gather at most this many bytes of ZeRO-3 parameters at a time in :meth:`named_weights`."""
+"""Default of the most bytes of ZeRO-3 parameters :meth:`named_weights` gathers at a time."""
 
 CHECKPOINT_TAG = "engine"
 """DeepSpeed checkpoint tag: ``save_checkpoint(dir)`` writes ``dir/engine/`` and ``dir/latest``."""
@@ -116,13 +116,14 @@ class DeepSpeedEngine:
 
     def __init__(
         self, module: torch.nn.Module, optim: OptimConfig, *, zero_stage: int = 0, offload_optimizer: bool = False,
-        offload_params: bool = False, autocast_dtype: torch.dtype | None = None,
+        offload_params: bool = False, autocast_dtype: torch.dtype | None = None, weight_bucket_bytes: int = WEIGHT_BUCKET_BYTES,
     ):
         deepspeed = import_deepspeed()
         init_distributed()
         self.optim_config = optim
         self.zero_stage = zero_stage
         self.autocast_dtype = autocast_dtype
+        self.weight_bucket_bytes = weight_bucket_bytes
         self.device = next(module.parameters()).device
         config = deepspeed_config(optim, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_params=offload_params)
         schedule = lambda step: lr_multiplier(step, optim.warmup_steps, optim.total_steps, optim.lr_schedule)
@@ -166,12 +167,13 @@ class DeepSpeedEngine:
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full float32 parameters. Under ZeRO-3 they are gathered in buckets of at most
-        WEIGHT_BUCKET_BYTES and yielded as copies, so the whole model is never held twice."""
+        `weight_bucket_bytes` and yielded as copies, so the whole model is never held twice;
+        every rank must iterate to the end (each bucket is a collective)."""
         if self.zero_stage < 3:
             for name, param in self.module.named_parameters():
                 yield name, param.detach().float()
             return
-        for bucket in _buckets(list(self.module.named_parameters()), WEIGHT_BUCKET_BYTES):
+        for bucket in _buckets(list(self.module.named_parameters()), self.weight_bucket_bytes):
             with import_deepspeed().zero.GatheredParameters([param for _, param in bucket], modifier_rank=None):
                 gathered = [(name, param.detach().float().clone()) for name, param in bucket]
             yield from gathered
@@ -179,6 +181,19 @@ class DeepSpeedEngine:
     @property
     def lr(self) -> float:
         return self.ds_engine.get_lr()[0]
+
+    @property
+    def dp_size(self) -> int:
+        """Data-parallel ranks whose gradients DeepSpeed averages at each step."""
+        return torch.distributed.get_world_size()
+
+    def dp_sum(self, value: float) -> float:
+        """`value` summed over the data-parallel ranks (a collective: every rank calls it)."""
+        if self.dp_size == 1:
+            return value
+        total = torch.tensor([value], dtype=torch.float64, device=self.device if torch.distributed.get_backend() == "nccl" else "cpu")
+        torch.distributed.all_reduce(total)
+        return float(total.item())
 
     @property
     def rank(self) -> int:

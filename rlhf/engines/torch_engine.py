@@ -44,6 +44,12 @@ class TorchEngine:
         for name, param in self.module.named_parameters():
             yield name, param.detach()
 
+    dp_size = 1
+    """One process: no data parallelism."""
+
+    def dp_sum(self, value: float) -> float:
+        return value
+
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]

@@ -102,6 +102,11 @@ class ActorWorker:
         self.engine.backward(loss * weight)
         return stats
 
+    @property
+    def description(self) -> str:
+        """The training engine, for messages."""
+        return type(self.engine).__name__
+
     def named_weights(self):
         """Full weights of the policy, for the rollout engine."""
         return self.engine.named_weights()

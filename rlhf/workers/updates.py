@@ -32,13 +32,28 @@ def run_updates(
     for _ in range(epochs):
         order = torch.randperm(len(batch), generator=generator)
         for mini in batch.select(order).split(mini_batch_size):
+            scale = mini_batch_scale(engine, mini, loss_agg)
             for micro in mini.split(micro_batch_size):
-                for key, value in micro_step(micro, micro_weight(micro, mini, loss_agg)).items():
+                for key, value in micro_step(micro, scale * micro_weight(micro, mini, loss_agg)).items():
                     history[key].append(value)
             history["grad_norm"].append(engine.step())
     metrics = {key: torch.stack(values).float().mean().item() for key, values in history.items()}
     metrics["lr"] = engine.lr
     return metrics
+
+
+def mini_batch_scale(engine: TrainingEngine, mini: Batch, loss_agg: str) -> float:
+    """Correction of this rank's micro-batch weights for data parallelism.
+
+    Each of W ranks holds 1/W of a mini-batch and the engine averages their gradients. For
+    sequence means that already gives the mean over the whole mini-batch (shards are equal in
+    size). For token-mean the ranks hold different numbers of valid tokens, so rank r's share
+    must be its tokens T_r over all ranks' tokens ΣT: scale = W · T_r / ΣT (1 for W = 1).
+    """
+    if engine.dp_size == 1 or loss_agg != "token-mean":
+        return 1.0
+    tokens = float(mini["response_mask"].sum())
+    return engine.dp_size * tokens / max(1.0, engine.dp_sum(tokens))
 
 
 def micro_weight(micro: Batch, mini: Batch, loss_agg: str) -> float:

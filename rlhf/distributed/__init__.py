@@ -1,0 +1,1 @@
+"""Worker groups on Ray: the distributed backend of the controller (`distributed.backend: ray`)."""

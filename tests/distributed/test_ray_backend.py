@@ -1,0 +1,39 @@
+"""The Ray backend end to end, for real: worker groups of DeepSpeed ranks on a local Ray
+cluster, colocated HF rollout, bucketed weight syncs checked by the probe after every step.
+Issue 5 §6 (a) and (f): ZeRO stages 1/2/3 × local/ray."""
+
+import pytest
+
+from conftest import TINY_RL, write_recipe
+from rlhf.cli.main import main
+from rlhf.logging.jsonl import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def run_recipe(tmp_path, **fields) -> list[dict]:
+    recipe = write_recipe(tmp_path, TINY_RL.format(**fields))
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), f"trainer.output_dir={out}", "sync.bucket_mb=1"]) == 0
+    return read_jsonl(out / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+@pytest.mark.parametrize("zero_stage", [1, 2, 3])
+def test_zero_stages_train_on_both_backends(tmp_path, ray_cluster, backend, zero_stage):
+    workers = 2 if backend == "ray" else 1
+    records = run_recipe(tmp_path, zero_stage=zero_stage, backend=backend, workers=workers, steps=3)
+    steps = records[1:]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for record in steps:
+        # the length reward gives the policy a signal: it is trained
+        assert record["reward/std"] > 0 and record["actor/grad_norm"] > 0
+        # the rollout engine samples from the policy the trainer holds after every sync
+        assert record["sync/probe_logprob_diff_max"] < 1e-3
+        assert record["rollout/logprob_diff_max"] < 1e-3
+        assert record["time/weight_sync_s"] >= 0
+    if backend == "ray" or zero_stage == 3:
+        # a separate copy of the weights per rank is refreshed each step (ZeRO-3, or each
+        # Ray rank's own rollout under ZeRO-1/2 shares its actor's module: 0 bytes)
+        expected_positive = zero_stage == 3
+        assert all((r["sync/bytes"] > 0) == expected_positive for r in steps)
