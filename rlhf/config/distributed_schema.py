@@ -9,7 +9,6 @@ actor, its rollout engine and the reference model on the same devices, HybridFlo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 @dataclass
@@ -56,5 +55,5 @@ class DistributedConfig:
     naming the role and the rank."""
     startup_timeout_s: float = 900.0
     """Longest wait for a worker group to start (placement, model loading)."""
-    placement_timeout_s: Optional[float] = 300.0
+    placement_timeout_s: float | None = 300.0
     """Longest wait for the cluster to grant a pool's devices (null: wait forever)."""

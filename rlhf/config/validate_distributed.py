@@ -3,7 +3,7 @@ evenly over a worker group's data-parallel ranks."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from rlhf.config.schema import RecipeConfig
 

@@ -5,8 +5,9 @@ expose the same methods, so the loop never changes."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection, Optional, Union
+from typing import Union
 
 from rlhf.algorithms.kl import AdaptiveKLController, FixedKLController
 from rlhf.config.schema import RecipeConfig
@@ -31,10 +32,10 @@ class Models:
     """The model-holding roles of one process: the actor and its rollout engine, and the
     reference and critic when the run has them."""
 
-    actor: Optional[ActorWorker] = None
-    rollout: Optional[RolloutEngine] = None
-    ref: Optional[RefWorker] = None
-    critic: Optional[CriticWorker] = None
+    actor: ActorWorker | None = None
+    rollout: RolloutEngine | None = None
+    ref: RefWorker | None = None
+    critic: CriticWorker | None = None
 
     def sync_weights(self) -> int:
         """Push the actor's weights into the rollout engine; returns the bytes copied."""
@@ -49,8 +50,8 @@ class Models:
 class Roles(Models):
     """Every role of one RL run, the reward, and the KL controller whose β they share."""
 
-    reward: Optional[RewardCombiner] = None
-    kl_controller: Optional[KLController] = None
+    reward: RewardCombiner | None = None
+    kl_controller: KLController | None = None
 
     def close(self) -> None:
         """Stop what the roles started (nothing in-process)."""

@@ -16,7 +16,8 @@ tensor; metrics dicts of the ranks are averaged.
 from __future__ import annotations
 
 import math
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 

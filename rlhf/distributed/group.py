@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rlhf.config.distributed_schema import DistributedConfig, PoolConfig
 from rlhf.distributed.errors import WorkerGroupError, last_checkpoint

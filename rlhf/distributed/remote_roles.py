@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+
 import torch
 
 from rlhf.config.distributed_schema import DistributedConfig

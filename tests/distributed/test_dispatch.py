@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rlhf.data.batch import Batch
-from rlhf.distributed.dispatch import WEIGHT_KEY, gather_shards, mean_metrics, shard_batch, shard_weight
+from rlhf.distributed.dispatch import (
+    WEIGHT_KEY,
+    gather_shards,
+    mean_metrics,
+    shard_batch,
+    shard_weight,
+)
 
 
 def numbered_batch(rows: int) -> Batch:

@@ -3,8 +3,8 @@ cluster, colocated HF rollout, bucketed weight syncs checked by the probe after 
 Issue 5 §6 (a) and (f): ZeRO stages 1/2/3 × local/ray."""
 
 import pytest
-
 from conftest import TINY_RL, write_recipe
+
 from rlhf.cli.main import main
 from rlhf.logging.jsonl import read_jsonl
 
