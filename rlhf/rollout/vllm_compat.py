@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -90,10 +91,10 @@ def engine_kwargs(*, dtype: str, seed: int, max_model_len: int | None, tensor_pa
     from vllm import LLM
 
     accepted = inspect.signature(LLM.__init__).parameters
-    kwargs: dict[str, Any] = dict(
-        dtype=dtype, seed=seed, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-        enforce_eager=enforce_eager, enable_sleep_mode=enable_sleep_mode, skip_tokenizer_init=True,
-    )
+    kwargs: dict[str, Any] = {
+        "dtype": dtype, "seed": seed, "max_model_len": max_model_len, "tensor_parallel_size": tensor_parallel_size,
+        "enforce_eager": enforce_eager, "enable_sleep_mode": enable_sleep_mode, "skip_tokenizer_init": True,
+    }
     if processed_logprobs_supported():
         kwargs["logprobs_mode"] = "processed_logprobs"
     if not is_cpu():

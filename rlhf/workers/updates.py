@@ -25,17 +25,22 @@ def run_updates(
     engine: TrainingEngine, batch: Batch, micro_step: MicroStep, *,
     epochs: int, mini_batch_size: int, micro_batch_size: int, loss_agg: str, generator: torch.Generator,
 ) -> dict[str, float]:
-    """Train `engine` on `batch`; returns the mean of every stat over all micro-batches, plus
-    `grad_norm` (mean over optimiser steps) and `lr` (after the last step)."""
+    """Train `engine` on `batch`; returns every stat as the mean over optimiser steps of its
+    mini-batch value (the micro-batches' stats weighted like their losses, so `pg_loss` is
+    the loss of the whole mini-batch), plus `grad_norm` and `lr` (after the last step)."""
     engine.module.train()
     history: dict[str, list[torch.Tensor]] = defaultdict(list)
     for _ in range(epochs):
         order = torch.randperm(len(batch), generator=generator)
         for mini in batch.select(order).split(mini_batch_size):
             scale = mini_batch_scale(engine, mini, loss_agg)
+            mini_stats: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
             for micro in mini.split(micro_batch_size):
-                for key, value in micro_step(micro, scale * micro_weight(micro, mini, loss_agg)).items():
-                    history[key].append(value)
+                weight = micro_weight(micro, mini, loss_agg)
+                for key, value in micro_step(micro, scale * weight).items():
+                    mini_stats[key] = mini_stats[key] + weight * value.detach().float().cpu()
+            for key, value in mini_stats.items():
+                history[key].append(value)
             history["grad_norm"].append(engine.step())
     metrics = {key: torch.stack(values).float().mean().item() for key, values in history.items()}
     metrics["lr"] = engine.lr
