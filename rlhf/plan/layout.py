@@ -79,19 +79,21 @@ class Plan:
 
 def layout_of(config: RecipeConfig, devices: int | None, device_memory_gib: float | None) -> Layout:
     """The layout of `config`'s train section (absent keys: torch engine, no ZeRO), with the
-    device count and memory from the command line, else the recipe's resource keys, else 1 x 80."""
+    device count from the command line, else the actor's pool (`resources.pools`, backend ray),
+    else 1; device memory from the command line, else 80 GiB."""
     train = getattr(config, "train", None)
     engine = getattr(train, "engine", "torch")
-    recipe_devices = getattr(config.trainer, "devices", None) or getattr(config.trainer, "num_devices", None)
+    pool = config.resources.pools.get(config.resources.actor)
+    recipe_devices = pool.nodes * pool.devices_per_node if pool is not None and config.distributed.backend == "ray" else None
     return Layout(
         devices=devices or recipe_devices or 1,
-        device_memory_gib=device_memory_gib or getattr(config.trainer, "device_memory_gb", None) or 80.0,
+        device_memory_gib=device_memory_gib or 80.0,
         engine=engine,
         zero_stage=getattr(train, "zero_stage", 0) if engine == "deepspeed" else 0,
         offload_optimizer=engine == "deepspeed" and bool(getattr(train, "offload_optimizer", False)),
         offload_params=engine == "deepspeed" and bool(getattr(train, "offload_params", False)),
         gradient_checkpointing=bool(getattr(train, "gradient_checkpointing", False)),
-        tensor_parallel=getattr(config.rollout, "tensor_parallel_size", 1) or 1,
+        tensor_parallel=config.rollout.vllm.tensor_parallel_size if config.rollout.engine == "vllm" else 1,
     )
 
 
