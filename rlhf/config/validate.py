@@ -99,7 +99,9 @@ _RANGES: tuple[Rule, ...] = (
 _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model.source", ("pretrained", "tiny")),
     ("model.dtype", ("float32", "bfloat16")),
+    ("rollout.engine", ("hf", "vllm")),
     ("train.engine", ("torch", "deepspeed")),
+    ("distributed.backend", ("local", "ray")),
     ("actor.lr_schedule", ("constant", "cosine")),
     ("critic.lr_schedule", ("constant", "cosine")),
     ("critic.loss", ("mse", "hl_gauss")),

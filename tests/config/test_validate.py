@@ -75,7 +75,8 @@ def test_zero_is_allowed_where_it_means_off():
     ("algorithm.kl.placement=rewards",
      "algorithm.kl.placement: unknown value 'rewards' (did you mean 'reward'? "
      "valid values: loss, reward)"),
-    ("rollout.engine=vllm", "rollout.engine: unknown value 'vllm' (valid values: hf)"),
+    ("rollout.engine=sglang", "rollout.engine: unknown value 'sglang' (valid values: hf, vllm)"),
+    ("distributed.backend=slurm", "distributed.backend: unknown value 'slurm' (valid values: local, ray)"),
 ])
 def test_fixed_choices(override, message):
     assert error_of(override) == message
