@@ -2,7 +2,8 @@
 
     (1) take prompts                   (5) token rewards, KL penalty, advantages
     (2) generate n responses each      (6) critic and policy updates
-    (3) score them                     (7) push weights to the rollout engine; move the anchor
+    (3) score them; the rollout        (7) wake the rollout engine, push the weights into it;
+        engine sleeps                      move the anchor
     (4) old / reference logprobs,      (8) adapt the KL coefficient
         critic values
 
@@ -36,6 +37,8 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
     # 1-3. prompts, n responses each, scores (and DAPO filtering / the ReMax baseline)
     sampled = sampler.sample(roles, timer)
     batch = sampled.batch
+    # the rollout engine's KV cache (and weights, where it can) make room for the trainer
+    roles.rollout.sleep()
     # 4. old logprobs (skipped for a single on-policy update, which reuses its own forward),
     #    reference logprobs when a KL term is on, values when a critic is
     if roles.ref is not None or not roles.actor.is_single_on_policy_update(len(batch)):
@@ -55,15 +58,19 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
     if roles.critic is not None:
         with timer.phase("critic_update"):
             metrics.update(roles.critic.update_critic(batch))
-    if step > config.critic.warmup_rl_steps or roles.critic is None:
+    updated = step > config.critic.warmup_rl_steps or roles.critic is None
+    if updated:
         with timer.phase("update"):
             loss_coef = roles.kl_controller.value if config.algorithm.kl.placement == "loss" else 0.0
             metrics.update(roles.actor.update_policy(batch, kl_coef=loss_coef))
-        # 7. push the new weights to the rollout engine (and check they arrived); move the anchor
-        with timer.phase("weight_sync"):
+    # 7. wake the rollout engine, push the new weights (and check they arrived); move the anchor
+    with timer.phase("weight_sync"):
+        roles.rollout.wake()
+        if updated:
             metrics["sync/bytes"] = roles.sync_weights()
             if sync_checker is not None:
                 metrics.update(sync_checker.after_sync(roles.rollout, roles.actor))
+    if updated:
         move_anchor(run, roles, step)
     # 8. adapt the KL coefficient to the KL just measured
     if "kl/sequence_mean" in kl_metrics:
