@@ -30,7 +30,10 @@ class ResourcesConfig:
     pools: dict[str, PoolConfig] = field(default_factory=lambda: {"default": PoolConfig()})
     """Named pools, e.g. {trainer: {nodes: 1, devices_per_node: 8}}."""
     actor: str = "default"
-    """Pool of the actor; the rollout engine is colocated with it."""
+    """Pool of the actor."""
+    rollout: str = ""
+    """Pool of the rollout engines ('': the actor's, colocated: weights move in-process;
+    another pool: trainer rank 0 broadcasts them to it after each update)."""
     ref: str = ""
     """Pool of the reference model ('': the actor's, sharing its processes)."""
     critic: str = ""
@@ -38,7 +41,7 @@ class ResourcesConfig:
 
     def pool_of(self, role: str) -> str:
         """The pool `role` ('actor', 'rollout', 'ref' or 'critic') runs on."""
-        return self.actor if role in ("actor", "rollout") else getattr(self, role) or self.actor
+        return self.actor if role == "actor" else getattr(self, role) or self.actor
 
 
 @dataclass

@@ -27,7 +27,7 @@ def distributed_errors(cfg: RecipeConfig, uses_critic: bool) -> Iterable[str]:
     if cfg.sync.bucket_mb < 1:
         yield f"sync.bucket_mb: must be >= 1 (got {cfg.sync.bucket_mb})"
     yield from _pool_errors(cfg)
-    if any(resources.pool_of(role) not in resources.pools for role in ("actor", "ref", "critic")):
+    if any(resources.pool_of(role) not in resources.pools for role in ("actor", "rollout", "ref", "critic")):
         return
     yield from _layout_errors(cfg, uses_critic)
 
@@ -40,7 +40,7 @@ def _pool_errors(cfg: RecipeConfig) -> Iterable[str]:
         for key in ("nodes", "devices_per_node", "cpus_per_worker"):
             if getattr(pool, key) < 1:
                 yield f"resources.pools.{name}.{key}: must be >= 1 (got {getattr(pool, key)})"
-    for role in ("actor", "ref", "critic"):
+    for role in ("actor", "rollout", "ref", "critic"):
         pool = resources.pool_of(role)
         if pool not in resources.pools:
             yield f"resources.{role}: no pool named {pool!r} in resources.pools (have: {', '.join(resources.pools) or 'none'})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,45 +57,25 @@ class WorkerGroup:
     def description(self) -> str:
         return f"worker group {self.name!r} ({'+'.join(self.roles)}, {self.world_size} rank{'s' if self.world_size > 1 else ''})"
 
+    def submit(self, method: str, *args: Any, ranks: Sequence[int] | None = None) -> Call:
+        """Start `method(*args)` on `ranks` (default all) without waiting."""
+        ranks = list(range(self.world_size)) if ranks is None else list(ranks)
+        return Call(self, method, [getattr(self.workers[rank], method).remote(*args) for rank in ranks], ranks)
+
+    def submit_per_rank(self, method: str, per_rank_args: Sequence[tuple]) -> Call:
+        """Start `method(*per_rank_args[r])` on each rank r without waiting."""
+        refs = [getattr(worker, method).remote(*args) for worker, args in zip(self.workers, per_rank_args)]
+        return Call(self, method, refs, list(range(self.world_size)))
+
     def call(self, method: str, *args: Any, ranks: Sequence[int] | None = None, timeout_s: float | None = None) -> list[Any]:
         """`method(*args)` on `ranks` (default all), results in rank order."""
-        ranks = list(range(self.world_size)) if ranks is None else list(ranks)
-        refs = [getattr(self.workers[rank], method).remote(*args) for rank in ranks]
-        return self.wait(refs, ranks, method, timeout_s or self.dist.timeout_s)
+        return wait_calls([self.submit(method, *args, ranks=ranks)], timeout_s or self.dist.timeout_s)[0]
 
     def call_per_rank(self, method: str, per_rank_args: Sequence[tuple], timeout_s: float | None = None) -> list[Any]:
         """`method(*per_rank_args[r])` on each rank r, results in rank order."""
-        refs = [getattr(worker, method).remote(*args) for worker, args in zip(self.workers, per_rank_args)]
-        return self.wait(refs, list(range(self.world_size)), method, timeout_s or self.dist.timeout_s)
+        return wait_calls([self.submit_per_rank(method, per_rank_args)], timeout_s or self.dist.timeout_s)[0]
 
-    def wait(self, refs: list, ranks: list[int], method: str, timeout_s: float) -> list[Any]:
-        """Results of `refs` (one per rank of `ranks`), or a WorkerGroupError at the first
-        failure or when `timeout_s` runs out."""
-        import ray
-
-        pending = dict(zip(refs, ranks))
-        results: dict[int, Any] = {}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                late = sorted(pending.values())
-                raise WorkerGroupError(
-                    f"{self.description}: rank{'s' if len(late) > 1 else ''} {', '.join(map(str, late))} did not finish {method}() "
-                    f"within {timeout_s:g} s (distributed.timeout_s); a worker hangs or a collective waits for a dead peer. "
-                    f"Last checkpoint: {last_checkpoint(self.output_dir)}"
-                )
-            rank = pending.pop(ready[0])
-            try:
-                results[rank] = ray.get(ready[0])
-            except ray.exceptions.RayActorError as error:
-                raise WorkerGroupError(self._failure(rank, method, "died", _first_line(error))) from None
-            except ray.exceptions.RayTaskError as error:
-                cause = error.cause if getattr(error, "cause", None) is not None else error
-                raise WorkerGroupError(self._failure(rank, method, "raised", f"{type(cause).__name__}: {_first_line(cause)}")) from None
-        return [results[rank] for rank in ranks]
-
-    def _failure(self, rank: int, method: str, what: str, cause: str) -> str:
+    def failure(self, rank: int, method: str, what: str, cause: str) -> str:
         return f"{self.description}: rank {rank} {what} in {method}(): {cause}. The run stops. Last checkpoint: {last_checkpoint(self.output_dir)}"
 
     def _wait_for_placement(self, bundle: dict) -> None:
@@ -119,6 +100,49 @@ class WorkerGroup:
         for worker in self.workers:
             ray.kill(worker)
         remove_placement_group(self.placement)
+
+
+@dataclass
+class Call:
+    """Calls of one method in flight on some ranks of a group."""
+
+    group: WorkerGroup
+    method: str
+    refs: list
+    ranks: list[int]
+
+
+def wait_calls(calls: Sequence[Call], timeout_s: float) -> list[list[Any]]:
+    """The results of every call (per call, in rank order), or a WorkerGroupError at the first
+    failure of any rank of any group, or when `timeout_s` runs out. Calls that depend on each
+    other (the two ends of a broadcast) are waited on together, so a dead receiver is reported
+    at once rather than after the sender's collective times out."""
+    import ray
+
+    pending = {ref: (index, rank) for index, call in enumerate(calls) for ref, rank in zip(call.refs, call.ranks)}
+    results: dict[tuple[int, int], Any] = {}
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            index, _ = next(iter(pending.values()))
+            call = calls[index]
+            late = sorted(rank for i, rank in pending.values() if i == index)
+            raise WorkerGroupError(
+                f"{call.group.description}: rank{'s' if len(late) > 1 else ''} {', '.join(map(str, late))} did not finish {call.method}() "
+                f"within {timeout_s:g} s (distributed.timeout_s); a worker hangs or a collective waits for a dead peer. "
+                f"Last checkpoint: {last_checkpoint(call.group.output_dir)}"
+            )
+        index, rank = pending.pop(ready[0])
+        call = calls[index]
+        try:
+            results[index, rank] = ray.get(ready[0])
+        except ray.exceptions.RayActorError as error:
+            raise WorkerGroupError(call.group.failure(rank, call.method, "died", _first_line(error))) from None
+        except ray.exceptions.RayTaskError as error:
+            cause = error.cause if getattr(error, "cause", None) is not None else error
+            raise WorkerGroupError(call.group.failure(rank, call.method, "raised", f"{type(cause).__name__}: {_first_line(cause)}")) from None
+    return [[results[index, rank] for rank in call.ranks] for index, call in enumerate(calls)]
 
 
 def _first_line(error: BaseException) -> str:

@@ -13,7 +13,7 @@ from rlhf.controller.roles import KLController, Roles, hosted_roles
 from rlhf.controller.setup import Run
 from rlhf.data.batch import Batch
 from rlhf.distributed.dispatch import gather_shards, mean_metrics, shard_batch
-from rlhf.distributed.group import WorkerGroup
+from rlhf.distributed.group import WorkerGroup, wait_calls
 from rlhf.rollout.base import SamplingParams
 
 
@@ -93,11 +93,19 @@ class RemoteRoles(Roles):
     """Roles whose models live in worker groups; the reward stays in the controller."""
 
     groups: dict[str, WorkerGroup] = field(default_factory=dict)
+    bucket_bytes: int = 256 * 2**20
+    """`sync.bucket_mb` in bytes."""
 
     def sync_weights(self) -> int:
-        """Every actor rank pushes its weights into its colocated rollout engine; returns the
-        bytes copied over all ranks."""
-        return sum(self.actor.group.call("sync_weights"))
+        """Push the actor's weights into every rollout engine; returns the bytes loaded, summed
+        over the engines. Colocated: each actor rank loads its own engine in-process. A rollout
+        pool of its own: actor rank 0 broadcasts (see :mod:`rlhf.distributed.weight_channel`)."""
+        actor_group, rollout_group = self.actor.group, self.rollout.group
+        if rollout_group is actor_group:
+            return sum(actor_group.call("sync_weights"))
+        calls = [actor_group.submit("send_weights", self.bucket_bytes), rollout_group.submit("receive_weights")]
+        _, received = wait_calls(calls, actor_group.dist.timeout_s)
+        return sum(received)
 
     def follow_policy(self, ema: float) -> None:
         self.actor.group.call("follow_policy", ema)
@@ -146,11 +154,25 @@ def build_remote_roles(run: Run, kl_controller: KLController) -> RemoteRoles:
     except BaseException:
         roles.close()
         raise
-    actor_group = groups[config.resources.actor]
-    roles.actor, roles.rollout = RemoteActor(actor_group, run), RemoteRollout(actor_group, run.tokenizer)
+    actor_group, rollout_group = groups[config.resources.actor], groups[config.resources.pool_of("rollout")]
+    if rollout_group is not actor_group:
+        open_weight_channel(actor_group, rollout_group)
+    roles.actor, roles.rollout = RemoteActor(actor_group, run), RemoteRollout(rollout_group, run.tokenizer)
+    roles.bucket_bytes = config.sync.bucket_mb * 2**20
     roles.ref = RemoteRef(groups[config.resources.pool_of("ref")]) if "ref" in hosted_roles(config) else None
     roles.critic = RemoteCritic(groups[config.resources.pool_of("critic")]) if "critic" in hosted_roles(config) else None
     return roles
+
+
+def open_weight_channel(actor_group: WorkerGroup, rollout_group: WorkerGroup) -> None:
+    """Build the broadcast group of actor rank 0 and every rollout worker (all join at once)."""
+    (host, port), = actor_group.call("rendezvous_address", ranks=[0])
+    size, timeout = 1 + rollout_group.world_size, actor_group.dist.timeout_s
+    calls = [
+        actor_group.submit("open_weight_channel", host, port, 0, size, timeout, ranks=[0]),
+        rollout_group.submit_per_rank("open_weight_channel", [(host, port, 1 + rank, size, timeout) for rank in range(rollout_group.world_size)]),
+    ]
+    wait_calls(calls, actor_group.dist.startup_timeout_s)
 
 
 def policy_checkpoint(run: Run) -> str:

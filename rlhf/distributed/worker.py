@@ -18,6 +18,7 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.data.batch import Batch
 from rlhf.distributed.dispatch import WEIGHT_KEY, shard_weight
 from rlhf.distributed.process_group import free_port, join_process_group, node_ip
+from rlhf.distributed.weight_channel import WeightChannel
 from rlhf.rollout.base import SamplingParams
 
 
@@ -29,6 +30,7 @@ class RoleWorker:
         self.pool, self.rank, self.world_size, self.roles = pool, rank, world_size, sorted(roles)
         torch.set_num_threads(num_threads)
         self.models = None
+        self.channel: WeightChannel | None = None
 
     def rendezvous_address(self) -> tuple[str, int]:
         """(IP, free port) of this node: rank 0's answer is the group's rendezvous."""
@@ -86,6 +88,24 @@ class RoleWorker:
 
     def follow_policy(self, ema: float) -> None:
         self.models.follow_policy(ema)
+
+    # weights to a rollout pool of its own (see rlhf.distributed.weight_channel)
+    def open_weight_channel(self, host: str, port: int, rank: int, size: int, timeout_s: float) -> None:
+        """Join the broadcast group: actor rank 0 as its rank 0, rollout worker r as 1 + r."""
+        self.channel = WeightChannel(host, port, rank, size, timeout_s)
+
+    def send_weights(self, bucket_bytes: int) -> int:
+        """Every actor rank takes part in the ZeRO-3 gathers; rank 0 broadcasts the buckets."""
+        weights = self.models.actor.named_weights()
+        if self.rank != 0:
+            for _ in weights:
+                pass
+            return 0
+        return self.channel.send(weights, bucket_bytes)
+
+    def receive_weights(self) -> int:
+        """Load one sync's broadcast into this worker's rollout engine; returns the bytes."""
+        return self.models.rollout.update_weights(self.channel.receive())
 
     # reference and critic
     def ref_logprobs(self, batch: Batch) -> torch.Tensor:

@@ -1,0 +1,51 @@
+"""The broadcast group of separate rollout pools: bucketing (pure) and a real 3-process
+broadcast over gloo (trainer rank 0 to two receivers), twice in a row."""
+
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from rlhf.distributed.weight_channel import WeightChannel, buckets, flatten, unflatten
+
+
+def named(sync: int) -> list[tuple[str, torch.Tensor]]:
+    return [(f"w{i}", torch.full((i + 1, 3), float(10 * sync + i))) for i in range(5)]
+
+
+def test_buckets_respect_the_byte_limit_and_keep_the_order():
+    groups = list(buckets(named(0), max_bytes=40))  # tensors of 12, 24, 36, 48, 60 bytes
+    assert [[name for name, _ in group] for group in groups] == [["w0", "w1"], ["w2"], ["w3"], ["w4"]]
+
+
+def test_a_dtype_change_starts_a_new_bucket():
+    tensors = [("a", torch.zeros(2)), ("b", torch.zeros(2, dtype=torch.bfloat16)), ("c", torch.zeros(2, dtype=torch.bfloat16))]
+    assert [[name for name, _ in group] for group in buckets(tensors, 1 << 20)] == [["a"], ["b", "c"]]
+
+
+def test_flatten_then_unflatten_is_the_identity():
+    layout, buffer = flatten(named(1))
+    assert buffer.shape == (45,)
+    for (name, tensor), (got_name, got) in zip(named(1), unflatten(layout, buffer)):
+        assert name == got_name and torch.equal(tensor, got)
+
+
+def _end(rank: int, port: int, results) -> None:
+    channel = WeightChannel("127.0.0.1", port, rank, 3, timeout_s=60)
+    for sync in range(2):
+        if rank == 0:
+            results[f"sent{sync}"] = channel.send(iter(named(sync)), max_bytes=40)
+        else:
+            got = [(name, tensor.clone()) for name, tensor in channel.receive()]
+            results[f"rank{rank}-{sync}"] = all(n == m and torch.equal(t, u) for (n, t), (m, u) in zip(named(sync), got)) and len(got) == 5
+
+
+def test_rank_0_broadcasts_every_tensor_to_every_receiver():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_end, args=(port, results), nprocs=3)
+        results = dict(results)
+    assert results == {"sent0": 180, "sent1": 180, "rank1-0": True, "rank2-0": True, "rank1-1": True, "rank2-1": True}
