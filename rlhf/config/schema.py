@@ -240,6 +240,13 @@ class TrainerConfig:
     """torch CPU threads (0: torch's default)."""
     device: str = "auto"
     """'auto' (cuda when available, else cpu), 'cpu' or 'cuda'."""
+    save_every: int = 0
+    """RL steps between checkpoints (0: only at the end); see `checkpoints/` in the run directory."""
+    keep_last: int = 2
+    """Checkpoints kept (the oldest are removed once a newer one is complete)."""
+    resume: str = "auto"
+    """'auto' (continue from the run directory's newest checkpoint, if any), 'never', or a
+    checkpoint directory."""
 
 
 @dataclass

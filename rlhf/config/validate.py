@@ -49,6 +49,8 @@ _RANGES: tuple[Rule, ...] = (
     ("data.train.size", ">= 1 (or null)", lambda v: v is None or v >= 1),
     ("data.eval.size", ">= 1 (or null)", lambda v: v is None or v >= 1),
     ("data.train_batch_size", ">= 1", lambda v: v >= 1),
+    ("trainer.save_every", ">= 0", lambda v: v >= 0),
+    ("trainer.keep_last", ">= 1", lambda v: v >= 1),
     ("data.eval_batch_size", ">= 1", lambda v: v >= 1),
     ("data.max_prompt_tokens", ">= 1", lambda v: v >= 1),
     ("data.arithmetic.digits", ">= 1", lambda v: v >= 1),

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 
 from rlhf.algorithms.advantages import estimator_inputs
+from rlhf.controller.checkpoint import load_checkpoint, resume_point, save_checkpoint, set_stream_state, stream_state, truncate_metrics
+from rlhf.controller.interrupt import RunInterrupted, stop_on_signals
 from rlhf.controller.roles import Roles, build_roles
 from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import Run
@@ -41,21 +43,21 @@ def rl_loop(run: Run) -> RLResult:
 
 
 def _train(run: Run, roles: Roles) -> RLResult:
-    """The loop of :func:`rl_loop` over built roles."""
+    """The loop of :func:`rl_loop` over built roles: from step 1, or after the checkpoint
+    `trainer.resume` names."""
     config, trainer = run.config, run.config.trainer
-    # a rollout engine with weights of its own starts from the trainer's (after SFT, say)
-    roles.sync_weights()
     stream = PromptStream(run.train_rows, config.data.train_batch_size, trainer.seed)
     sampler = Sampler(run, stream, with_baseline="baseline_scores" in estimator_inputs(config.algorithm.advantage))
     sync_checker = SyncChecker.from_run(run) if config.sync.check_every else None
-    writer = JsonlWriter(run.output_dir / "metrics.jsonl")
     timer = PhaseTimer()
     start = time.perf_counter()
-    before = evaluate(run, roles, timer)
-    writer.write({"step": 0, **before, **timer.pop()})
+    first_step, before = begin(run, roles, sampler, sync_checker, timer)
+    writer = JsonlWriter(run.output_dir / "metrics.jsonl")
+    if first_step == 1:
+        writer.write({"step": 0, **before, **timer.pop()})
     after = before
-    with ConsoleLogger(trainer.total_steps, trainer.log_every) as progress:
-        for step in range(1, trainer.total_steps + 1):
+    with ConsoleLogger(trainer.total_steps, trainer.log_every) as progress, stop_on_signals() as stop:
+        for step in range(first_step, trainer.total_steps + 1):
             metrics = rl_step(run, roles, sampler, timer, step, sync_checker)
             # log, evaluate, checkpoint
             if step == trainer.total_steps or (trainer.eval_every and step % trainer.eval_every == 0):
@@ -65,10 +67,43 @@ def _train(run: Run, roles: Roles) -> RLResult:
             record = {"step": step, **metrics}
             writer.write(record)
             progress.step(record)
+            if stop or step == trainer.total_steps or (trainer.save_every and step % trainer.save_every == 0):
+                path = save_checkpoint(run, roles, loop_state(roles, sampler, sync_checker), step)
+            if stop:
+                writer.close()
+                raise RunInterrupted(f"stopped by signal {stop.signal} after step {step}; checkpoint {path} (resume: run the same command again)")
     writer.close()
     result = RLResult(before.get("eval/accuracy"), after.get("eval/accuracy"), trainer.total_steps, time.perf_counter() - start)
     (run.output_dir / "summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
     return result
+
+
+def begin(run: Run, roles: Roles, sampler: Sampler, sync_checker: SyncChecker | None, timer: PhaseTimer) -> tuple[int, dict[str, float]]:
+    """Restore the checkpoint to resume from, if any, and push the weights into the rollout
+    engine; returns (the first step to run, the evaluation before RL)."""
+    path = resume_point(run)
+    if path is None:
+        roles.sync_weights()  # a rollout engine with weights of its own starts from the trainer's
+        return 1, evaluate(run, roles, timer)
+    state = load_checkpoint(roles, path)
+    roles.kl_controller.load_state_dict(state["kl_controller"])
+    set_stream_state(sampler.stream, state["stream"])
+    sampler.next_group = state["next_group"]
+    if sync_checker is not None:
+        sync_checker.syncs = state["syncs"]
+    roles.sync_weights()
+    records = truncate_metrics(run.output_dir / "metrics.jsonl", state["step"])
+    print(f"resumed from {path} after step {state['step']}", flush=True)
+    before = next((r for r in records if r["step"] == 0), {})
+    return state["step"] + 1, {key: value for key, value in before.items() if key.startswith("eval/")}
+
+
+def loop_state(roles: Roles, sampler: Sampler, sync_checker: SyncChecker | None) -> dict:
+    """What the controller itself must restore to continue exactly (the roles save theirs)."""
+    return {
+        "kl_controller": roles.kl_controller.state_dict(), "stream": stream_state(sampler.stream),
+        "next_group": sampler.next_group, "syncs": sync_checker.syncs if sync_checker is not None else 0,
+    }
 
 
 def evaluate(run: Run, roles: Roles, timer: PhaseTimer) -> dict[str, float]:

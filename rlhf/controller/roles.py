@@ -5,6 +5,7 @@ expose the same methods, so the loop never changes."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Union
@@ -23,6 +24,7 @@ from rlhf.rollout.factory import build_rollout
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig
 from rlhf.workers.critic import CriticWorker, ValueLossConfig
 from rlhf.workers.ref import RefWorker
+from rlhf.workers.state import load_models, save_models
 
 KLController = Union[FixedKLController, AdaptiveKLController]
 
@@ -44,6 +46,13 @@ class Models:
     def follow_policy(self, ema: float) -> None:
         """Move the reference towards the actor (T1's dynamic anchor)."""
         self.ref.follow(self.actor.named_weights(), ema=ema)
+
+    def save_state(self, directory: Path) -> None:
+        """Engines, reference weights and random state into a checkpoint directory."""
+        save_models(self, directory)
+
+    def load_state(self, directory: Path) -> None:
+        load_models(self, directory)
 
 
 @dataclass

@@ -69,8 +69,13 @@ def autocast_dtype(config: RecipeConfig) -> torch.dtype | None:
 def prepare_output_dir(config: RecipeConfig, recipe_name: str) -> Path:
     """Create the run directory (refusing one that already holds a run) and save the config."""
     output_dir = Path(config.trainer.output_dir or f"runs/{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (output_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"trainer.output_dir: {str(output_dir)!r} already holds a run (metrics.jsonl); choose another directory or remove it")
+    resume = config.trainer.resume
+    resumable = resume != "never" and (resume != "auto" or (output_dir / "checkpoints" / "latest").exists())
+    if (output_dir / "metrics.jsonl").exists() and not resumable:
+        raise ConfigError(
+            f"trainer.output_dir: {str(output_dir)!r} already holds a run (metrics.jsonl) with no checkpoint to resume from "
+            f"(trainer.resume={resume}); choose another directory or remove it"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     config.trainer.output_dir = str(output_dir)
     save_resolved(config, output_dir / "config.yaml")

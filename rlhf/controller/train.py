@@ -7,6 +7,7 @@ import random
 from rich.console import Console
 
 from rlhf.config.schema import RecipeConfig
+from rlhf.controller.checkpoint import resume_point
 from rlhf.controller.loop import RLResult, rl_loop
 from rlhf.controller.setup import Run, build_run
 from rlhf.controller.sft import run_sft, sft_batch
@@ -23,7 +24,7 @@ def train(config: RecipeConfig, recipe_name: str) -> RLResult:
     run = build_run(config, recipe_name)
     console.print(f"run directory: {run.output_dir}")
     try:
-        if config.sft.enabled:
+        if config.sft.enabled and resume_point(run) is None:
             supervised_warm_start(run)
         result = rl_loop(run)
     finally:

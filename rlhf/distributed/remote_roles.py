@@ -110,6 +110,13 @@ class RemoteRoles(Roles):
     def follow_policy(self, ema: float) -> None:
         self.actor.group.call("follow_policy", ema)
 
+    def save_state(self, directory) -> None:
+        """Every rank of every group writes its part (a shared filesystem across nodes)."""
+        wait_calls([group.submit("save_state", str(directory)) for group in self.groups.values()], self.actor.group.dist.timeout_s)
+
+    def load_state(self, directory) -> None:
+        wait_calls([group.submit("load_state", str(directory)) for group in self.groups.values()], self.actor.group.dist.timeout_s)
+
     def close(self) -> None:
         for group in self.groups.values():
             group.shutdown()
@@ -181,6 +188,8 @@ def policy_checkpoint(run: Run) -> str:
     if run.model is None or not run.config.sft.enabled:
         return run.model_path
     target = run.output_dir / "sft_model"
+    if (target / "config.json").exists():  # a resumed run: SFT ran before, its checkpoint holds the rest
+        return str(target)
     run.model.save_pretrained(target)
     run.tokenizer.save_pretrained(target)
     return str(target)

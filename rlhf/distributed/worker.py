@@ -20,6 +20,7 @@ from rlhf.distributed.dispatch import WEIGHT_KEY, shard_weight
 from rlhf.distributed.process_group import free_port, join_process_group, node_ip
 from rlhf.distributed.weight_channel import WeightChannel
 from rlhf.rollout.base import SamplingParams
+from rlhf.workers.state import load_models, save_models
 
 
 class RoleWorker:
@@ -116,6 +117,12 @@ class RoleWorker:
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
         return {**self.models.critic.update_critic(batch), WEIGHT_KEY: float(len(batch))}
+
+    def save_state(self, directory: str) -> None:
+        save_models(self.models, Path(directory), f"{self.pool}_rank{self.rank}", writes_shared=self.rank == 0)
+
+    def load_state(self, directory: str) -> None:
+        load_models(self.models, Path(directory), f"{self.pool}_rank{self.rank}")
 
     def close(self) -> None:
         """Release what the roles hold outside Python's reach (a vLLM engine)."""

@@ -43,6 +43,12 @@ class TrainingEngine(Protocol):
     @property
     def lr(self) -> float: ...
 
+    def save_checkpoint(self, directory) -> None:
+        """Weights, optimiser and schedule state into `directory` (every rank calls it)."""
+        ...
+
+    def load_checkpoint(self, directory) -> None: ...
+
     dp_size: int
     """Data-parallel ranks training together; their gradients are averaged at each step."""
 

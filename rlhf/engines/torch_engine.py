@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -43,6 +44,18 @@ class TorchEngine:
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, param in self.module.named_parameters():
             yield name, param.detach()
+
+    def save_checkpoint(self, directory: str | Path) -> None:
+        """Weights, AdamW moments and the LR schedule's position, in `directory/engine.pt`."""
+        state = {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        torch.save(state, Path(directory) / "engine.pt")
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """Restore what :meth:`save_checkpoint` wrote (tensors and numbers only: weights_only)."""
+        state = torch.load(Path(directory) / "engine.pt", map_location=self.device, weights_only=True)
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
     dp_size = 1
     """One process: no data parallelism."""

@@ -1,0 +1,134 @@
+"""Checkpoints of an RL run: everything needed to continue exactly where it stopped.
+
+Layout under `<output_dir>/checkpoints/`:
+
+    step_000040/          one checkpoint (complete, or absent: never half-written)
+        actor/ critic/    each engine's own checkpoint (weights, optimiser, LR schedule)
+        ref.pt            the reference weights (the dynamic anchor moves them)
+        process_*.pt      random-number state and shuffling generators of each process
+        loop.pt           the step, data position, group counter, KL controller, sync count
+    latest                the name of the newest complete checkpoint, replaced last
+
+A checkpoint is written into a temporary directory, every file is fsynced, the directory is
+renamed into place and only then `latest` is replaced (write, fsync, rename): a kill at any
+moment leaves the previous checkpoint and pointer intact. The oldest checkpoints beyond
+`trainer.keep_last` are removed after the pointer moved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from rlhf.config.errors import ConfigError
+from rlhf.controller.setup import Run
+from rlhf.logging.jsonl import read_jsonl
+from rlhf.workers.state import rng_state, set_rng_state
+
+LATEST = "latest"
+
+
+def checkpoint_root(output_dir: Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def save_checkpoint(run: Run, roles, loop_state: dict, step: int) -> Path:
+    """Write checkpoint `step` atomically and point `latest` at it; returns its directory."""
+    root = checkpoint_root(run.output_dir)
+    name = f"step_{step:06d}"
+    temporary = root / f".tmp-{name}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    roles.save_state(temporary)
+    torch.save({**loop_state, "step": step, "rng": rng_state()}, temporary / "loop.pt")
+    _fsync_tree(temporary)
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temporary, final)
+    _write_atomically(root / LATEST, name)
+    _prune(root, run.config.trainer.keep_last)
+    return final
+
+
+def resume_point(run: Run) -> Path | None:
+    """The checkpoint `trainer.resume` names: the newest one of this run directory ('auto'),
+    none ('never'), or an explicit directory."""
+    resume = run.config.trainer.resume
+    if resume == "never":
+        return None
+    if resume != "auto":
+        path = Path(resume)
+        if not (path / "loop.pt").exists():
+            raise ConfigError(f"trainer.resume: {resume!r} is not a checkpoint directory (no loop.pt in it)")
+        return path
+    pointer = checkpoint_root(run.output_dir) / LATEST
+    return checkpoint_root(run.output_dir) / pointer.read_text().strip() if pointer.exists() else None
+
+
+def load_checkpoint(roles, path: Path) -> dict:
+    """Restore the roles from checkpoint `path`; returns its loop state (with `step`)."""
+    try:
+        state = torch.load(path / "loop.pt", weights_only=True)
+        roles.load_state(path)
+    except (OSError, RuntimeError, KeyError, EOFError) as error:
+        raise RuntimeError(f"checkpoint {path} cannot be restored ({type(error).__name__}: {error}); "
+                           "pass an earlier one with trainer.resume=PATH or start afresh with trainer.resume=never") from None
+    set_rng_state(state["rng"])
+    return state
+
+
+def truncate_metrics(path: Path, last_step: int) -> list[dict]:
+    """Drop the records of steps after `last_step` (logged after the checkpoint was written)
+    from the metrics file, atomically; returns the records kept."""
+    records = [record for record in read_jsonl(path) if record["step"] <= last_step] if path.exists() else []
+    _write_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
+    return records
+
+
+def stream_state(stream) -> dict:
+    return {"rng": stream.rng.getstate(), "order": list(stream.order)}
+
+
+def set_stream_state(stream, state: dict) -> None:
+    stream.rng = random.Random()
+    stream.rng.setstate(state["rng"])
+    stream.order = list(state["order"])
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            _fsync_directory(path)
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    checkpoints = sorted(path for path in root.glob("step_*") if path.is_dir())
+    for old in checkpoints[: max(0, len(checkpoints) - keep_last)]:
+        shutil.rmtree(old, ignore_errors=True)

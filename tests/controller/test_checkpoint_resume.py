@@ -1,0 +1,76 @@
+"""Checkpoints and exact resume (issue 6 §4): N steps, a crash or a SIGTERM, and a resume to 2N
+give the metrics of 2N steps straight; checkpoints are complete or absent, and pruned."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import rlhf.controller.loop as loop
+from rlhf.cli.main import main
+from rlhf.logging.jsonl import read_jsonl
+
+# a KL term (reference model), an adaptive β, a cosine schedule and 2 PPO epochs: state in
+# every part of the loop must come back
+ARGS = [
+    "trainer.total_steps=4", "trainer.save_every=2", "sft.enabled=false", "data.eval.size=16", "data.train_batch_size=4",
+    "rollout.n=4", "actor.mini_batch_size=8", "actor.micro_batch_size=4", "actor.ppo_epochs=2", "actor.warmup_steps=1",
+    "algorithm.kl.coef=0.01", "algorithm.kl.adaptive=true", "sync.check_every=1", "trainer.eval_every=2",
+]
+
+
+def comparable(records: list[dict]) -> list[dict]:
+    """Everything but wall-clock times and throughput."""
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s"))} for r in records]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 0
+    return read_jsonl(out / "metrics.jsonl")
+
+
+def crash_at(step_to_fail: int, monkeypatch, *, sigterm: bool = False):
+    real_step = loop.rl_step
+
+    def failing(run, roles, sampler, timer, step, sync_checker=None):
+        if step == step_to_fail:
+            if sigterm:  # the signal arrives during the step: it finishes, then the run stops
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise RuntimeError("simulated crash")
+        return real_step(run, roles, sampler, timer, step, sync_checker)
+
+    monkeypatch.setattr(loop, "rl_step", failing)
+
+
+def test_a_crash_then_resume_gives_the_metrics_of_a_straight_run(tmp_path: Path, monkeypatch, straight):
+    out = tmp_path / "run"
+    crash_at(3, monkeypatch)
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 1
+    assert (out / "checkpoints" / "latest").read_text() == "step_000002"
+    monkeypatch.undo()
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 0
+    assert comparable(read_jsonl(out / "metrics.jsonl")) == comparable(straight)
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path: Path, monkeypatch, capsys, straight):
+    out = tmp_path / "run"
+    crash_at(3, monkeypatch, sigterm=True)
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 130
+    assert "stopped by signal 15 after step 3" in capsys.readouterr().err
+    assert (out / "checkpoints" / "latest").read_text() == "step_000003"
+    monkeypatch.undo()
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 0
+    assert comparable(read_jsonl(out / "metrics.jsonl")) == comparable(straight)
+    # keep_last 2: the step-2 checkpoint was pruned, no temporary directory is left
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_000003", "step_000004"]
+
+
+def test_resume_never_refuses_a_directory_that_holds_a_run(tmp_path: Path, capsys, straight):
+    out = tmp_path / "run"
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 0
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS, "trainer.resume=never"]) == 2
+    assert "already holds a run (metrics.jsonl) with no checkpoint to resume from" in capsys.readouterr().err
