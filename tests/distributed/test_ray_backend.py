@@ -70,3 +70,32 @@ def test_a_rollout_pool_of_its_own_gets_the_weights_by_broadcast(tmp_path, ray_c
         assert record["sync/bytes"] > 1_300_000  # the whole tiny model (0.34M float32 weights), every step
         assert record["sync/probe_logprob_diff_max"] < 1e-3
         assert record["rollout/logprob_diff_max"] < 1e-3
+
+
+def test_a_ray_run_resumes_exactly_from_its_checkpoint(tmp_path, ray_cluster, monkeypatch):
+    """Every rank saves its engine shard, its sampling RNG and shuffling generator; a crash at
+    step 3 and a resume give the metrics of the straight run."""
+    import rlhf.controller.loop as loop
+
+    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=2, backend="ray", workers=2, steps=4))
+    extra = ["trainer.save_every=2", "algorithm.kl.coef=0.01"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", str(recipe), f"trainer.output_dir={straight}", *extra]) == 0
+    real_step = loop.rl_step
+
+    def crash_at_3(run, roles, sampler, timer, step, sync_checker=None):
+        if step == 3:
+            raise RuntimeError("simulated crash")
+        return real_step(run, roles, sampler, timer, step, sync_checker)
+
+    monkeypatch.setattr(loop, "rl_step", crash_at_3)
+    assert main(["train", str(recipe), f"trainer.output_dir={resumed}", *extra]) == 1
+    monkeypatch.undo()
+    assert main(["train", str(recipe), f"trainer.output_dir={resumed}", *extra]) == 0
+
+    def comparable(path):
+        return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s"))} for r in read_jsonl(path / "metrics.jsonl")]
+
+    assert comparable(resumed) == comparable(straight)
+    assert sorted(p.name for p in (resumed / "checkpoints" / "step_000004").iterdir()) == [
+        "actor", "loop.pt", "process_default_rank0.pt", "process_default_rank1.pt", "ref.pt"]
