@@ -62,8 +62,11 @@ def _layout_errors(cfg: RecipeConfig, uses_critic: bool) -> Iterable[str]:
     if ray and cfg.ref.anchor.every + cfg.ref.anchor.ema > 0 and resources.pool_of('ref') != resources.actor:
         yield "ref.anchor: the dynamic anchor copies the actor's weights into the reference in-process; put resources.ref in the actor's pool"
     tp = cfg.rollout.vllm.tensor_parallel_size
-    if cfg.rollout.engine == "vllm" and tp != 1:
-        # each colocated worker sees one device; TP groups across workers (vLLM's external
-        # launcher over the trainer's process group) are not built yet
-        yield (f"rollout.vllm.tensor_parallel_size: {tp} is not supported yet; every actor rank runs its own vLLM engine "
-               "on its device (tensor_parallel_size 1, data-parallel generation)")
+    rollout_ranks = pool_size(cfg, resources.pool_of("rollout"))
+    if tp < 1:
+        yield f"rollout.vllm.tensor_parallel_size: must be >= 1 (got {tp})"
+    elif cfg.rollout.engine == "vllm" and tp > 1 and not ray:
+        yield (f"rollout.vllm.tensor_parallel_size: {tp} needs distributed.backend=ray (a tensor-parallel engine spans "
+               "several workers of a group, one device each)")
+    elif cfg.rollout.engine == "vllm" and rollout_ranks % tp:
+        yield f"rollout.vllm.tensor_parallel_size ({tp}) must divide the rollout's {rollout_ranks} workers"

@@ -103,7 +103,9 @@ def build_models(run: Run, roles: Collection[str], dp_size: int = 1) -> Models:
         if shares_module and config.rollout.engine == "hf" and run.rollout is not None:
             rollout = run.rollout
         else:
-            rollout = build_rollout(config, run.model, run.tokenizer, run.model_path, share_module=shares_module, seed_offset=run.rank)
+            # the ranks of one tensor-parallel engine share a seed (they sample together)
+            engine_index = run.rank // config.rollout.vllm.tensor_parallel_size if config.rollout.engine == "vllm" else run.rank
+            rollout = build_rollout(config, run.model, run.tokenizer, run.model_path, share_module=shares_module, seed_offset=engine_index)
     actor = build_actor(run, dp_size) if "actor" in roles else None
     return Models(actor=actor, rollout=rollout, ref=ref, critic=critic)
 

@@ -9,6 +9,9 @@ A role method declares one of three dispatch modes:
 * ``all``: every rank gets the same arguments (weight syncs, checkpoints).
 * ``rank_zero``: only rank 0 runs the call (it writes files for the group).
 
+Generation with tensor-parallel engines splits over engines instead of ranks: every rank of
+an engine gets the engine's shard (:func:`shard_for_engines`).
+
 Results of ``split`` calls come back in rank order and are concatenated into one Batch or one
 tensor; metrics dicts of the ranks are averaged.
 """
@@ -68,6 +71,24 @@ def _cat_rows(parts: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(parts)
     width = max(part.shape[1] for part in parts)
     return torch.cat([torch.nn.functional.pad(part, (0, width - part.shape[1])) for part in parts])
+
+
+def shard_for_engines(batch: Batch, world_size: int, tensor_parallel_size: int) -> tuple[list[Batch], int]:
+    """One shard per rollout engine, repeated for every rank of that engine.
+
+    With tensor parallelism t, ranks t·k .. t·k + t − 1 run engine k together and must all get
+    its shard; the W / t engines split the batch as :func:`shard_batch` does.
+
+    Returns:
+        (W per-rank batches, the number of padding rows added at the end).
+    """
+    shards, padding = shard_batch(batch, world_size // tensor_parallel_size)
+    return [shards[rank // tensor_parallel_size] for rank in range(world_size)], padding
+
+
+def gather_engines(per_rank: Sequence[Gathered], tensor_parallel_size: int, padding: int) -> Gathered:
+    """The engines' results (the ranks of one engine return the same: keep the first's)."""
+    return gather_shards(list(per_rank[::tensor_parallel_size]), padding)
 
 
 WEIGHT_KEY = "_shard_weight"

@@ -12,7 +12,7 @@ from rlhf.config.distributed_schema import DistributedConfig
 from rlhf.controller.roles import KLController, Roles, hosted_roles
 from rlhf.controller.setup import Run
 from rlhf.data.batch import Batch
-from rlhf.distributed.dispatch import gather_shards, mean_metrics, shard_batch
+from rlhf.distributed.dispatch import gather_engines, gather_shards, mean_metrics, shard_batch, shard_for_engines
 from rlhf.distributed.group import WorkerGroup, wait_calls
 from rlhf.rollout.base import SamplingParams
 
@@ -31,14 +31,15 @@ def split_metrics(group: WorkerGroup, method: str, batch: Batch, *args) -> dict[
 
 
 class RemoteRollout:
-    """Generation split over the actor group's ranks; each rank's engine is colocated with
-    its actor shard."""
+    """Generation split over the rollout engines of a group: one per rank, or one per
+    `tensor_parallel_size` ranks."""
 
-    def __init__(self, group: WorkerGroup, tokenizer):
-        self.group, self.tokenizer = group, tokenizer
+    def __init__(self, group: WorkerGroup, tokenizer, tensor_parallel_size: int = 1):
+        self.group, self.tokenizer, self.tp = group, tokenizer, tensor_parallel_size
 
     def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
-        out = split_call(self.group, "generate", prompts, sampling)
+        per_rank, padding = shard_for_engines(prompts, self.group.world_size, self.tp)
+        out = gather_engines(self.group.call_per_rank("generate", [(batch, sampling) for batch in per_rank]), self.tp, padding)
         out.meta["tokenizer"] = self.tokenizer
         return out
 
@@ -164,7 +165,8 @@ def build_remote_roles(run: Run, kl_controller: KLController) -> RemoteRoles:
     actor_group, rollout_group = groups[config.resources.actor], groups[config.resources.pool_of("rollout")]
     if rollout_group is not actor_group:
         open_weight_channel(actor_group, rollout_group)
-    roles.actor, roles.rollout = RemoteActor(actor_group, run), RemoteRollout(rollout_group, run.tokenizer)
+    tp = config.rollout.vllm.tensor_parallel_size if config.rollout.engine == "vllm" else 1
+    roles.actor, roles.rollout = RemoteActor(actor_group, run), RemoteRollout(rollout_group, run.tokenizer, tp)
     roles.bucket_bytes = config.sync.bucket_mb * 2**20
     roles.ref = RemoteRef(groups[config.resources.pool_of("ref")]) if "ref" in hosted_roles(config) else None
     roles.critic = RemoteCritic(groups[config.resources.pool_of("critic")]) if "critic" in hosted_roles(config) else None

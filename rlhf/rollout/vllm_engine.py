@@ -65,8 +65,9 @@ class VLLMRolloutEngine:
         )
         with vllm_compat.keep_torch_threads():
             self.llm = vllm.LLM(model_path, **{**kwargs, **llm_kwargs})
-        # one worker in this process: tensors and iterators reach the model by reference
-        self.in_process = tensor_parallel_size == 1
+        # one worker in this process (also each rank of an external-launcher TP group): tensors
+        # and iterators reach the model by reference
+        self.in_process = tensor_parallel_size == 1 or llm_kwargs.get("distributed_executor_backend") == "external_launcher"
         self.asleep: set[str] = set()
         self.set_seed(seed)
 

@@ -27,7 +27,8 @@ def test_a_named_pool_sizes_the_group_and_hosts_the_roles_that_name_it():
     (["resources.pools.default.nodes=0"], "resources.pools.default.nodes: must be >= 1 (got 0)"),
     (["actor.mini_batch_size=7", "actor.micro_batch_size=7", "data.train_batch_size=7", "rollout.n=1"], "actor.mini_batch_size (7) must split evenly over the actor's 2 workers"),
     (["train.engine=torch"], "train.engine: 'torch' trains in one process, but resources.pools.default has 2 workers"),
-    (["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"], "rollout.vllm.tensor_parallel_size: 2 is not supported yet"),
+    (["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=3"], "rollout.vllm.tensor_parallel_size (3) must divide the rollout's 2 workers"),
+    (["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=0"], "rollout.vllm.tensor_parallel_size: must be >= 1"),
     (["resources.pools.refs={devices_per_node: 1}", "resources.ref=refs", "ref.anchor.every=5", "algorithm.kl.coef=0.01"], "ref.anchor: the dynamic anchor copies the actor's weights"),
     (["distributed.timeout_s=0"], "distributed.timeout_s: must be > 0"),
     (["sync.bucket_mb=0"], "sync.bucket_mb: must be >= 1"),
@@ -36,6 +37,12 @@ def test_inconsistent_layouts_are_refused(overrides, message):
     with pytest.raises(ConfigError) as error:
         load_recipe(None, [*RAY2, *overrides])
     assert message in str(error.value)
+
+
+def test_tensor_parallel_vllm_needs_ray_and_validates_with_it():
+    with pytest.raises(ConfigError, match="tensor_parallel_size: 2 needs distributed.backend=ray"):
+        load_recipe(None, ["model.path=org/some-model", "rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"])
+    load_recipe(None, [*RAY2, "rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"])
 
 
 def test_the_local_backend_ignores_the_pools():

@@ -6,13 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rlhf.data.batch import Batch
-from rlhf.distributed.dispatch import (
-    WEIGHT_KEY,
-    gather_shards,
-    mean_metrics,
-    shard_batch,
-    shard_weight,
-)
+from rlhf.distributed.dispatch import WEIGHT_KEY, gather_engines, gather_shards, mean_metrics, shard_batch, shard_for_engines, shard_weight
 
 
 def numbered_batch(rows: int) -> Batch:
@@ -67,3 +61,10 @@ def test_shard_weight_counts_tokens_for_token_mean_and_rows_otherwise():
     shard = Batch({"response_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])})
     assert shard_weight(shard, "token-mean") == 3.0
     assert shard_weight(shard, "seq-mean-token-mean") == 2.0
+
+
+def test_tensor_parallel_engines_get_one_shard_on_each_of_their_ranks():
+    per_rank, padding = shard_for_engines(numbered_batch(5), world_size=4, tensor_parallel_size=2)
+    assert padding == 1
+    assert [batch["prompt"] for batch in per_rank] == [["p0", "p1", "p2"]] * 2 + [["p3", "p4", "p4"]] * 2
+    assert gather_engines(per_rank, 2, padding)["prompt"] == [f"p{i}" for i in range(5)]
