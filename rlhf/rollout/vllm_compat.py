@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -64,6 +65,29 @@ def prepare_environment() -> None:
     rollout engine wants.
     """
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+
+
+def remove_shm_segments() -> None:
+    """Unlink the shared-memory segment of this rank's tensor-parallel group (vLLM on CPU).
+
+    vLLM 0.32's CPU communicator gives each rank of a TP group a segment in /dev/shm named
+    after the group and the rank; with the external launcher the name is the same in every
+    run, and vLLM does not unlink it, so a second engine (or a run after a killed one) fails
+    with EEXIST. Called before an engine is built and when it closes; each rank removes only
+    its own segment, so the ranks of a group starting together cannot remove each other's.
+    """
+    shm = "/dev/shm"
+    rank = int(os.environ.get("RANK", "0"))
+    if not os.path.isdir(shm):
+        return
+    for name in os.listdir(shm):
+        match = re.search(r"-(?:tp|pp):\d+-\[([\d-]+)\]-cpushm_(\d+)$", name)
+        if match is None:
+            continue
+        group, index = match.group(1).split("-"), int(match.group(2))
+        if str(rank) in group and index in (group.index(str(rank)), rank):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(shm, name))
 
 
 def is_cpu() -> bool:

@@ -63,6 +63,8 @@ class VLLMRolloutEngine:
             gpu_memory_utilization=gpu_memory_utilization, kv_cache_gb=kv_cache_gb, enforce_eager=enforce_eager,
             enable_sleep_mode=self.sleep_enabled,
         )
+        if tensor_parallel_size > 1 and vllm_compat.is_cpu():
+            vllm_compat.remove_shm_segments()
         with vllm_compat.keep_torch_threads():
             self.llm = vllm.LLM(model_path, **{**kwargs, **llm_kwargs})
         # one worker in this process (also each rank of an external-launcher TP group): tensors
@@ -215,6 +217,7 @@ class VLLMRolloutEngine:
             vllm_compat.shutdown(llm)
             del llm
             gc.collect()
+            vllm_compat.remove_shm_segments()
 
 
 class CountedTensors:
