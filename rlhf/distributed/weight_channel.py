@@ -18,23 +18,9 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from rlhf.engines.buckets import buckets
+
 Layout = list[tuple[str, tuple[int, ...], torch.dtype]]
-
-
-def buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], max_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Consecutive groups of (name, tensor) of at most `max_bytes` each, in order (a tensor
-    larger than that is a group alone), all of one dtype (a dtype change starts a new group)."""
-    bucket: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, tensor in named_tensors:
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and (size + nbytes > max_bytes or tensor.dtype != bucket[0][1].dtype):
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += nbytes
-    if bucket:
-        yield bucket
 
 
 def flatten(bucket: list[tuple[str, torch.Tensor]]) -> tuple[Layout, torch.Tensor]:
@@ -70,7 +56,7 @@ class WeightChannel:
         """Rank 0: broadcast every tensor in buckets; returns the bytes sent once."""
         self.syncs += 1
         sent, index = 0, 0
-        for index, bucket in enumerate(buckets(named_tensors, max_bytes)):
+        for index, bucket in enumerate(buckets(named_tensors, max_bytes, same_dtype=True)):
             layout, buffer = flatten(bucket)
             self.store.set(self._key(index), pickle.dumps(layout))
             self._broadcast(buffer.to(self.device))

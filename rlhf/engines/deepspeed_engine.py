@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from rlhf.engines.base import OptimConfig, lr_multiplier
+from rlhf.engines.buckets import buckets
 
 WEIGHT_BUCKET_BYTES = 256 * 2**20
 """Default of the most bytes of ZeRO-3 parameters :meth:`named_weights` gathers at a time."""
@@ -173,7 +174,7 @@ class DeepSpeedEngine:
             for name, param in self.module.named_parameters():
                 yield name, param.detach().float()
             return
-        for bucket in _buckets(list(self.module.named_parameters()), self.weight_bucket_bytes):
+        for bucket in buckets(self.module.named_parameters(), self.weight_bucket_bytes, nbytes=_full_bytes):
             with import_deepspeed().zero.GatheredParameters([param for _, param in bucket], modifier_rank=None):
                 gathered = [(name, param.detach().float().clone()) for name, param in bucket]
             yield from gathered
@@ -224,20 +225,9 @@ class DeepSpeedEngine:
         torch.distributed.barrier()
 
 
-def _buckets(named: list[tuple[str, torch.nn.Parameter]], max_bytes: int) -> Iterator[list[tuple[str, torch.nn.Parameter]]]:
-    """Consecutive groups of parameters whose full sizes add up to at most `max_bytes` (a
-    parameter larger than that forms a group alone)."""
-    bucket: list[tuple[str, torch.nn.Parameter]] = []
-    size = 0
-    for name, param in named:
-        full_bytes = _full_numel(param) * 4
-        if bucket and size + full_bytes > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, param))
-        size += full_bytes
-    if bucket:
-        yield bucket
+def _full_bytes(param: torch.nn.Parameter) -> int:
+    """Float32 bytes of the whole parameter (ZeRO-3 keeps its element count in `ds_numel`)."""
+    return _full_numel(param) * 4
 
 
 def _full_numel(param: torch.nn.Parameter) -> int:

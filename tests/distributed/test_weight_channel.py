@@ -6,7 +6,8 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from rlhf.distributed.weight_channel import WeightChannel, buckets, flatten, unflatten
+from rlhf.distributed.weight_channel import WeightChannel, flatten, unflatten
+from rlhf.engines.buckets import buckets
 
 
 def named(sync: int) -> list[tuple[str, torch.Tensor]]:
@@ -20,7 +21,7 @@ def test_buckets_respect_the_byte_limit_and_keep_the_order():
 
 def test_a_dtype_change_starts_a_new_bucket():
     tensors = [("a", torch.zeros(2)), ("b", torch.zeros(2, dtype=torch.bfloat16)), ("c", torch.zeros(2, dtype=torch.bfloat16))]
-    assert [[name for name, _ in group] for group in buckets(tensors, 1 << 20)] == [["a"], ["b", "c"]]
+    assert [[name for name, _ in group] for group in buckets(tensors, 1 << 20, same_dtype=True)] == [["a"], ["b", "c"]]
 
 
 def test_flatten_then_unflatten_is_the_identity():
