@@ -1,4 +1,4 @@
-"""`rlhf train | sft | rm | validate | plan | recipes`: run recipes from the command line.
+"""`rlhf train | sft | rm | validate | plan | export | recipes`: run recipes from the command line.
 
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
 1 a runtime failure (traceback only with --debug, or the traceback of a failing reward function). Importing this module imports neither torch
@@ -108,6 +108,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rlhf.controller.export import export_run
+
+    out = export_run(args.run, args.out, args.step)
+    print(f"exported {args.run} to {out} (Hugging Face format, safetensors)")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     import yaml
 
@@ -140,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--device-memory-gb", type=float, default=None, help="memory per device in GiB (default 80)")
     plan.add_argument("--json", action="store_true", help="print the estimate as JSON")
     plan.set_defaults(handler=cmd_plan)
+    export = commands.add_parser("export", help="write a run's policy as a Hugging Face model (safetensors + tokenizer)",
+                                 description="Write the actor of a run's checkpoint as a Hugging Face model directory.")
+    export.add_argument("run", help="the run directory (trainer.output_dir)")
+    export.add_argument("out", help="the directory to write (must not hold a model)")
+    export.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
+    export.set_defaults(handler=cmd_export)
     commands.add_parser("recipes", help="list the shipped recipes").set_defaults(handler=cmd_recipes)
     return parser
 

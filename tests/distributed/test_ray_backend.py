@@ -3,6 +3,7 @@ cluster, colocated HF rollout, bucketed weight syncs checked by the probe after 
 Issue 5 §6 (a) and (f): ZeRO stages 1/2/3 × local/ray."""
 
 import pytest
+import torch
 from conftest import TINY_RL, write_recipe
 
 from rlhf.cli.main import main
@@ -99,6 +100,13 @@ def test_a_ray_run_resumes_exactly_from_its_checkpoint(tmp_path, ray_cluster, mo
     assert comparable(resumed) == comparable(straight)
     assert sorted(p.name for p in (resumed / "checkpoints" / "step_000004").iterdir()) == [
         "actor", "loop.pt", "process_default_rank0.pt", "process_default_rank1.pt", "ref.pt"]
+    # the two ranks' ZeRO-2 shards merge into one Hugging Face model
+    assert main(["export", str(resumed), str(tmp_path / "exported")]) == 0
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "exported").state_dict()
+    initial = AutoModelForCausalLM.from_pretrained(resumed / "sft_model").state_dict()
+    assert any(not torch.equal(exported[name], initial[name]) for name in initial)
 
 
 def test_a_tensor_parallel_vllm_engine_spans_two_ray_workers(tmp_path, ray_cluster):

@@ -1,0 +1,79 @@
+"""`rlhf export RUN [--step S] OUT`: a run's policy as a plain Hugging Face model directory
+(safetensors weights, config, generation config, tokenizer) that transformers and vLLM load.
+
+The architecture and tokenizer come from the run's own model (`config.yaml` of the run:
+`model.path`, or `init_model/` for a tiny model); the weights from the actor of a checkpoint:
+the torch engine's `engine.pt`, or DeepSpeed's sharded checkpoint, consolidated to full fp32
+tensors offline (any ZeRO stage, no process group needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlhf.config.errors import ConfigError
+from rlhf.config.loader import load_recipe
+from rlhf.controller.checkpoint import LATEST, checkpoint_root
+from rlhf.engines.deepspeed_engine import CHECKPOINT_TAG
+from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
+
+
+def export_run(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
+    """Write the actor of checkpoint `step` (default: the newest) of `run_dir` to `out`."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"rlhf export: {str(run_dir)!r} is not a run directory (no config.yaml)")
+    if (out / "config.json").exists():
+        raise ConfigError(f"rlhf export: {str(out)!r} already holds a model; choose another directory")
+    checkpoint = pick_checkpoint(run_dir, step)
+    config = load_recipe(run_dir / "config.yaml")
+    model_path = resolve_model_path(config.model, run_dir, config.trainer.seed)
+    model = load_causal_lm(model_path, torch.device("cpu"), config.model.trust_remote_code)
+    load_actor_weights(model, checkpoint / "actor")
+    model.save_pretrained(out)
+    load_tokenizer(model_path, config.model.trust_remote_code).save_pretrained(out)
+    return out
+
+
+def pick_checkpoint(run_dir: Path, step: int | None) -> Path:
+    """`checkpoints/step_<step>`, or the one `checkpoints/latest` names."""
+    root = checkpoint_root(run_dir)
+    if step is not None:
+        path = root / f"step_{step:06d}"
+    elif (root / LATEST).exists():
+        path = root / (root / LATEST).read_text().strip()
+    else:
+        raise ConfigError(f"rlhf export: {str(run_dir)!r} has no checkpoint (checkpoints/latest is missing)")
+    if not (path / "actor").is_dir():
+        have = sorted(p.name for p in root.glob("step_*")) if root.exists() else []
+        raise ConfigError(f"rlhf export: no checkpoint {path.name} in {str(root)!r} (have: {', '.join(have) or 'none'})")
+    return path
+
+
+def load_actor_weights(model: torch.nn.Module, actor_dir: Path) -> None:
+    """Copy the checkpointed actor weights into `model`; every parameter must be covered
+    (tied weights, such as an LM head sharing the embedding, come along with their owner)."""
+    if (actor_dir / "engine.pt").exists():
+        state = torch.load(actor_dir / "engine.pt", map_location="cpu", weights_only=True)["module"]
+    else:
+        state = deepspeed_state_dict(actor_dir)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - {name for name, _ in model.named_parameters()}
+    untied_missing = [name for name in missing if name not in tied]
+    if untied_missing or unexpected:
+        raise RuntimeError(f"checkpoint {actor_dir} does not match the run's model: missing {untied_missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def deepspeed_state_dict(actor_dir: Path) -> dict[str, torch.Tensor]:
+    """Full fp32 weights from DeepSpeed's checkpoint (ZeRO 1-3 shards merged; stage 0 keeps
+    them whole in the model-states file)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    tag_dir = actor_dir / CHECKPOINT_TAG
+    if not tag_dir.is_dir():
+        raise RuntimeError(f"{actor_dir} holds neither engine.pt nor a DeepSpeed checkpoint")
+    if not list(tag_dir.glob("*optim_states.pt")):  # stage 0: no ZeRO shards
+        return torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    return get_fp32_state_dict_from_zero_checkpoint(str(actor_dir), tag=CHECKPOINT_TAG)
