@@ -1,4 +1,4 @@
-"""`rlhf train | sft | rm | validate | plan | export | recipes`: run recipes from the command line.
+"""`rlhf train | sft | rm | validate | plan | export | doctor | recipes`: run recipes from the command line.
 
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
 1 a runtime failure (traceback only with --debug, or the traceback of a failing reward function). Importing this module imports neither torch
@@ -116,6 +116,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import torch
+
+    from rlhf.cli.doctor import PACKAGES, engine_checks, known_bad, recipe_checks, version
+
+    print("versions: " + ", ".join(f"{name} {version(name) or '-'}" for name in PACKAGES))
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    print(f"CUDA: {torch.version.cuda or 'none'}; GPUs: {', '.join(gpus) or 'none'}")
+    engines = {check.name: check for check in engine_checks()}
+    for check in [*engines.values(), *known_bad()]:
+        print(f"  [{'ok' if check.ok else 'no'}] {check.name}: {check.detail}")
+    if not args.recipe:
+        return 0
+    path, config = load(args)
+    problems = [check for check in recipe_checks(config, engines) if not check.ok]
+    for check in problems:
+        print(f"{path.stem} cannot run here: {check.name}: {check.detail}", file=sys.stderr)
+    if not problems:
+        print(f"{path.stem}: everything it selects is usable here")
+    return 1 if problems else 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     import yaml
 
@@ -154,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="the directory to write (must not hold a model)")
     export.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
     export.set_defaults(handler=cmd_export)
+    doctor = commands.add_parser("doctor", help="versions, GPUs, usable engines; with a recipe: can it run here (exit 1 if not)",
+                                 description="Report versions, GPUs and usable engines; with RECIPE, exit 1 when it cannot run here.")
+    doctor.add_argument("recipe", nargs="?", help="a recipe YAML path or the name of a shipped recipe")
+    doctor.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    doctor.set_defaults(handler=cmd_doctor)
     commands.add_parser("recipes", help="list the shipped recipes").set_defaults(handler=cmd_recipes)
     return parser
 

