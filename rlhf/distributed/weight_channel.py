@@ -55,13 +55,14 @@ class WeightChannel:
     def send(self, named_tensors: Iterable[tuple[str, torch.Tensor]], max_bytes: int) -> int:
         """Rank 0: broadcast every tensor in buckets; returns the bytes sent once."""
         self.syncs += 1
-        sent, index = 0, 0
-        for index, bucket in enumerate(buckets(named_tensors, max_bytes, same_dtype=True)):
+        sent, count = 0, 0
+        for bucket in buckets(named_tensors, max_bytes, same_dtype=True):
             layout, buffer = flatten(bucket)
-            self.store.set(self._key(index), pickle.dumps(layout))
+            self.store.set(self._key(count), pickle.dumps(layout))
             self._broadcast(buffer.to(self.device))
             sent += buffer.numel() * buffer.element_size()
-        self.store.set(self._key(index + 1 if sent else 0), pickle.dumps([]))
+            count += 1
+        self.store.set(self._key(count), pickle.dumps([]))  # the empty layout ends the sync
         return sent
 
     def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
