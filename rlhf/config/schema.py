@@ -66,6 +66,14 @@ class DatasetConfig:
     """Row field holding the prompt text."""
     answer_key: str = "ground_truth"
     """Row field holding the ground-truth answer given to reward functions."""
+    answer_extractor: str = "none"
+    """How the ground truth is read from that field: 'none' (as is), 'gsm8k' (the number after
+    the last '####') or 'boxed' (the content of the last \\boxed{}, e.g. MATH solutions)."""
+    source: str = ""
+    """Data source name of every row, kept as its `data_source` field for per-source metrics
+    ('': the row's own `data_source` field if it has one, else the file or dataset name)."""
+    source_key: Optional[str] = None
+    """Row field naming each row's data source (mixed datasets, e.g. MATH's 'type'); overrides `source`."""
 
 
 @dataclass
@@ -108,8 +116,11 @@ class DataConfig:
     """Wrap each prompt in the tokenizer's chat template (as a user message)."""
     system_prompt: Optional[str] = None
     """System message placed before the prompt when data.chat_template is true."""
+    prompt_template: Optional[str] = None
+    """Text around each prompt, with `{prompt}` (and any other row field, e.g. `{level}`) filled
+    in, e.g. 'Question: {prompt}\\nAnswer:'; applied before the chat template (null: the prompt as is)."""
     max_prompt_tokens: int = 512
-    """Longest prompt in tokens; longer prompts are an error."""
+    """Longest prompt in tokens (as the model sees it); longer prompts are dropped and counted."""
     arithmetic: ArithmeticTaskConfig = field(default_factory=ArithmeticTaskConfig)
     """Settings of the builtin arithmetic task."""
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)

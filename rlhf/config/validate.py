@@ -53,6 +53,7 @@ _RANGES: tuple[Rule, ...] = (
     ("trainer.keep_last", ">= 1", lambda v: v >= 1),
     ("data.eval_batch_size", ">= 1", lambda v: v >= 1),
     ("data.max_prompt_tokens", ">= 1", lambda v: v >= 1),
+    ("data.prompt_template", "null or a text containing '{prompt}'", lambda v: v is None or "{prompt}" in v),
     ("data.arithmetic.digits", ">= 1", lambda v: v >= 1),
     ("data.arithmetic.test_fraction", "in [0, 1)", lambda v: 0 <= v < 1),
     ("rollout.n", ">= 1", lambda v: v >= 1),
@@ -110,6 +111,8 @@ _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("algorithm.kl.placement", ("loss", "reward")),
     ("trainer.device", ("auto", "cpu", "cuda")),
     ("reward.on_error", ("raise", "zero")),
+    ("data.train.answer_extractor", ("none", "gsm8k", "boxed")),
+    ("data.eval.answer_extractor", ("none", "gsm8k", "boxed")),
 )
 """Keys with a fixed set of values (registry-backed names are in _registry_errors)."""
 

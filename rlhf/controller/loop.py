@@ -84,7 +84,7 @@ def begin(run: Run, roles: Roles, sampler: Sampler, sync_checker: SyncChecker | 
     path = resume_point(run)
     if path is None:
         roles.sync_weights()  # a rollout engine with weights of its own starts from the trainer's
-        return 1, evaluate(run, roles, timer)
+        return 1, {**run.data_stats, **evaluate(run, roles, timer)}
     state = load_checkpoint(roles, path)
     roles.kl_controller.load_state_dict(state["kl_controller"])
     set_stream_state(sampler.stream, state["stream"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Optional
 
@@ -18,7 +18,7 @@ from rlhf.config.errors import ConfigError
 from rlhf.config.loader import save_resolved
 from rlhf.config.schema import RecipeConfig
 from rlhf.data.batch import Batch
-from rlhf.data.prompts import load_rows, prompt_batch
+from rlhf.data.prompts import drop_long_prompts, load_rows, prompt_batch
 from rlhf.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.rewards.combine import RewardCombiner, build_combiner
 from rlhf.rollout.base import SamplingParams
@@ -45,6 +45,8 @@ class Run:
     """The checkpoint the workers (and vLLM) load the policy from."""
     rank: int = 0
     """This process's data-parallel rank (a worker of a Ray group; 0 in a local run)."""
+    data_stats: dict[str, float] = field(default_factory=dict)
+    """Counts of the loaded data (`data/train_rows`, `data/train_dropped`, ...), logged at step 0."""
 
     def prompts(self, rows: list[dict]) -> Batch:
         """Tokenised, left-padded prompt batch for `rows`."""
@@ -57,7 +59,9 @@ class Run:
 
 def tokenize_prompts(config: RecipeConfig, tokenizer, rows: list[dict]) -> Batch:
     data = config.data
-    return prompt_batch(rows, tokenizer, chat_template=data.chat_template, system_prompt=data.system_prompt, max_prompt_tokens=data.max_prompt_tokens)
+    return prompt_batch(
+        rows, tokenizer, chat_template=data.chat_template, system_prompt=data.system_prompt, template=data.prompt_template, max_prompt_tokens=data.max_prompt_tokens
+    )
 
 
 def autocast_dtype(config: RecipeConfig) -> torch.dtype | None:
@@ -116,12 +120,28 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     device = pick_device(trainer.device)
     model_path = resolve_model_path(config.model, output_dir, trainer.seed)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
+    train_rows, eval_rows, data_stats = fit_prompts(config, tokenizer, train_rows, eval_rows)
     model, rollout = None, None
     if config.distributed.backend == "local" or config.sft.enabled:
         model = load_causal_lm(model_path, device, config.model.trust_remote_code)
         rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
     eval_prompts = [tokenize_prompts(config, tokenizer, eval_rows[i : i + data.eval_batch_size]) for i in range(0, len(eval_rows), data.eval_batch_size)]
-    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path)
+    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path, data_stats=data_stats)
+
+
+def fit_prompts(config: RecipeConfig, tokenizer, train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """Drop the prompts longer than `data.max_prompt_tokens` from both datasets, say how many
+    were dropped, and return the kept rows with their counts."""
+    stats = {}
+    for name, rows in (("train", train_rows), ("eval", eval_rows)):
+        if not rows:
+            continue
+        kept, dropped = drop_long_prompts(rows, tokenizer, config.data, f"data.{name}")
+        stats.update({f"data/{name}_rows": len(kept), f"data/{name}_dropped": dropped})
+        if dropped:
+            print(f"data.{name}: dropped {dropped} of {len(rows)} prompts longer than data.max_prompt_tokens={config.data.max_prompt_tokens}", flush=True)
+        train_rows, eval_rows = (kept, eval_rows) if name == "train" else (train_rows, kept)
+    return train_rows, eval_rows, stats
 
 
 def build_reward(config: RecipeConfig, extra_fields: Collection[str] | None = None) -> RewardCombiner:

@@ -1,7 +1,9 @@
-"""Prompt datasets: load rows, turn them into token batches, iterate in a seeded order.
+"""Prompt datasets: load rows, drop over-long prompts, turn rows into token batches, iterate
+in a seeded order.
 
-A row is a dict with at least the prompt text and the ground truth (field names set by
-`data.*.prompt_key` / `answer_key`); every other field is kept and reaches reward functions.
+Rows come from a hub dataset, a local jsonl/parquet file or a builtin task; the field mapping
+of :mod:`rlhf.data.fields` gives each `prompt`, `ground_truth`, `data_source` and keeps every
+other field for reward functions.
 """
 
 from __future__ import annotations
@@ -14,18 +16,15 @@ from typing import Iterator
 import torch
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.schema import ArithmeticTaskConfig, DatasetConfig
+from rlhf.config.schema import ArithmeticTaskConfig, DataConfig, DatasetConfig
 from rlhf.data.batch import Batch
+from rlhf.data.fields import apply_template, map_rows
 
 
 def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
-    """Rows of `dataset` with `prompt` and `ground_truth` fields (renamed from the configured keys).
-
-    Every other field of the dataset is kept; a row that lacks a field some other row has gets
-    None there, so all rows (and every batch of them) carry the same fields.
-
-    `key` is the recipe key of the dataset (e.g. 'data.train'), used in error messages.
-    """
+    """Rows of `dataset` mapped by :func:`rlhf.data.fields.map_rows` (prompt, ground_truth,
+    data_source and every other field). `key` is the recipe key of the dataset (e.g.
+    'data.train'), used in error messages."""
     if dataset.path.startswith("builtin:"):
         rows = _builtin_rows(dataset, arithmetic, key)
     elif dataset.path.endswith((".jsonl", ".json")):
@@ -35,9 +34,7 @@ def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str
     rows = rows[: dataset.size] if dataset.size is not None else rows
     if not rows:
         raise ConfigError(f"{key}.path: {dataset.path!r} has no rows")
-    rows = [_normalise(row, i, dataset, key) for i, row in enumerate(rows)]
-    fields = dict.fromkeys(name for row in rows for name in row)
-    return [{name: row.get(name) for name in fields} for row in rows]  # every row has every field
+    return map_rows(rows, dataset, key)
 
 
 def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
@@ -83,34 +80,46 @@ def _hf_rows(dataset: DatasetConfig, key: str) -> list[dict]:
     return [dict(row) for row in loaded]
 
 
-def _normalise(row: dict, index: int, dataset: DatasetConfig, key: str) -> dict:
-    for field_key, field_name in (("prompt_key", dataset.prompt_key), ("answer_key", dataset.answer_key)):
-        if field_name not in row:
-            raise ConfigError(f"{key}.{field_key}: row {index} of {dataset.path!r} has no field {field_name!r} (it has {sorted(row)})")
-    extra = {k: v for k, v in row.items() if k not in (dataset.prompt_key, dataset.answer_key)}
-    return {**extra, "prompt": str(row[dataset.prompt_key]), "ground_truth": str(row[dataset.answer_key])}
+def drop_long_prompts(rows: list[dict], tokenizer, data: DataConfig, key: str) -> tuple[list[dict], int]:
+    """(the rows whose prompt, as the model sees it, has at most `data.max_prompt_tokens`
+    tokens; how many were dropped). All rows too long is a ConfigError naming `key`."""
+    texts = [render_prompt(row, tokenizer, data.chat_template, data.system_prompt, data.prompt_template) for row in rows]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    kept = [row for row, length in zip(rows, lengths) if length <= data.max_prompt_tokens]
+    if not kept:
+        raise ConfigError(
+            f"data.max_prompt_tokens: every prompt of {key} ({len(rows)} rows) is longer than {data.max_prompt_tokens} tokens "
+            f"(the shortest has {min(lengths)}); raise data.max_prompt_tokens"
+        )
+    return kept, len(rows) - len(kept)
 
 
-def render_prompt(text: str, tokenizer, chat_template: bool, system_prompt: str | None) -> str:
-    """The exact string the model sees: the raw prompt, or the chat template applied to it."""
+def render_prompt(row: dict, tokenizer, chat_template: bool, system_prompt: str | None, template: str | None = None) -> str:
+    """The exact string the model sees: the row's prompt inside `template` (if any), then inside
+    the chat template (if `chat_template`) after an optional system message."""
+    text = apply_template(row, template)
     if not chat_template:
         return text
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": text}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def prompt_batch(rows: list[dict], tokenizer, *, chat_template: bool = False, system_prompt: str | None = None, max_prompt_tokens: int = 512) -> Batch:
+def prompt_batch(
+    rows: list[dict], tokenizer, *, chat_template: bool = False, system_prompt: str | None = None, template: str | None = None, max_prompt_tokens: int = 512
+) -> Batch:
     """Left-padded `prompt_ids [B, P]`, `prompt_mask [B, P]` plus the rows' fields as non-tensors.
 
     Every field of any row becomes a non-tensor field (None for rows without it), so extra
     dataset fields reach reward functions; `prompt_text` is the prompt as the model sees it.
     """
-    texts = [render_prompt(row["prompt"], tokenizer, chat_template, system_prompt) for row in rows]
+    texts = [render_prompt(row, tokenizer, chat_template, system_prompt, template) for row in rows]
     encoded = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False, padding_side="left")
     lengths = encoded["attention_mask"].sum(dim=-1)
     if int(lengths.max()) > max_prompt_tokens:
         worst = int(lengths.argmax())
-        raise ConfigError(f"data.max_prompt_tokens: prompt {rows[worst]['prompt'][:60]!r} has {int(lengths[worst])} tokens, more than {max_prompt_tokens}")
+        raise ConfigError(  # drop_long_prompts removes these from datasets; this guards other callers
+            f"data.max_prompt_tokens: prompt {rows[worst]['prompt'][:60]!r} has {int(lengths[worst])} tokens, more than {max_prompt_tokens}"
+        )
     non_tensors = {key: [row.get(key) for row in rows] for key in dict.fromkeys(k for row in rows for k in row)}
     non_tensors["prompt_text"] = texts
     tensors = {"prompt_ids": encoded["input_ids"], "prompt_mask": encoded["attention_mask"]}

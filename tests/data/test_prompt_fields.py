@@ -14,8 +14,8 @@ def test_every_row_field_reaches_the_batch(tmp_path):
     loaded = load_rows(DatasetConfig(path=str(path), prompt_key="question", answer_key="answer"), ArithmeticTaskConfig(), "data.train")
     # a field missing from a row is None there, so every row (and batch) has the same fields
     assert loaded == [
-        {"level": 1, "topic": None, "prompt": "1+1=", "ground_truth": "2"},
-        {"level": None, "topic": {"name": "add"}, "prompt": "2+2=", "ground_truth": "4"},
+        {"level": 1, "prompt": "1+1=", "ground_truth": "2", "data_source": "rows", "topic": None},
+        {"level": None, "prompt": "2+2=", "ground_truth": "4", "data_source": "rows", "topic": {"name": "add"}},
     ]
     batch = prompt_batch(loaded[1:], build_char_tokenizer())
     assert batch["level"] == [None] and batch["topic"] == [{"name": "add"}] and batch["prompt_text"] == ["2+2="]

@@ -1,0 +1,97 @@
+"""From a dataset's own rows to the trainer's rows: the field mapping of `data.train` / `data.eval`.
+
+A trainer row has `prompt` (text), `ground_truth` (text: the answer reward functions compare
+with), `data_source` (text: for per-source metrics) and every other field of the dataset row,
+which reaches reward functions that name it. Mapping keys (see `DatasetConfig`):
+
+    prompt_key, answer_key     which fields hold the prompt and the reference answer
+    answer_extractor           none | gsm8k (after the last '####') | boxed (last \\boxed{})
+    source / source_key        the data source: one name for all rows, or a field per row
+
+Every error names the recipe key, the file and the first bad row (1-based).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any, Callable
+
+from rlhf.config.errors import ConfigError
+from rlhf.config.schema import DatasetConfig
+from rlhf.rewards.answers import last_boxed
+
+
+def _after_hashes(text: str) -> str | None:
+    """GSM8K: the answer after the last '####' (e.g. '... #### 1,600' -> '1,600')."""
+    return text.rsplit("####", 1)[1].strip() if "####" in text else None
+
+
+EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+    "none": lambda text: text,
+    "gsm8k": _after_hashes,
+    "boxed": last_boxed,
+}
+"""`data.*.answer_extractor`: reference field text -> the answer, or None when it has none."""
+
+
+def default_source(path: str) -> str:
+    """The data source name of a dataset path: 'openai/gsm8k' -> 'gsm8k', 'data/math.parquet' -> 'math'."""
+    return PurePath(path.removeprefix("builtin:")).stem or path
+
+
+def map_rows(rows: list[dict], dataset: DatasetConfig, key: str) -> list[dict]:
+    """Trainer rows from dataset rows (see the module docstring); all rows get the same fields
+    (None where a row lacks a field another row has), so every batch carries the same fields.
+
+    `key` is the recipe key of the dataset (e.g. 'data.train'), used in error messages.
+    """
+    fallback = dataset.source or default_source(dataset.path)
+    mapped = [_map_row(row, i, dataset, key, fallback) for i, row in enumerate(rows)]
+    fields = dict.fromkeys(name for row in mapped for name in row)
+    return [{name: row.get(name) for name in fields} for row in mapped]
+
+
+def _map_row(row: dict, index: int, dataset: DatasetConfig, key: str, fallback: str) -> dict:
+    where = f"{dataset.path!r} row {index + 1}"
+    prompt = _field(row, dataset.prompt_key, f"{key}.prompt_key", where)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError(f"{key}.prompt_key: {where}: field {dataset.prompt_key!r} must be non-empty text (got {_show(prompt)})")
+    answer = _field(row, dataset.answer_key, f"{key}.answer_key", where)
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise ConfigError(f"{key}.answer_key: {where}: field {dataset.answer_key!r} must be text or a number (got {_show(answer)})")
+    ground_truth = EXTRACTORS[dataset.answer_extractor](str(answer))
+    if not ground_truth:
+        raise ConfigError(
+            f"{key}.answer_extractor: {where}: the {dataset.answer_extractor!r} extractor finds no answer in "
+            f"field {dataset.answer_key!r} ({str(answer)[-80:]!r})"
+        )
+    if dataset.source_key:
+        source = _field(row, dataset.source_key, f"{key}.source_key", where)
+    else:
+        source = dataset.source or row.get("data_source") or fallback
+    extra = {k: v for k, v in row.items() if k not in (dataset.prompt_key, dataset.answer_key)}
+    return {**extra, "prompt": prompt, "ground_truth": ground_truth, "data_source": str(source)}
+
+
+def _field(row: dict, name: str, config_key: str, where: str) -> Any:
+    if name not in row:
+        raise ConfigError(f"{config_key}: {where} has no field {name!r} (its fields: {sorted(row)}); the first bad row is shown")
+    return row[name]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}"
+
+
+def apply_template(row: dict, template: str | None, key: str = "data.prompt_template") -> str:
+    """The prompt text of `row` inside `data.prompt_template` ('{prompt}' and other row fields
+    filled in), or the prompt as is without a template."""
+    if template is None:
+        return row["prompt"]
+    try:
+        return template.format_map(row)
+    except KeyError as missing:
+        raise ConfigError(f"{key}: the template names field {missing} that the rows do not have (they have {sorted(row)})") from None
+    except (ValueError, IndexError) as error:
+        raise ConfigError(f"{key}: {template!r} is not a valid template ({error}); write literal braces as '{{{{' and '}}}}'") from None
