@@ -3,9 +3,9 @@
 Example (on a machine with internet; copy the directory to the cluster afterwards):
     python scripts/prepare_gsm8k.py --out data/gsm8k
 
-writes data/gsm8k/train.parquet (7473 rows) and data/gsm8k/test.parquet (1319 rows) with the
-fields prompt, ground_truth (the number after '####', commas removed), solution and
-data_source ('gsm8k'). Point a recipe at them with the default keys:
+writes data/gsm8k/train.parquet (7473 rows) and data/gsm8k/test.parquet (1319 rows): GSM8K's
+question and answer plus prompt, ground_truth (the number after '####', commas removed) and
+data_source ('gsm8k'). A shipped GSM8K recipe then runs offline with
     data.train.path=data/gsm8k/train.parquet data.eval.path=data/gsm8k/test.parquet
 `--train`/`--test` also take local .jsonl/.parquet files in GSM8K's own format.
 """

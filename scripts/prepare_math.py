@@ -5,11 +5,11 @@ Example (on a machine with internet; copy the directory to the cluster afterward
 
 writes data/math/train.parquet (7500 problems of DigitalLearningGmbH/MATH-lighteval) and
 data/math/test.parquet (the 500 problems of HuggingFaceH4/MATH-500, the usual held-out set;
-`--test DigitalLearningGmbH/MATH-lighteval` gives all 5000) with the fields prompt,
-ground_truth (the content of the solution's last \\boxed{}), solution, data_source ('math'),
-level and type (subject in MATH-500). Point a recipe at them with the default keys:
+`--test DigitalLearningGmbH/MATH-lighteval` gives all 5000): MATH's own fields (problem,
+solution, level, type; subject in MATH-500) plus prompt, ground_truth and answer (the content
+of the solution's last \\boxed{}) and data_source ('math'). A shipped MATH recipe then runs
+offline with
     data.train.path=data/math/train.parquet data.eval.path=data/math/test.parquet
-Per-subject metrics: data.eval.source_key=type (or subject).
 `--train`/`--test` also take local .jsonl/.parquet files in MATH's own format.
 """
 

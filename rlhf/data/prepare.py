@@ -1,11 +1,12 @@
 """Turn hub math datasets into local parquet files for clusters without internet.
 
-Each prepared row has `prompt`, `ground_truth` (the bare final answer), `solution` (the
-reference solution, for SFT or inspection), `data_source`, and the dataset's own metadata
-(MATH's `level` and `type`/`subject`). A recipe then reads the file with the default keys:
+Each prepared row keeps the dataset's own fields (GSM8K's `question`/`answer`; MATH's
+`problem`/`solution`/`level`/`type`, MATH-500's `subject`) and adds `prompt`, `ground_truth`
+(the bare final answer), `data_source` and, for MATH, `answer`. So a shipped recipe runs
+offline by changing only the paths, and a new recipe can read the files with the default keys:
 
     data:
-      train: {path: data/gsm8k/train.parquet}
+      train: {path: data/gsm8k/train.parquet}      # prompt_key: prompt, answer_key: ground_truth
 
 Used by `scripts/prepare_gsm8k.py` and `scripts/prepare_math.py`; a source is a hub dataset
 name or a local .jsonl/.parquet file in the dataset's own format.
@@ -40,17 +41,16 @@ def gsm8k_row(row: dict) -> dict:
     answer = EXTRACTORS["gsm8k"](row["answer"])
     if answer is None:
         raise ValueError(f"GSM8K answer without '####': {row['answer'][-80:]!r}")
-    return {"prompt": row["question"], "ground_truth": answer.replace(",", ""), "solution": row["answer"], "data_source": "gsm8k"}
+    return {**row, "prompt": row["question"], "ground_truth": answer.replace(",", ""), "data_source": "gsm8k"}
 
 
 def math_row(row: dict) -> dict:
-    """A MATH row (`problem`, `solution` with a \\boxed{} answer; `answer` in MATH-500) as a
-    prepared row; `level` and `type` (or MATH-500's `subject`) are kept."""
+    """A MATH row (`problem`, `solution` with a \\boxed{} answer; MATH-500 also has `answer`)
+    as a prepared row."""
     answer = row.get("answer") or EXTRACTORS["boxed"](row["solution"])
     if not answer:
         raise ValueError(f"MATH solution without \\boxed{{}}: {row['solution'][-80:]!r}")
-    kept = {key: row[key] for key in ("level", "type", "subject", "unique_id") if key in row}
-    return {"prompt": row["problem"], "ground_truth": answer, "solution": row["solution"], "data_source": "math", **kept}
+    return {**row, "prompt": row["problem"], "ground_truth": answer, "answer": answer, "data_source": "math"}
 
 
 def convert(rows: Iterable[dict], converter: Converter, where: str) -> list[dict]:

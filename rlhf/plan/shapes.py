@@ -109,6 +109,8 @@ KNOWN_MODELS: dict[str, ModelShape] = {
     "Qwen/Qwen2.5-1.5B-Instruct": _qwen2(1536, 28, 12, 2, 8960, 151936, tied=True),
     "Qwen/Qwen2.5-7B-Instruct": _qwen2(3584, 28, 28, 4, 18944, 152064, tied=False),
     "Qwen/Qwen2.5-Math-1.5B-Instruct": _qwen2(1536, 28, 12, 2, 8960, 151936, tied=True),
+    "Qwen/Qwen2.5-Math-1.5B": _qwen2(1536, 28, 12, 2, 8960, 151936, tied=True),
+    "Qwen/Qwen2.5-Math-7B": _qwen2(3584, 28, 28, 4, 18944, 152064, tied=False),
     # Qwen2ForProcessRewardModel: no LM head; score = Linear(h, h) -> ReLU -> Linear(h, 2)
     "Qwen/Qwen2.5-Math-PRM-7B": replace(
         _qwen2(3584, 28, 28, 4, 18944, 152064, tied=False), head_params=3584 * 3584 + 3584 + 3584 * 2 + 2),

@@ -60,3 +60,63 @@ def test_math_ppo_prm_clip_delta_tiny(tmp_path: Path, sums):
     record = read_jsonl(out / "metrics.jsonl")[-1]
     expected = {"reward/math/mean", "reward/prm/steps_mean", "reward/prm/process_return_mean", "critic/value_loss", "actor/pg_loss"}
     assert expected <= set(record)
+
+
+def gsm8k_rows(sums: list[dict]) -> list[dict]:
+    """GSM8K's own format: `question`, and `answer` ending in '#### N'."""
+    return [{"question": f"What is {r['prompt'][:-1]}?", "answer": f"{r['prompt']}{r['ground_truth']}\n#### {r['ground_truth']}"} for r in sums]
+
+
+def math_rows(sums: list[dict]) -> tuple[list[dict], list[dict]]:
+    """MATH-lighteval's format (problem, solution with \\boxed{}, level, type) for training and
+    MATH-500's (problem, answer, subject) for evaluation."""
+    train = [{"problem": f"Compute {r['prompt'][:-1]}.", "solution": f"So \\boxed{{{r['ground_truth']}}}.", "level": "Level 1", "type": "Prealgebra"} for r in sums]
+    test = [{"problem": f"Compute {r['prompt'][:-1]}.", "answer": r["ground_truth"], "subject": ("Algebra", "Prealgebra")[i % 2]} for i, r in enumerate(sums)]
+    return train, test
+
+
+def run_tiny(recipe: str, tmp_path: Path, train: str, test: str, *extra: str) -> list[dict]:
+    """Run `recipe` shrunk to CPU (hf rollout, one process) on local data; its metrics."""
+    out = tmp_path / "run"
+    args = [
+        *SMALL, f"model.path={tmp_path / 'policy'}", f"data.train.path={train}", f"data.eval.path={test}", "data.train.name=null",
+        "data.eval.name=null", "data.eval.split=train", "rollout.engine=hf", "trainer.device=auto", "trainer.save_every=0",
+        "train.gradient_checkpointing=false", f"trainer.output_dir={out}", *extra,
+    ]
+    assert main(["train", recipe, *args]) == 0
+    return read_jsonl(out / "metrics.jsonl")
+
+
+def test_gsm8k_grpo_qwen2_5_0_5b_tiny(tmp_path: Path, sums):
+    data = write_jsonl(tmp_path / "gsm8k.jsonl", gsm8k_rows(sums))
+    records = run_tiny("gsm8k_grpo_qwen2.5-0.5b", tmp_path, data, data, "reward.sources.0.kwargs={num_workers: 1}", "sync.check_every=1")
+    assert records[0]["data/train_rows"] == 64 and records[0]["data/train_dropped"] == 0
+    assert {"reward/gsm8k/mean", "actor/pg_loss", "eval/accuracy", "sync/probe_logprob_diff_max"} <= set(records[-1])
+
+
+def test_math_ppo_qwen2_5_math_1_5b_tiny(tmp_path: Path, sums):
+    train, test = math_rows(sums)
+    records = run_tiny(
+        "math_ppo_qwen2.5-math-1.5b", tmp_path, write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "test.jsonl", test),
+        "reward.sources.0.kwargs={num_workers: 1, timeout_s: 5.0}",
+    )
+    assert {"reward/math/mean", "critic/value_loss", "kl/sequence_mean", "actor/pg_loss", "eval/accuracy"} <= set(records[-1])
+
+
+def test_math_rloo_t1_tiny(tmp_path: Path, sums):
+    train, test = math_rows(sums)
+    records = run_tiny(
+        "math_rloo_t1", tmp_path, write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "test.jsonl", test),
+        "reward.sources.0.kwargs={num_workers: 1, timeout_s: 5.0}", "ref.anchor.every=1",
+    )
+    assert {"reward/math/mean", "actor/entropy", "kl/sequence_mean"} <= set(records[-1])
+
+
+def test_math_dapo_tiny(tmp_path: Path, sums):
+    train, test = math_rows(sums)
+    records = run_tiny(
+        "math_dapo", tmp_path, write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "test.jsonl", test),
+        "reward.sources.0.kwargs={num_workers: 1, timeout_s: 5.0}", "reward.sources.1.kwargs={max_length: 16, buffer_length: 4, penalty: 1.0}",
+        "distributed.backend=local", "train.zero_stage=2", "sync.bucket_mb=1",
+    )
+    assert {"reward/math/mean", "reward/overlong/mean", "actor/pg_loss"} <= set(records[-1])

@@ -20,8 +20,8 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
-def load(path: Path) -> list[dict]:
-    return load_rows(DatasetConfig(path=str(path)), ArithmeticTaskConfig(), "data.train")
+def load(path: Path, **keys) -> list[dict]:
+    return load_rows(DatasetConfig(path=str(path), **keys), ArithmeticTaskConfig(), "data.train")
 
 
 @pytest.mark.skipif(not GSM8K.is_file(), reason="../shared/data/gsm8k is not here")
@@ -31,8 +31,11 @@ def test_prepare_gsm8k_writes_parquet_a_recipe_reads_with_default_keys(tmp_path)
     assert "1319 rows" in done.stdout and not (tmp_path / "train.parquet").exists()
     rows = load(tmp_path / "test.parquet")
     assert len(rows) == 1319 and rows[0]["ground_truth"] == "18" and rows[0]["data_source"] == "gsm8k"
-    assert rows[0]["solution"].endswith("#### 18")
-    assert all("," not in row["ground_truth"] for row in rows)
+    assert rows[0]["answer"].endswith("#### 18") and all("," not in row["ground_truth"] for row in rows)
+    # the shipped recipes' keys read the same file: offline needs only the path changed
+    as_recipe = load(tmp_path / "test.parquet", prompt_key="question", answer_key="answer", answer_extractor="gsm8k")
+    assert [row["prompt"] for row in as_recipe] == [row["prompt"] for row in rows]
+    assert [row["ground_truth"].replace(",", "") for row in as_recipe] == [row["ground_truth"] for row in rows]
 
 
 def test_prepare_math_keeps_level_and_type_and_extracts_the_boxed_answer(tmp_path):
@@ -47,6 +50,9 @@ def test_prepare_math_keeps_level_and_type_and_extracts_the_boxed_answer(tmp_pat
     loaded = load(tmp_path / "out" / "train.parquet")
     assert [row["ground_truth"] for row in loaded] == ["1", "\\sqrt{4}"]
     assert [row["type"] for row in loaded] == ["Prealgebra", "Algebra"] and loaded[0]["data_source"] == "math"
+    as_recipe = load(tmp_path / "out" / "train.parquet", prompt_key="problem", answer_key="solution", answer_extractor="boxed")
+    assert [row["ground_truth"] for row in as_recipe] == ["1", "\\sqrt{4}"]
+    assert [row["ground_truth"] for row in load(tmp_path / "out" / "train.parquet", prompt_key="problem", answer_key="answer")] == ["1", "\\sqrt{4}"]
     per_type = load_rows(DatasetConfig(path=str(tmp_path / "out" / "train.parquet"), source_key="type"), ArithmeticTaskConfig(), "data.eval")
     assert [row["data_source"] for row in per_type] == ["Prealgebra", "Algebra"]
 
