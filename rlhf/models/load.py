@@ -24,6 +24,12 @@ def resolve_model_path(model: ModelConfig, output_dir: Path, seed: int) -> str:
     quiet_transformers()
     tiny = model.tiny
     target = Path(model.path) if model.path else output_dir / "init_model"
+    if not target.exists() and not target.is_absolute() and not target.parent.exists():
+        # `Qwen/Qwen2.5-0.5B-Instruct` left over from a hub recipe would become a local directory
+        raise ConfigError(
+            f"model.path: {model.path!r} is not a local directory, and with model.source=tiny it names where the "
+            f"tiny model is built; give a directory whose parent exists, or model.path='' to build it in the run directory"
+        )
     if not (target / "config.json").exists():
         build_tiny_model(
             target, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, num_heads=tiny.num_heads,
