@@ -1,4 +1,4 @@
-"""`rlhf train | sft | rm | validate | plan | export | doctor | recipes`: run recipes from the command line.
+"""`rlhf train | sft | rm | validate | plan | export | eval | report | doctor | recipes`: run recipes from the command line.
 
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
 1 a runtime failure (traceback only with --debug, or the traceback of a failing reward function). Importing this module imports neither torch
@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from rlhf.cli import eval_cmd
+from rlhf.cli import report_cmd
 from rlhf.config.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("recipe", nargs="?", help="a recipe YAML path or the name of a shipped recipe")
     doctor.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     doctor.set_defaults(handler=cmd_doctor)
+    eval_cmd.register(commands)
+    report_cmd.register(commands)
     commands.add_parser("recipes", help="list the shipped recipes").set_defaults(handler=cmd_recipes)
     return parser
 

@@ -35,6 +35,20 @@ class TinyModelConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters on the policy (Hu et al. 2021, through PEFT): only they are trained."""
+
+    rank: int = 0
+    """Rank r of each adapter (0: LoRA off, every weight of the policy is trained)."""
+    alpha: float = 16.0
+    """Scale of the adapters' update: B A is multiplied by alpha / rank."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input in training steps (never when scoring logprobs)."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Linear layers that get adapters (names or dotted suffixes), or [all-linear]: all but the output head."""
+
+
+@dataclass
 class ModelConfig:
     """The policy model (and, by default, the reference model)."""
 
@@ -48,6 +62,8 @@ class ModelConfig:
     """Compute dtype of training and generation: float32 or bfloat16 (weights stay float32)."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint's repository to run (off unless you trust it)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """Train LoRA adapters instead of the whole policy (model.lora.rank > 0)."""
 
 
 @dataclass
@@ -245,6 +261,10 @@ class TrainerConfig:
     """Run directory ('': runs/<recipe name>-<timestamp>)."""
     eval_every: int = 0
     """RL steps between held-out evaluations (0: only before and after training)."""
+    eval_k: list[int] = field(default_factory=list)
+    """k of pass@k and maj@k, from sampled responses at each held-out evaluation ([]: greedy accuracy only)."""
+    eval_n: int = 0
+    """Samples per held-out prompt for pass@k and maj@k (0: max of trainer.eval_k); more give lower-variance estimates."""
     log_every: int = 1
     """RL steps between console metric lines."""
     num_threads: int = 0
@@ -258,6 +278,17 @@ class TrainerConfig:
     resume: str = "auto"
     """'auto' (continue from the run directory's newest checkpoint, if any), 'never', or a
     checkpoint directory."""
+    loggers: list[str] = field(default_factory=lambda: ["console", "jsonl"])
+    """Metric backends: console, jsonl (always; metrics.jsonl), tensorboard, wandb, mlflow
+    (pip install 'rlhf[loggers]' for the last three)."""
+    project: str = "rlhf"
+    """Project of the wandb run and experiment of the mlflow run."""
+    experiment_name: str = ""
+    """Name of the wandb / mlflow run ('': the run directory's name)."""
+    sample_every: int = 10
+    """RL steps between writing sample generations to samples.jsonl (0: never)."""
+    num_samples: int = 4
+    """Sample generations (prompt, response, rewards, ground truth) written each time."""
 
 
 @dataclass

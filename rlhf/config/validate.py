@@ -46,6 +46,10 @@ _RANGES: tuple[Rule, ...] = (
     ("model.tiny.num_heads", ">= 1", lambda v: v >= 1),
     ("model.tiny.intermediate_size", ">= 1", lambda v: v >= 1),
     ("model.tiny.max_position_embeddings", ">= 1", lambda v: v >= 1),
+    ("model.lora.rank", ">= 0 (0: LoRA off)", lambda v: v >= 0),
+    ("model.lora.alpha", "> 0", lambda v: v > 0),
+    ("model.lora.dropout", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("model.lora.target_modules", "a non-empty list of layer names", lambda v: len(v) > 0),
     ("data.train.size", ">= 1 (or null)", lambda v: v is None or v >= 1),
     ("data.eval.size", ">= 1 (or null)", lambda v: v is None or v >= 1),
     ("data.train_batch_size", ">= 1", lambda v: v >= 1),
@@ -92,8 +96,12 @@ _RANGES: tuple[Rule, ...] = (
     ("sync.probe_size", ">= 1", lambda v: v >= 1),
     ("trainer.total_steps", ">= 0", lambda v: v >= 0),
     ("trainer.eval_every", ">= 0", lambda v: v >= 0),
+    ("trainer.eval_k", "a list of integers >= 1", lambda v: all(k >= 1 for k in v)),
+    ("trainer.eval_n", ">= 0", lambda v: v >= 0),
     ("trainer.log_every", ">= 1", lambda v: v >= 1),
     ("trainer.num_threads", ">= 0", lambda v: v >= 0),
+    ("trainer.sample_every", ">= 0", lambda v: v >= 0),
+    ("trainer.num_samples", ">= 1", lambda v: v >= 1),
     ("reward.process.alpha", ">= 0", lambda v: v >= 0),
     ("reward.process.eta", "a finite number", math.isfinite),
 )
@@ -128,6 +136,7 @@ def validate(cfg: RecipeConfig) -> None:
         *_reward_errors(cfg),
         *_algorithm_errors(cfg),
         *_train_errors(cfg),
+        *_eval_errors(cfg),
         *distributed_errors(cfg, uses_critic(cfg.algorithm.advantage)),
     ]
     errors = [error for error in errors if error]
@@ -164,6 +173,7 @@ def _registry_errors(cfg: RecipeConfig) -> Iterable[str | None]:
     from rlhf.algorithms.kl import KL_ESTIMATORS
     from rlhf.algorithms.losses import LOSS_AGG_MODES, POLICY_LOSSES
     from rlhf.algorithms.refinement import REFINEMENTS
+    from rlhf.logging.factory import LOGGERS
     from rlhf.rewards.registry import REWARD_SOURCES
 
     yield _choice_error("algorithm.advantage", cfg.algorithm.advantage, ADVANTAGE_ESTIMATORS)
@@ -173,6 +183,10 @@ def _registry_errors(cfg: RecipeConfig) -> Iterable[str | None]:
     yield _choice_error("reward.process.refine", cfg.reward.process.refine, REFINEMENTS)
     for i, source in enumerate(cfg.reward.sources):
         yield _choice_error(f"reward.sources.{i}.type", source.type, REWARD_SOURCES)
+    for i, name in enumerate(cfg.trainer.loggers):
+        yield _choice_error(f"trainer.loggers.{i}", name, LOGGERS)
+    if "jsonl" not in cfg.trainer.loggers:
+        yield "trainer.loggers: must include jsonl (resume, `rlhf export` and `rlhf report` read metrics.jsonl), e.g. [console, jsonl, wandb]"
 
 
 def _batch_errors(cfg: RecipeConfig) -> Iterable[str]:
@@ -214,6 +228,15 @@ def _algorithm_errors(cfg: RecipeConfig) -> Iterable[str]:
                    f"critic.micro_batch_size ({critic.micro_batch_size})")
     if hl.v_min >= hl.v_max:
         yield f"critic.hl_gauss: v_min ({hl.v_min}) must be below v_max ({hl.v_max})"
+
+
+def _eval_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """pass@k and maj@k at evaluations need n >= k samples per prompt."""
+    trainer = cfg.trainer
+    if trainer.eval_n and not trainer.eval_k:
+        yield f"trainer.eval_n: {trainer.eval_n} samples per prompt are drawn only for pass@k / maj@k; set trainer.eval_k too (e.g. [1, {trainer.eval_n}])"
+    elif trainer.eval_n and trainer.eval_k and max(trainer.eval_k) > trainer.eval_n:
+        yield f"trainer.eval_k: k = {max(trainer.eval_k)} needs at least that many samples per prompt, but trainer.eval_n is {trainer.eval_n}"
 
 
 def _train_errors(cfg: RecipeConfig) -> Iterable[str]:

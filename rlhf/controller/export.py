@@ -5,6 +5,10 @@ The architecture and tokenizer come from the run's own model (`config.yaml` of t
 `model.path`, or `init_model/` for a tiny model); the weights from the actor of a checkpoint:
 the torch engine's `engine.pt`, or DeepSpeed's sharded checkpoint, consolidated to full fp32
 tensors offline (any ZeRO stage, no process group needed).
+
+A LoRA run (`model.lora.rank > 0`) checkpoints only its adapter: export applies it to the base
+(`sft_model/` when an SFT warm start trained the base) and writes the merged model, loadable
+without PEFT, plus the adapter alone in PEFT's format under `adapter/`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from rlhf.config.loader import load_recipe
 from rlhf.controller.checkpoint import LATEST, checkpoint_root
 from rlhf.engines.deepspeed_engine import CHECKPOINT_TAG
 from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models.lora import apply_lora, load_adapter_state_dict
 
 
 def export_run(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
@@ -30,35 +35,38 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None) ->
     checkpoint = pick_checkpoint(run_dir, step)
     config = load_recipe(run_dir / "config.yaml")
     model_path = resolve_model_path(config.model, run_dir, config.trainer.seed)
-    model = load_causal_lm(model_path, torch.device("cpu"), config.model.trust_remote_code)
-    load_actor_weights(model, checkpoint / "actor")
+    lora = config.model.lora
+    base_path = str(run_dir / "sft_model") if lora.rank and (run_dir / "sft_model" / "config.json").exists() else model_path
+    model = load_causal_lm(base_path, torch.device("cpu"), config.model.trust_remote_code)
+    if lora.rank:
+        model = merged_lora_actor(apply_lora(model, lora), checkpoint / "actor", out / "adapter")
+    else:
+        load_actor_weights(model, checkpoint / "actor")
     model.save_pretrained(out)
     load_tokenizer(model_path, config.model.trust_remote_code).save_pretrained(out)
     return out
 
 
-def pick_checkpoint(run_dir: Path, step: int | None) -> Path:
-    """`checkpoints/step_<step>`, or the one `checkpoints/latest` names."""
+def pick_checkpoint(run_dir: Path, step: int | None, command: str = "rlhf export") -> Path:
+    """`checkpoints/step_<step>`, or the one `checkpoints/latest` names (`command` starts the
+    error messages)."""
     root = checkpoint_root(run_dir)
     if step is not None:
         path = root / f"step_{step:06d}"
     elif (root / LATEST).exists():
         path = root / (root / LATEST).read_text().strip()
     else:
-        raise ConfigError(f"rlhf export: {str(run_dir)!r} has no checkpoint (checkpoints/latest is missing)")
+        raise ConfigError(f"{command}: {str(run_dir)!r} has no checkpoint (checkpoints/latest is missing)")
     if not (path / "actor").is_dir():
         have = sorted(p.name for p in root.glob("step_*")) if root.exists() else []
-        raise ConfigError(f"rlhf export: no checkpoint {path.name} in {str(root)!r} (have: {', '.join(have) or 'none'})")
+        raise ConfigError(f"{command}: no checkpoint {path.name} in {str(root)!r} (have: {', '.join(have) or 'none'})")
     return path
 
 
 def load_actor_weights(model: torch.nn.Module, actor_dir: Path) -> None:
     """Copy the checkpointed actor weights into `model`; every parameter must be covered
     (tied weights, such as an LM head sharing the embedding, come along with their owner)."""
-    if (actor_dir / "engine.pt").exists():
-        state = torch.load(actor_dir / "engine.pt", map_location="cpu", weights_only=True)["module"]
-    else:
-        state = deepspeed_state_dict(actor_dir)
+    state = actor_state_dict(actor_dir)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - {name for name, _ in model.named_parameters()}
     untied_missing = [name for name in missing if name not in tied]
@@ -66,9 +74,24 @@ def load_actor_weights(model: torch.nn.Module, actor_dir: Path) -> None:
         raise RuntimeError(f"checkpoint {actor_dir} does not match the run's model: missing {untied_missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def deepspeed_state_dict(actor_dir: Path) -> dict[str, torch.Tensor]:
+def merged_lora_actor(peft_model: torch.nn.Module, actor_dir: Path, adapter_dir: Path) -> torch.nn.Module:
+    """The checkpoint's adapter loaded into `peft_model` (also saved to `adapter_dir` in PEFT's
+    format), then merged into the base: a plain transformers model."""
+    load_adapter_state_dict(peft_model, actor_state_dict(actor_dir, adapter_only=True), str(actor_dir))
+    peft_model.save_pretrained(adapter_dir)
+    return peft_model.merge_and_unload()
+
+
+def actor_state_dict(actor_dir: Path, *, adapter_only: bool = False) -> dict[str, torch.Tensor]:
+    """The actor's weights in a checkpoint (`adapter_only`: a LoRA run's, which hold no base)."""
+    if (actor_dir / "engine.pt").exists():
+        return torch.load(actor_dir / "engine.pt", map_location="cpu", weights_only=True)["module"]
+    return deepspeed_state_dict(actor_dir, adapter_only)
+
+
+def deepspeed_state_dict(actor_dir: Path, adapter_only: bool = False) -> dict[str, torch.Tensor]:
     """Full fp32 weights from DeepSpeed's checkpoint (ZeRO 1-3 shards merged; stage 0 keeps
-    them whole in the model-states file)."""
+    them whole in the model-states file); with `adapter_only`, the trainable tensors alone."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     tag_dir = actor_dir / CHECKPOINT_TAG
@@ -76,4 +99,4 @@ def deepspeed_state_dict(actor_dir: Path) -> dict[str, torch.Tensor]:
         raise RuntimeError(f"{actor_dir} holds neither engine.pt nor a DeepSpeed checkpoint")
     if not list(tag_dir.glob("*optim_states.pt")):  # stage 0: no ZeRO shards
         return torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
-    return get_fp32_state_dict_from_zero_checkpoint(str(actor_dir), tag=CHECKPOINT_TAG)
+    return get_fp32_state_dict_from_zero_checkpoint(str(actor_dir), tag=CHECKPOINT_TAG, exclude_frozen_parameters=adapter_only)

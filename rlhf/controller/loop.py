@@ -12,15 +12,16 @@ from rlhf.algorithms.advantages import estimator_inputs
 from rlhf.controller.checkpoint import load_checkpoint, resume_point, save_checkpoint, set_stream_state, stream_state, truncate_metrics
 from rlhf.controller.interrupt import RunInterrupted, stop_on_signals
 from rlhf.controller.roles import Roles, build_roles
+from rlhf.controller.samples import sample_generations
 from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import Run
 from rlhf.controller.step import rl_step
 from rlhf.controller.sync_check import SyncChecker
 from rlhf.controller.timing import PhaseTimer
 from rlhf.data.prompts import PromptStream
-from rlhf.eval.greedy import greedy_accuracy
-from rlhf.logging.console import ConsoleLogger
-from rlhf.logging.jsonl import JsonlWriter
+from rlhf.eval.sampled import eval_plan, evaluate_policy
+from rlhf.logging.factory import build_loggers
+from rlhf.logging.jsonl import METRICS_FILE, SAMPLES_FILE
 
 
 @dataclass
@@ -52,11 +53,10 @@ def _train(run: Run, roles: Roles) -> RLResult:
     timer = PhaseTimer()
     start = time.perf_counter()
     first_step, before = begin(run, roles, sampler, sync_checker, timer)
-    writer = JsonlWriter(run.output_dir / "metrics.jsonl")
-    if first_step == 1:
-        writer.write({"step": 0, **before, **timer.pop()})
     after = before
-    with ConsoleLogger(trainer.total_steps, trainer.log_every) as progress, stop_on_signals() as stop:
+    with build_loggers(config, run.output_dir, first_step) as loggers, stop_on_signals() as stop:
+        if first_step == 1:
+            loggers.log(0, {**before, **timer.pop()})
         for step in range(first_step, trainer.total_steps + 1):
             metrics = rl_step(run, roles, sampler, timer, step, sync_checker)
             # log, evaluate, checkpoint
@@ -64,15 +64,13 @@ def _train(run: Run, roles: Roles) -> RLResult:
                 after = evaluate(run, roles, timer)
                 metrics.update(after)
             metrics.update(timer.pop())
-            record = {"step": step, **metrics}
-            writer.write(record)
-            progress.step(record)
+            loggers.log(step, metrics)
+            if trainer.sample_every and step % trainer.sample_every == 0:
+                loggers.log_samples(step, sample_generations(sampler.last.batch, trainer.num_samples))
             if stop or step == trainer.total_steps or (trainer.save_every and step % trainer.save_every == 0):
                 path = save_checkpoint(run, roles, loop_state(roles, sampler, sync_checker), step)
             if stop:
-                writer.close()
                 raise RunInterrupted(f"stopped by signal {stop.signal} after step {step}; checkpoint {path} (resume: run the same command again)")
-    writer.close()
     result = RLResult(before.get("eval/accuracy"), after.get("eval/accuracy"), trainer.total_steps, time.perf_counter() - start)
     (run.output_dir / "summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
     return result
@@ -92,7 +90,9 @@ def begin(run: Run, roles: Roles, sampler: Sampler, sync_checker: SyncChecker | 
     if sync_checker is not None:
         sync_checker.syncs = state["syncs"]
     roles.sync_weights()
-    records = truncate_metrics(run.output_dir / "metrics.jsonl", state["step"])
+    records = truncate_metrics(run.output_dir / METRICS_FILE, state["step"])
+    if (run.output_dir / SAMPLES_FILE).exists():
+        truncate_metrics(run.output_dir / SAMPLES_FILE, state["step"])
     print(f"resumed from {path} after step {state['step']}", flush=True)
     before = next((r for r in records if r["step"] == 0), {})
     return state["step"] + 1, {key: value for key, value in before.items() if key.startswith("eval/")}
@@ -107,8 +107,9 @@ def loop_state(roles: Roles, sampler: Sampler, sync_checker: SyncChecker | None)
 
 
 def evaluate(run: Run, roles: Roles, timer: PhaseTimer) -> dict[str, float]:
-    """Greedy held-out accuracy (empty when the recipe has no eval data)."""
+    """Held-out evaluation (empty when the recipe has no eval data): greedy accuracy, and with
+    `trainer.eval_k` pass@k and maj@k of sampled responses (:mod:`rlhf.eval.sampled`)."""
     if not run.eval_prompts:
         return {}
     with timer.phase("eval"):
-        return greedy_accuracy(roles.rollout, roles.reward, run.eval_prompts, run.config.rollout.max_new_tokens)
+        return evaluate_policy(roles.rollout, roles.reward, run.eval_prompts, eval_plan(run.config))

@@ -17,13 +17,14 @@ from rlhf.controller.setup import Run
 from rlhf.engines.base import OptimConfig
 from rlhf.engines.factory import build_engine
 from rlhf.models.load import load_causal_lm
+from rlhf.models.lora import apply_lora, base_module, shares_base_as_reference
 from rlhf.models.value_model import load_value_model, value_model_from_policy
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine
 from rlhf.rollout.factory import build_rollout
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig
 from rlhf.workers.critic import CriticWorker, ValueLossConfig
-from rlhf.workers.ref import RefWorker
+from rlhf.workers.ref import AdapterDisabledRef, RefWorker
 from rlhf.workers.state import load_models, save_models
 
 KLController = Union[FixedKLController, AdaptiveKLController]
@@ -36,11 +37,14 @@ class Models:
 
     actor: ActorWorker | None = None
     rollout: RolloutEngine | None = None
-    ref: RefWorker | None = None
+    ref: RefWorker | AdapterDisabledRef | None = None
     critic: CriticWorker | None = None
 
     def sync_weights(self) -> int:
-        """Push the actor's weights into the rollout engine; returns the bytes copied."""
+        """Push the actor's weights into the rollout engine; returns the bytes copied (none when
+        the engine generates with the actor's own module, LoRA layers included)."""
+        if getattr(self.rollout, "model", None) is base_module(self.actor.engine.module):
+            return 0
         return self.rollout.update_weights(self.actor.named_weights())
 
     def follow_policy(self, ema: float) -> None:
@@ -95,7 +99,9 @@ def build_models(run: Run, roles: Collection[str], dp_size: int = 1) -> Models:
     that cannot share the actor's module (ZeRO-3 partitions that module in place when the
     actor's engine is built, last)."""
     config = run.config
-    ref = build_ref(run) if "ref" in roles else None
+    # under LoRA a fixed reference is the actor's base with the adapter off: built with the actor
+    adapter_off_ref = "ref" in roles and "actor" in roles and shares_base_as_reference(config.model.lora, config.ref.path, anchor_moves(config))
+    ref = build_ref(run) if "ref" in roles and not adapter_off_ref else None
     critic = build_critic(run, dp_size) if "critic" in roles else None
     rollout = None
     if "rollout" in roles:
@@ -107,7 +113,14 @@ def build_models(run: Run, roles: Collection[str], dp_size: int = 1) -> Models:
             engine_index = run.rank // config.rollout.vllm.tensor_parallel_size if config.rollout.engine == "vllm" else run.rank
             rollout = build_rollout(config, run.model, run.tokenizer, run.model_path, share_module=shares_module, seed_offset=engine_index)
     actor = build_actor(run, dp_size) if "actor" in roles else None
+    if adapter_off_ref:
+        ref = AdapterDisabledRef(actor.engine.module, temperature=config.rollout.temperature, micro_batch_size=config.actor.micro_batch_size)
     return Models(actor=actor, rollout=rollout, ref=ref, critic=critic)
+
+
+def anchor_moves(config: RecipeConfig) -> bool:
+    """True when a dynamic anchor (`ref.anchor`) moves the reference during the run."""
+    return bool(config.ref.anchor.every or config.ref.anchor.ema)
 
 
 def kl_controller(config: RecipeConfig) -> KLController:
@@ -130,7 +143,9 @@ def build_actor(run: Run, dp_size: int = 1) -> ActorWorker:
         loss_agg=actor.loss_agg, entropy_coef=actor.entropy_coef,
         kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=config.rollout.max_new_tokens,
     )
-    engine = build_engine(run.model, optim, config.train, autocast_dtype=run.autocast_dtype, bucket_mb=config.sync.bucket_mb)
+    # LoRA wraps the policy last: the reference, critic and rollout copies above are of the base
+    model = apply_lora(run.model, config.model.lora) if config.model.lora.rank else run.model
+    engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype, bucket_mb=config.sync.bucket_mb)
     return ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhf.algorithms.groups import group_ids, group_mean_std
+from rlhf.controller.samples import SOURCE_SCORES
 from rlhf.controller.setup import Run, sampling_params
 from rlhf.controller.timing import PhaseTimer
 from rlhf.data.batch import Batch
@@ -34,6 +35,9 @@ class Sampler:
     def __init__(self, run: Run, stream: PromptStream, *, with_baseline: bool):
         self.run, self.stream, self.with_baseline = run, stream, with_baseline
         self.next_group = 0
+        self.last: Sampled | None = None
+        """The latest round's result (its batch gets the later steps' fields): the loop
+        takes sample generations from it."""
 
     def sample(self, roles, timer: PhaseTimer) -> Sampled:
         """One round, or with `data.dynamic_sampling.enabled` as many rounds as it takes
@@ -41,8 +45,10 @@ class Sampler:
         dynamic = self.run.config.data.dynamic_sampling
         if not dynamic.enabled:
             batch, metrics = self.round(roles, timer)
-            return Sampled(batch, batch["scores"], metrics)
-        return self._dynamic(roles, timer, dynamic.max_extra_rounds)
+            self.last = Sampled(batch, batch["scores"], metrics)
+        else:
+            self.last = self._dynamic(roles, timer, dynamic.max_extra_rounds)
+        return self.last
 
     def round(self, roles, timer: PhaseTimer) -> tuple[Batch, dict[str, float]]:
         """Generate rollout.n responses for the next prompt batch and score them."""
@@ -56,6 +62,8 @@ class Sampler:
             reward = roles.reward.evaluate(batch)
             metrics = reward.metrics
             batch.set("scores", reward.scores)
+            for name, scores in reward.per_source.items():  # for samples.jsonl
+                batch.set(SOURCE_SCORES + name, scores)
             if reward.process_token_rewards is not None:
                 # token-level estimators read these two instead of `scores` (see add_advantages)
                 batch.set("outcome_scores", reward.outcome_scores).set("process_token_rewards", reward.process_token_rewards)

@@ -21,11 +21,12 @@ from rlhf.algorithms.advantages import compute_advantages, whiten
 from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.token_rewards import outcome_token_rewards
+from rlhf.controller.perf import device_count, throughput
 from rlhf.controller.roles import Roles
 from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import Run
 from rlhf.controller.sync_check import SyncChecker
-from rlhf.controller.timing import PhaseTimer
+from rlhf.controller.timing import PhaseTimer, phase_shares
 from rlhf.data.batch import Batch
 
 
@@ -76,7 +77,9 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
     if "kl/sequence_mean" in kl_metrics:
         roles.kl_controller.update(kl_metrics["kl/sequence_mean"], len(batch))
     kl_metrics["kl/coef"] = roles.kl_controller.value
-    step_metrics = batch_metrics(batch, sampled.all_scores, time.perf_counter() - step_start)
+    step_seconds = time.perf_counter() - step_start
+    step_metrics = batch_metrics(batch, sampled.all_scores, step_seconds, device_count(config))
+    step_metrics.update(phase_shares(timer.seconds, step_seconds))  # the timer holds this step's phases: the loop pops it
     return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
 
 
@@ -129,9 +132,10 @@ def move_anchor(run: Run, roles: Roles, step: int) -> None:
         roles.follow_policy(ema=anchor.ema)
 
 
-def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float) -> dict[str, float]:
+def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float, devices: int = 1) -> dict[str, float]:
     """Reward (of every sample generated this step), length and throughput of one RL batch,
-    and how far the rollout engine's logprobs are from the trainer's old ones (when both exist)."""
+    and how far the rollout engine's logprobs are from the trainer's old ones (when both exist).
+    `perf/throughput` is per device, as veRL defines it (:mod:`rlhf.controller.perf`)."""
     response_tokens = batch["response_mask"].sum()
     total_tokens = int(response_tokens + batch["prompt_mask"].sum())
     lengths = batch["response_mask"].sum(dim=-1).float()
@@ -147,5 +151,6 @@ def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float) -
         "response_length/max": lengths.max().item(),
         "time/step_s": step_seconds,
         "perf/tokens_per_s": total_tokens / step_seconds,
+        "perf/throughput": throughput(total_tokens, step_seconds, devices),
         "perf/total_tokens": total_tokens,
     }

@@ -26,3 +26,11 @@ class PhaseTimer:
         metrics = {f"time/{name}_s": value for name, value in self.seconds.items()}
         self.seconds = {}
         return metrics
+
+
+def phase_shares(seconds: dict[str, float], step_seconds: float) -> dict[str, float]:
+    """`time/<phase>_share`: each phase's seconds / the step's seconds. Phases do not overlap,
+    so the shares sum to at most 1; the rest is untimed work between the phases."""
+    if step_seconds <= 0:
+        return {}
+    return {f"time/{name}_share": value / step_seconds for name, value in seconds.items()}

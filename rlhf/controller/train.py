@@ -14,18 +14,26 @@ from rlhf.controller.sft import run_sft, sft_batch
 from rlhf.engines.base import OptimConfig
 from rlhf.engines.torch_engine import TorchEngine
 from rlhf.eval.greedy import greedy_accuracy
+from rlhf.logging.factory import check_loggers
 from rlhf.logging.jsonl import JsonlWriter
+from rlhf.models.lora import save_or_restore_base
 
 console = Console(highlight=False, soft_wrap=True)
 
 
 def train(config: RecipeConfig, recipe_name: str) -> RLResult:
     """`rlhf train`: SFT warm start when `sft.enabled`, then the RL loop; prints before/after."""
+    check_loggers(config.trainer.loggers)  # a missing wandb / mlflow stops the run before any work
     run = build_run(config, recipe_name)
     console.print(f"run directory: {run.output_dir}")
     try:
-        if config.sft.enabled and resume_point(run) is None:
+        resumed = resume_point(run) is not None
+        if config.sft.enabled and not resumed:
             supervised_warm_start(run)
+        if config.sft.enabled and config.model.lora.rank:
+            # LoRA checkpoints hold only the adapter: the SFT-trained base they apply to is kept
+            # in sft_model/ (where export and Ray workers look too) and restored from it on resume
+            save_or_restore_base(run.model, run.tokenizer, run.output_dir / "sft_model", resumed)
         result = rl_loop(run)
     finally:
         run.reward.close()

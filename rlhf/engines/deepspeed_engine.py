@@ -32,6 +32,7 @@ import torch
 
 from rlhf.engines.base import OptimConfig, lr_multiplier
 from rlhf.engines.buckets import buckets
+from rlhf.models.lora import is_lora_model
 
 WEIGHT_BUCKET_BYTES = 256 * 2**20
 """Default of the most bytes of ZeRO-3 parameters :meth:`named_weights` gathers at a time."""
@@ -202,12 +203,15 @@ class DeepSpeedEngine:
 
     def save_checkpoint(self, directory: str | Path) -> None:
         """DeepSpeed's sharded checkpoint (weights, optimiser and schedule state) in `directory`;
-        every rank must call it."""
-        self.ds_engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+        every rank must call it. Under LoRA the frozen base is left out (only the adapters)."""
+        self.ds_engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, exclude_frozen_parameters=is_lora_model(self.module))
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Restore what :meth:`save_checkpoint` wrote (same world size and ZeRO stage)."""
-        path, _ = self.ds_engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+        path, _ = self.ds_engine.load_checkpoint(
+            str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True,
+            load_module_strict=not is_lora_model(self.module),  # a LoRA checkpoint holds only the adapters
+        )
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}")
 

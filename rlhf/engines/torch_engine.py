@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 
 from rlhf.engines.base import OptimConfig, lr_multiplier
+from rlhf.models.lora import checkpoint_state, load_checkpoint_state
 
 
 class TorchEngine:
@@ -46,14 +47,15 @@ class TorchEngine:
             yield name, param.detach()
 
     def save_checkpoint(self, directory: str | Path) -> None:
-        """Weights, AdamW moments and the LR schedule's position, in `directory/engine.pt`."""
-        state = {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        """Weights (only the adapters under LoRA), AdamW moments and the LR schedule's position,
+        in `directory/engine.pt`."""
+        state = {"module": checkpoint_state(self.module), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         torch.save(state, Path(directory) / "engine.pt")
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Restore what :meth:`save_checkpoint` wrote (tensors and numbers only: weights_only)."""
         state = torch.load(Path(directory) / "engine.pt", map_location=self.device, weights_only=True)
-        self.module.load_state_dict(state["module"])
+        load_checkpoint_state(self.module, state["module"], str(directory))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 

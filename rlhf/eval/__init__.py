@@ -1,1 +1,1 @@
-"""Evaluation: greedy accuracy on held-out prompts (pass@k and maj@k come with issue 6)."""
+"""Evaluation: greedy accuracy, pass@k and maj@k on held-out prompts, and the inference-scaling curve."""

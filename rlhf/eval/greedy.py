@@ -8,6 +8,9 @@ from rlhf.data.batch import Batch
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine, SamplingParams
 
+CORRECT_AT = 1.0 - 1e-6
+"""A response is correct when the verifier (the first reward source) scores it at least this."""
+
 
 def greedy_accuracy(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], max_new_tokens: int) -> dict[str, float]:
     """`eval/accuracy`: the share of prompts whose greedy response the first reward source
@@ -17,16 +20,17 @@ def greedy_accuracy(rollout: RolloutEngine, reward: RewardCombiner, prompts: lis
         prompts: pre-tokenised prompt batches (see `rlhf.data.prompts.prompt_batch`).
     """
     sampling = SamplingParams(max_new_tokens=max_new_tokens, greedy=True)
-    correct, totals, lengths = [], [], []
-    for chunk in prompts:
-        batch = rollout.generate(chunk, sampling)
-        total, per_source, _ = reward.score(batch)
-        verifier = next(iter(per_source.values()))
-        correct.append((verifier >= 1.0 - 1e-6).float())
-        totals.append(total)
-        lengths.append(batch["response_mask"].sum(dim=-1).float())
+    correct, totals, lengths = zip(*(score_responses(reward, rollout.generate(chunk, sampling)) for chunk in prompts))
     return {
-        "eval/accuracy": torch.cat(correct).mean().item(),
+        "eval/accuracy": torch.cat(correct).float().mean().item(),
         "eval/reward": torch.cat(totals).mean().item(),
         "eval/response_length": torch.cat(lengths).mean().item(),
     }
+
+
+def score_responses(reward: RewardCombiner, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(correct [B] bool: the first reward source, the verifier, scores 1; total reward [B]
+    float32; response length [B] float32 in tokens) of a generated batch."""
+    total, per_source, _ = reward.score(batch)
+    verifier = next(iter(per_source.values()))
+    return verifier >= CORRECT_AT, total, batch["response_mask"].sum(dim=-1).float()

@@ -1,1 +1,3 @@
-"""Run outputs: metrics.jsonl and the console (progress bar, metric lines)."""
+"""Run outputs: the logger interface (:mod:`rlhf.logging.base`), its backends (console,
+metrics.jsonl / samples.jsonl, tensorboard, wandb, mlflow) and the factory that builds the
+ones `trainer.loggers` selects."""

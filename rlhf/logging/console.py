@@ -25,28 +25,31 @@ def format_metrics(metrics: dict) -> str:
 
 
 class ConsoleLogger:
-    """Progress bar on a terminal; every `log_every` steps a metrics line (always printed)."""
+    """Progress bar with ETA on a terminal; every `log_every` steps (and after each evaluation)
+    a metrics line, printed also when the output is not a terminal."""
 
-    def __init__(self, total_steps: int, log_every: int = 1):
+    def __init__(self, total_steps: int, log_every: int = 1, first_step: int = 1):
         self.console = Console(highlight=False, soft_wrap=True)
         self.log_every = max(1, log_every)
         self.progress = Progress(
             TextColumn("[bold]RL"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             console=self.console, transient=True, disable=not self.console.is_terminal,
         )
-        self.task = self.progress.add_task("train", total=total_steps)
-
-    def __enter__(self) -> "ConsoleLogger":
+        # a resumed run's bar starts where its checkpoint left off
+        self.task = self.progress.add_task("train", total=total_steps, completed=first_step - 1)
         self.progress.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
+    def log(self, step: int, metrics: dict) -> None:
+        if step > 0:  # step 0 is the evaluation before RL
+            self.progress.advance(self.task)
+        if (step > 0 and step % self.log_every == 0) or "eval/accuracy" in metrics:
+            self.console.print(format_metrics({"step": step, **metrics}))
 
-    def step(self, metrics: dict) -> None:
-        self.progress.advance(self.task)
-        if metrics.get("step", 0) % self.log_every == 0 or "eval/accuracy" in metrics:
-            self.console.print(format_metrics(metrics))
+    def log_samples(self, step: int, samples: list[dict]) -> None:
+        """Samples go to samples.jsonl and the dashboards, not to the console."""
 
     def print(self, text: str) -> None:
         self.console.print(text)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -14,6 +14,7 @@ from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
 from rlhf.data.batch import Batch
 from rlhf.engines.base import TrainingEngine
+from rlhf.models.lora import merged_named_weights
 from rlhf.workers.forward import response_logits
 from rlhf.workers.updates import run_updates
 
@@ -49,12 +50,19 @@ class ActorWorker:
 
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
-        """[B, R] float32 log-probabilities of `response_ids` under the current policy."""
+        """[B, R] float32 log-probabilities of `response_ids` under the current policy, in eval
+        mode (dropout, e.g. LoRA's, would make them random)."""
         parts = []
-        for micro in batch.split(self.loss.micro_batch_size):
-            with self.engine.autocast():
-                logits = response_logits(self.engine.module, micro, self.temperature)
-            parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
+        module = self.engine.module
+        was_training = module.training
+        module.eval()
+        try:
+            for micro in batch.split(self.loss.micro_batch_size):
+                with self.engine.autocast():
+                    logits = response_logits(module, micro, self.temperature)
+                parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
+        finally:
+            module.train(was_training)
         return torch.cat(parts)
 
     def is_single_on_policy_update(self, batch_size: int) -> bool:
@@ -108,6 +116,7 @@ class ActorWorker:
         return type(self.engine).__name__
 
     def named_weights(self):
-        """Full weights of the policy, for the rollout engine."""
-        return self.engine.named_weights()
+        """Full weights of the policy under the base model's names (LoRA adapters merged into
+        them), for the rollout engine and the dynamic anchor."""
+        return merged_named_weights(self.engine.module, self.engine.named_weights())
 

@@ -28,6 +28,13 @@ class RefWorker:
             parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
         return torch.cat(parts)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The reference weights, for checkpoints (the dynamic anchor moves them)."""
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
     @torch.no_grad()
     def follow(self, named_weights: Iterable[tuple[str, torch.Tensor]], ema: float = 0.0) -> None:
         """Move the reference towards the policy: ref ← ema·ref + (1 − ema)·policy for every
@@ -37,3 +44,38 @@ class RefWorker:
             if name not in own:
                 raise KeyError(f"the reference model has no weight {name!r}: it does not have the policy's architecture")
             own[name].lerp_(tensor.to(own[name].device, own[name].dtype), 1.0 - ema)
+
+
+class AdapterDisabledRef:
+    """The reference policy as the actor's own LoRA model with its adapter switched off: under
+    LoRA the frozen base *is* the initial policy, so no second copy of the model is kept.
+
+    Only for a fixed reference (no `ref.path`, no dynamic anchor) in the actor's process."""
+
+    def __init__(self, peft_model: torch.nn.Module, *, temperature: float, micro_batch_size: int):
+        self.model = peft_model
+        self.temperature = temperature
+        self.micro_batch_size = micro_batch_size
+
+    @torch.no_grad()
+    def compute_logprobs(self, batch: Batch) -> torch.Tensor:
+        """[B, R] float32 log-probabilities of `response_ids` under the base model."""
+        was_training = self.model.training
+        self.model.eval()
+        parts = []
+        try:
+            with self.model.disable_adapter():
+                for micro in batch.split(self.micro_batch_size):
+                    logits = response_logits(self.model, micro, self.temperature)
+                    parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
+        finally:
+            self.model.train(was_training)
+        return torch.cat(parts)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Nothing: the base weights are frozen and come back with the actor's model."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise RuntimeError("the checkpoint holds reference weights, but this run's reference is the actor's LoRA base (ref.path or ref.anchor changed?)")

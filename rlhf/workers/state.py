@@ -44,7 +44,7 @@ def save_models(models, directory: Path, tag: str = "local", *, writes_shared: b
         if worker is not None:
             state["generators"][name] = worker.shuffle_generator.get_state()
     if models.ref is not None and writes_shared:
-        torch.save(models.ref.model.state_dict(), directory / "ref.pt")
+        torch.save(models.ref.state_dict(), directory / "ref.pt")
     torch.save(state, directory / f"process_{tag}.pt")
 
 
@@ -58,5 +58,5 @@ def load_models(models, directory: Path, tag: str = "local") -> None:
     for name, generator_state in state["generators"].items():
         getattr(models, name).shuffle_generator.set_state(generator_state)
     if models.ref is not None:
-        models.ref.model.load_state_dict(torch.load(directory / "ref.pt", map_location="cpu", weights_only=True))
+        models.ref.load_state_dict(torch.load(directory / "ref.pt", map_location="cpu", weights_only=True))
     set_rng_state(state["rng"])

@@ -22,7 +22,7 @@ ARGS = [
 
 def comparable(records: list[dict]) -> list[dict]:
     """Everything but wall-clock times and throughput."""
-    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s"))} for r in records]
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s", "perf/throughput"))} for r in records]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,100 @@
+"""`rlhf eval MODEL_OR_RUN [RECIPE] [key.sub=value ...] [--data D] [--k 1,4,16] [--n N] [--out DIR]`:
+greedy accuracy, pass@k, maj@k and response lengths of a model or a run's policy on held-out
+prompts, per data source; `eval.json`, `scaling.json` and `scaling.png` in the output directory.
+
+Imports nothing heavy until the command runs (`rlhf --help` stays instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rlhf.config.errors import ConfigError
+
+DESCRIPTION = (
+    "Evaluate a Hugging Face model directory (with a RECIPE for rewards, data and sampling) or the newest checkpoint "
+    "of a run directory (its own recipe): greedy accuracy, pass@k (unbiased), maj@k, response length, per data source; "
+    "writes eval.json and, with --k, the inference-scaling curve (scaling.json, scaling.png)."
+)
+
+
+def register(commands) -> None:
+    """Add the `eval` subcommand to the `rlhf` parser's subcommands."""
+    sub = commands.add_parser("eval", help="pass@1 (greedy), pass@k, maj@k and the inference-scaling curve of a model or run",
+                              description=DESCRIPTION)
+    sub.add_argument("model_or_run", metavar="MODEL_OR_RUN", help="a run directory (trainer.output_dir) or a Hugging Face model directory")
+    sub.add_argument("recipe", metavar="RECIPE", nargs="?", help="with a model: the recipe giving rewards, data and sampling (a YAML path or a shipped recipe)")
+    sub.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe, e.g. rollout.temperature=0.6 data.eval.size=200")
+    sub.add_argument("--data", default=None, metavar="PATH_OR_HUB", help="evaluation prompts: a .jsonl/.parquet file, a hub dataset or builtin:arithmetic (default: the recipe's data.eval)")
+    sub.add_argument("--k", default=None, metavar="K,K,...", help="k values of pass@k and maj@k, e.g. 1,4,16 (default: trainer.eval_k; none: greedy only)")
+    sub.add_argument("--n", type=int, default=None, help="samples per prompt, >= every k (default: the largest k); more give lower-variance estimates")
+    sub.add_argument("--out", default=None, help="output directory (default: RUN/eval/step_N for a run, evals/<model name> for a model)")
+    sub.add_argument("--step", type=int, default=None, help="a run's checkpoint step (default: the newest)")
+    sub.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlhf.cli.main import resolve_recipe
+    from rlhf.controller.evaluation import check_plan, evaluate_target, resolve_target
+
+    recipe, overrides = split_recipe([*([args.recipe] if args.recipe else []), *args.overrides])
+    ks = parse_ks(args.k)
+    is_run = (Path(args.model_or_run) / "config.yaml").is_file()  # a run's recipe is its own: no lookup
+    target = resolve_target(args.model_or_run, resolve_recipe(recipe) if recipe and not is_run else recipe, overrides, args.data, args.step)
+    plan = check_plan(target.config, ks, args.n)
+    out = Path(args.out) if args.out else default_out(target.model, target.run_checkpoint)
+    report = evaluate_target(target, plan, out)
+    print_table(report)
+    written = ["eval.json", *(["scaling.json", "scaling.png"] if plan.num_samples else [])]
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
+    return 0
+
+
+def split_recipe(words: list[str]) -> tuple[str | None, list[str]]:
+    """(RECIPE or None, overrides): the first word is the recipe unless it is a key=value."""
+    if words and "=" not in words[0]:
+        return words[0], words[1:]
+    return None, list(words)
+
+
+def parse_ks(text: str | None) -> list[int] | None:
+    """`--k 1,4,16` as [1, 4, 16] (None when not given)."""
+    if text is None:
+        return None
+    try:
+        ks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--k: expected comma-separated whole numbers like 1,4,16, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"--k: every k must be >= 1 (pass@k and maj@k look at k samples), got {text!r}")
+    return sorted(set(ks))
+
+
+def default_out(model: str, checkpoint: Path | None) -> Path:
+    if checkpoint is not None:
+        return Path(model) / "eval" / checkpoint.name
+    return Path("evals") / Path(model).name
+
+
+def print_table(report: dict) -> None:
+    """The metrics as a table: one row per metric, one column for all prompts and one per
+    data source (when there are several)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics, sources = report["metrics"], list(report["prompts_per_source"])
+    columns = [("all", "eval/")] + ([(source, f"eval/{source}/") for source in sources] if len(sources) > 1 else [])
+    table = Table(title=f"{report['model']} ({report['checkpoint'] or 'model'}) on {report['data']['path']}")
+    table.add_column("metric")
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+    rows = [("accuracy (greedy)", "accuracy")]
+    rows += [(f"pass@{k}", f"pass@{k}") for k in report["k"]] + [(f"maj@{k}", f"maj@{k}") for k in report["k"]]
+    rows += [("reward (greedy)", "reward"), ("response length (greedy)", "response_length")]
+    rows += [("response length (sampled)", "sampled_response_length")] if report["samples_per_prompt"] else []
+    for label, key in rows:
+        table.add_row(label, *(f"{metrics[prefix + key]:.4g}" for _, prefix in columns))
+    counts = report["prompts_per_source"]
+    table.add_row("prompts", str(report["num_prompts"]), *([str(counts[s]) for s in sources] if len(sources) > 1 else []))
+    Console(highlight=False, soft_wrap=True).print(table)

@@ -1,0 +1,120 @@
+"""PNG plots of a run's metrics, drawn on matplotlib's Agg canvas (no display, no pyplot state).
+
+Each plot gathers the metric keys that match its pattern; a plot whose keys the run never
+logged is skipped with a note instead of drawn empty.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+from rlhf.report.run_data import metric_keys, series
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """One plot: a title, the y-axis label, and a regular expression the keys fully match."""
+
+    title: str
+    ylabel: str
+    pattern: str
+
+
+PLOTS = (
+    PlotSpec("Reward", "reward", r"reward/mean|reward/[^/]+/mean|eval/reward"),
+    PlotSpec("Held-out accuracy", "accuracy", r"eval/(accuracy|pass@\d+|maj@\d+)"),
+    PlotSpec("KL divergence", "KL", r"kl/sequence_mean|actor/kl|actor/approx_kl"),
+    PlotSpec("Policy entropy", "nats per token", r"actor/entropy"),
+    PlotSpec("Response length", "tokens", r"response_length/(mean|max)|eval/(sampled_)?response_length"),
+    PlotSpec("Throughput", "tokens / s (perf/throughput: per device)", r"perf/throughput|perf/tokens_per_s"),
+)
+"""The metric plots of a report, in page order (phase times are drawn by :func:`phase_plot`)."""
+
+SMOOTH_FROM = 20
+"""Series with at least this many points also get a trailing-mean line (raw points stay faint)."""
+
+_NOT_PHASES = ("time/step_s", "time/eval_s")
+"""Timed spans that are not phases of a step (eval runs after it)."""
+
+
+@dataclass
+class Plot:
+    """A drawn plot (PNG bytes) or, when there was nothing to draw, why not."""
+
+    title: str
+    png: bytes | None = None
+    note: str = ""
+
+
+def metric_plot(spec: PlotSpec, records: list[dict]) -> Plot:
+    """The lines of every key matching `spec.pattern`, against the RL step."""
+    pattern = re.compile(spec.pattern)
+    lines = merge_equal({key: series(records, key) for key in metric_keys(records) if pattern.fullmatch(key)})
+    if not lines:
+        return Plot(spec.title, note=f"not plotted: the run logged no metric matching {spec.pattern}")
+    figure, axis = _figure(spec.title, spec.ylabel)
+    for label, (steps, values) in lines.items():
+        _draw_line(axis, label, steps, values)
+    axis.legend(fontsize=8, loc="best", framealpha=0.7)
+    return Plot(spec.title, _png(figure))
+
+
+def phase_plot(records: list[dict]) -> Plot:
+    """Seconds per phase of each RL step, stacked (the top edge is the timed part of the step),
+    with the whole step's time as a dashed line."""
+    title = "Phase times"
+    steps = [r["step"] for r in records if r.get("step", 0) > 0 and isinstance(r.get("time/step_s"), (int, float))]
+    phases = [k for k in metric_keys(records) if k.startswith("time/") and k.endswith("_s") and k not in _NOT_PHASES]
+    if not steps or not phases:
+        return Plot(title, note="not plotted: the run logged no time/<phase>_s metrics")
+    by_step = {r["step"]: r for r in records}
+    figure, axis = _figure(title, "seconds per step")
+    stacks = [[by_step[s].get(key) or 0.0 for s in steps] for key in phases]
+    axis.stackplot(steps, stacks, labels=[key.removeprefix("time/").removesuffix("_s") for key in phases], alpha=0.8)
+    axis.plot(steps, [by_step[s]["time/step_s"] for s in steps], color="black", linestyle="--", linewidth=1, label="whole step")
+    axis.legend(fontsize=8, loc="upper left", ncol=2, framealpha=0.7)
+    return Plot(title, _png(figure))
+
+
+def merge_equal(lines: dict[str, tuple[list, list]]) -> dict[str, tuple[list, list]]:
+    """Drop empty series and draw equal ones once, labelled `a = b` (one reward source's mean
+    is the reward mean; with one device, throughput is tokens per second)."""
+    merged: dict[str, tuple[list, list]] = {}
+    for key, points in lines.items():
+        same = next((label for label, other in merged.items() if other == points), None)
+        if same is not None:
+            merged[f"{same} = {key}"] = merged.pop(same)
+        elif points[0]:
+            merged[key] = points
+    return merged
+
+
+def _draw_line(axis, label: str, steps: list[int], values: list[float]) -> None:
+    """A metric's points; long series faint, under a trailing mean in the same colour."""
+    if len(values) < SMOOTH_FROM:
+        axis.plot(steps, values, marker="o", markersize=3, label=label)
+        return
+    (raw,) = axis.plot(steps, values, alpha=0.3, linewidth=1)
+    window = max(2, len(values) // 20)
+    smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+    axis.plot(steps, smooth, color=raw.get_color(), linewidth=1.8, label=f"{label} (mean of {window})")
+
+
+def _figure(title: str, ylabel: str):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    axis.set(title=title, xlabel="RL step", ylabel=ylabel)
+    axis.grid(alpha=0.3)
+    return figure, axis
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

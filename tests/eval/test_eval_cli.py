@@ -1,0 +1,131 @@
+"""`rlhf eval` end to end on a tiny model: a run directory and its exported model give the same
+numbers, deterministically for a seed; per-source breakdown; the scaling curve; periodic
+pass@k during training; errors that name the argument."""
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from rlhf.cli.main import main
+from rlhf.config.schema import ArithmeticTaskConfig, DatasetConfig
+from rlhf.data.prompts import load_rows
+from rlhf.logging.jsonl import read_jsonl
+
+# a short SFT warm start so that some answers are right (a random tiny model gets none)
+TRAIN = ["trainer.total_steps=1", "sft.max_steps=60", "sft.eval_every=1000", "sft.val_size=16", "data.eval.size=32",
+         "data.train_batch_size=4", "rollout.n=4", "actor.mini_batch_size=8", "actor.micro_batch_size=4",
+         "trainer.num_threads=1", "trainer.eval_k=[1,2]"]
+SAMPLING = ["--k", "1,4", "--n", "8"]
+GREEDY_KEYS = {"eval/accuracy", "eval/reward", "eval/response_length"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(run directory after one RL step, its checkpoint exported as a model directory)."""
+    root = tmp_path_factory.mktemp("eval")
+    run_dir, exported = root / "run", root / "exported"
+    assert main(["train", "quickstart", f"trainer.output_dir={run_dir}", *TRAIN]) == 0
+    assert main(["export", str(run_dir), str(exported)]) == 0
+    return run_dir, exported
+
+
+@pytest.fixture(scope="module")
+def run_report(trained) -> dict:
+    run_dir, _ = trained
+    assert main(["eval", str(run_dir), "trainer.num_threads=1", *SAMPLING]) == 0
+    return json.loads((run_dir / "eval" / "step_000001" / "eval.json").read_text())
+
+
+def test_periodic_evaluation_reports_pass_and_maj_at_k(trained):
+    records = read_jsonl(trained[0] / "metrics.jsonl")
+    for record in (records[0], records[-1]):
+        for key in ("eval/accuracy", "eval/pass@1", "eval/pass@2", "eval/maj@1", "eval/maj@2"):
+            assert 0.0 <= record[key] <= 1.0, key
+        assert record["eval/pass@2"] >= record["eval/pass@1"]
+        assert 0 < record["eval/sampled_response_length"] <= 5
+
+
+def test_eval_of_a_run_directory(trained, run_report, capsys):
+    run_dir, _ = trained
+    metrics = run_report["metrics"]
+    assert run_report["checkpoint"] == "step_000001" and run_report["num_prompts"] == 32
+    assert run_report["samples_per_prompt"] == 8 and run_report["k"] == [1, 4]
+    assert set(metrics) == GREEDY_KEYS | {"eval/sampled_response_length", "eval/pass@1", "eval/pass@4", "eval/maj@1", "eval/maj@4"}
+    assert all(0.0 <= metrics[key] <= 1.0 for key in metrics if "length" not in key)
+    assert 0 < metrics["eval/pass@1"] <= metrics["eval/pass@4"]
+    assert metrics["eval/maj@1"] == pytest.approx(metrics["eval/pass@1"])
+    # greedy decoding of the checkpoint reproduces the run's final evaluation
+    final = read_jsonl(run_dir / "metrics.jsonl")[-1]
+    assert metrics["eval/accuracy"] == pytest.approx(final["eval/accuracy"])
+    assert metrics["eval/response_length"] == pytest.approx(final["eval/response_length"])
+    out = run_dir / "eval" / "step_000001"
+    assert matplotlib.image.imread(out / "scaling.png").shape[:2] == (400, 1000)
+    curve = json.loads((out / "scaling.json").read_text())
+    assert [point["k"] for point in curve["points"]] == [1, 2, 4, 8]
+    assert curve["points"][2]["pass@k"] == pytest.approx(metrics["eval/pass@4"])
+    assert curve["points"][3]["tokens_per_prompt"] == pytest.approx(8 * metrics["eval/sampled_response_length"])
+    assert not list(out.glob(".policy-*"))  # the temporary export is gone
+
+
+def test_a_model_directory_gives_the_same_numbers_for_the_same_seed(trained, run_report, tmp_path):
+    _, exported = trained
+    common = ["eval", str(exported), "quickstart", "data.eval.size=32", "trainer.num_threads=1"]
+    assert main([*common, *SAMPLING, "--out", str(tmp_path / "seed0")]) == 0
+    assert main([*common, "trainer.seed=1", *SAMPLING, "--out", str(tmp_path / "seed1")]) == 0
+    same = json.loads((tmp_path / "seed0" / "eval.json").read_text())["metrics"]
+    other = json.loads((tmp_path / "seed1" / "eval.json").read_text())["metrics"]
+    assert same == run_report["metrics"]
+    assert other["eval/accuracy"] == same["eval/accuracy"]  # greedy does not depend on the seed
+    assert other["eval/sampled_response_length"] != same["eval/sampled_response_length"]
+
+
+def test_per_source_breakdown(trained, tmp_path, capsys):
+    rows = load_rows(DatasetConfig(path="builtin:arithmetic", split="test", size=40), ArithmeticTaskConfig(), "data.eval")
+    data = tmp_path / "two_sources.jsonl"
+    data.write_text("".join(json.dumps({"prompt": row["prompt"], "ground_truth": row["ground_truth"],
+                                        "data_source": "first" if i < 20 else "second"}) + "\n" for i, row in enumerate(rows)))
+    out = tmp_path / "out"
+    # the run's recipe caps its own eval set at 32 prompts; all 40 of --data are evaluated
+    assert main(["eval", str(trained[0]), "trainer.num_threads=1", "--data", str(data), "--k", "1,2", "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    metrics = report["metrics"]
+    assert report["prompts_per_source"] == {"first": 20, "second": 20}
+    for source in ("first", "second"):
+        for metric in ("accuracy", "reward", "response_length", "sampled_response_length", "pass@1", "pass@2", "maj@1", "maj@2"):
+            assert f"eval/{source}/{metric}" in metrics
+    for metric in ("accuracy", "pass@2", "maj@2"):  # equal sizes: the overall value is the mean
+        assert metrics[f"eval/{metric}"] == pytest.approx((metrics[f"eval/first/{metric}"] + metrics[f"eval/second/{metric}"]) / 2)
+    assert set(json.loads((out / "scaling.json").read_text())["per_source"]) == {"first", "second"}
+    table = capsys.readouterr().out
+    assert "first" in table and "second" in table and "maj@2" in table
+
+
+def test_greedy_only_without_k(trained, tmp_path):
+    out = tmp_path / "out"
+    assert main(["eval", str(trained[1]), "quickstart", "data.eval.size=8", "trainer.num_threads=1", "--out", str(out)]) == 0
+    assert set(json.loads((out / "eval.json").read_text())["metrics"]) == GREEDY_KEYS  # one data source: no breakdown
+    assert not (out / "scaling.png").exists()
+
+
+def test_errors_name_the_argument(trained, tmp_path, capsys):
+    run_dir, exported = trained
+    cases = [
+        (["eval", str(tmp_path / "nowhere"), "quickstart"], "MODEL_OR_RUN: "),
+        (["eval", str(exported)], "RECIPE: "),
+        (["eval", str(run_dir), "quickstart"], "brings its own recipe"),
+        (["eval", str(run_dir), "--k", "0"], "--k: every k must be >= 1"),
+        (["eval", str(run_dir), "--k", "1,a"], "--k: expected comma-separated whole numbers"),
+        (["eval", str(run_dir), "--k", "1,16", "--n", "8"], "--k: k = 16 needs at least that many samples per prompt, but --n is 8"),
+        (["eval", str(exported), "quickstart", "--n", "4"], "--n: "),
+        (["eval", str(exported), "quickstart", "--step", "1"], "--step: "),
+        (["eval", str(run_dir), "--step", "7"], "rlhf eval: no checkpoint step_000007"),
+        (["eval", str(run_dir), "--data", str(tmp_path / "missing.jsonl")], "--data: data.eval.path: file"),
+        (["validate", "quickstart", "trainer.eval_k=[0,4]"], "trainer.eval_k: must be a list of integers >= 1"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert not (run_dir / "eval" / "step_000007").exists()
