@@ -3,7 +3,8 @@
 A trained role (actor, critic) saves its engine's own checkpoint (weights, optimiser, LR
 schedule; DeepSpeed writes its sharded format, every rank its part) plus the generator that
 shuffles its mini-batches; the reference saves its weights, which the dynamic anchor moves;
-every process saves its random-number state (the rollout engine samples from it).
+every process saves its random-number state (the HF rollout engine samples from it) and the
+vLLM engine's stream of per-row sampling seeds.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def save_models(models, directory: Path, tag: str = "local", *, writes_shared: b
         worker = getattr(models, name)
         if worker is not None:
             state["generators"][name] = worker.shuffle_generator.get_state()
+    if hasattr(models.rollout, "seed_stream"):  # vLLM: every sampled row draws its seed from it
+        state["rollout_seeds"] = models.rollout.seed_stream.getstate()
     if models.ref is not None and writes_shared:
         torch.save(models.ref.state_dict(), directory / "ref.pt")
     torch.save(state, directory / f"process_{tag}.pt")
@@ -60,3 +63,5 @@ def load_models(models, directory: Path, tag: str = "local") -> None:
     if models.ref is not None:
         models.ref.load_state_dict(torch.load(directory / "ref.pt", map_location="cpu", weights_only=True))
     set_rng_state(state["rng"])
+    if "rollout_seeds" in state and hasattr(models.rollout, "seed_stream"):
+        models.rollout.seed_stream.setstate(state["rollout_seeds"])

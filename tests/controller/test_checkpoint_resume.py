@@ -74,3 +74,18 @@ def test_resume_never_refuses_a_directory_that_holds_a_run(tmp_path: Path, capsy
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 0
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS, "trainer.resume=never"]) == 2
     assert "already holds a run (metrics.jsonl) with no checkpoint to resume from" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_vllm_run_resumes_exactly(tmp_path: Path, monkeypatch):
+    """vLLM draws each sampled row's seed from a stream of its own; the checkpoint keeps it."""
+    pytest.importorskip("vllm")
+    args = [*ARGS, "rollout.engine=vllm", "rollout.logprobs=true", "rollout.vllm.kv_cache_gb=0.05"]
+    straight_run = tmp_path / "straight"
+    assert main(["train", "quickstart", f"trainer.output_dir={straight_run}", *args]) == 0
+    out = tmp_path / "run"
+    crash_at(3, monkeypatch)
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *args]) == 1
+    monkeypatch.undo()
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *args]) == 0
+    assert comparable(read_jsonl(out / "metrics.jsonl")) == comparable(read_jsonl(straight_run / "metrics.jsonl"))
