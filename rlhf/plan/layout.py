@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rlhf.config.schema import RecipeConfig
 from rlhf.plan.memory import (
@@ -27,6 +27,7 @@ from rlhf.plan.shapes import (
     ModelShape,
     causal_lm_parameters,
     load_shape,
+    lora_parameters,
     scorer_parameters,
     shape_from_hf_config,
 )
@@ -114,10 +115,16 @@ def policy_shape(config: RecipeConfig) -> ModelShape:
 
 
 def trained_items(role: str, shape: ModelShape, num_params: int, layout: Layout, micro_tokens: int,
-                  act_bytes: int, vocab_logits: bool) -> list[Item]:
-    """Weights, gradients, optimizer state, activations (and logits) of a trained model."""
-    state = train_state_bytes(num_params, TRAINED_WEIGHT_BYTES, layout.zero_stage, layout.devices,
+                  act_bytes: int, vocab_logits: bool, adapter_params: int = 0) -> list[Item]:
+    """Weights, gradients, optimizer state, activations (and logits) of a trained model; with
+    `adapter_params` (LoRA) only the adapters have gradients and optimizer state, and the
+    frozen base weights are held like a frozen model's."""
+    trained = adapter_params or num_params
+    state = train_state_bytes(trained, TRAINED_WEIGHT_BYTES, layout.zero_stage, layout.devices,
                               layout.offload_optimizer, layout.offload_params)
+    if adapter_params:
+        base = frozen_weight_bytes(num_params, TRAINED_WEIGHT_BYTES, layout.zero_stage, layout.devices)
+        state = replace(state, weights=state.weights + base)
     update = f"{role} update"
     # the torch engine frees gradients after each optimizer step; DeepSpeed keeps its buffers
     grad_phase = update if layout.engine == "torch" else RESIDENT
@@ -144,6 +151,7 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     models); tests pass their own. The policy's shape comes from :func:`policy_shape`.
     """
     from rlhf.config.validate import uses_critic
+    from rlhf.models.lora import shares_base_as_reference
 
     plan, shape = Plan(layout), policy_shape(config)
     seq_len = config.data.max_prompt_tokens + config.rollout.max_new_tokens
@@ -151,11 +159,17 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     actor_params = causal_lm_parameters(shape)
     plan.parameters["actor"] = actor_params
     # 1. the actor: trained state, activations and logits of one micro-batch
-    plan.items += trained_items("actor", shape, actor_params, layout, config.actor.micro_batch_size * seq_len, act_bytes, True)
+    lora = config.model.lora
+    adapters = lora_parameters(shape, lora.rank, lora.target_modules) if lora.rank > 0 else 0
+    if adapters:
+        plan.parameters["actor LoRA adapters"] = adapters
+    plan.items += trained_items("actor", shape, actor_params, layout, config.actor.micro_batch_size * seq_len, act_bytes, True, adapters)
     # 2. the rollout's KV cache (and vLLM's own weight copy)
     plan.items += rollout_items(config, shape, actor_params, layout, seq_len)
-    # 3. the frozen reference, only when a KL term needs it
-    if config.algorithm.kl.coef > 0:
+    # 3. the frozen reference, only when a KL term needs it (with LoRA usually the actor's own
+    #    base with the adapters switched off: no copy)
+    anchor_moves = bool(config.ref.anchor.every or config.ref.anchor.ema)
+    if config.algorithm.kl.coef > 0 and not shares_base_as_reference(lora, config.ref.path, anchor_moves):
         ref = shape_of(config.ref.path, "ref.path", config.model.trust_remote_code) if config.ref.path else shape
         plan.parameters["reference"] = causal_lm_parameters(ref)
         plan.items.append(Item("reference weights", RESIDENT, frozen_weight_bytes(

@@ -64,6 +64,19 @@ def causal_lm_parameters(shape: ModelShape) -> int:
     return decoder_parameters(shape) + head
 
 
+def lora_parameters(shape: ModelShape, rank: int, target_modules: list[str]) -> int:
+    """Parameters of LoRA adapters (Hu et al. 2021): rank x (in + out) per adapted projection.
+
+    Only the standard projection names count (q/k/v/o_proj, gate/up/down_proj; `all-linear`
+    means all seven): other names are custom and unknown to the table."""
+    h, d, i = shape.hidden_size, shape.head_dim, shape.intermediate_size
+    q_width, kv_width = shape.num_heads * d, shape.num_kv_heads * d
+    sizes = {"q_proj": (h, q_width), "k_proj": (h, kv_width), "v_proj": (h, kv_width), "o_proj": (q_width, h),
+             "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    names = set(sizes) if "all-linear" in target_modules else {name.rsplit(".", 1)[-1] for name in target_modules}
+    return shape.num_layers * sum(rank * (fan_in + fan_out) for name, (fan_in, fan_out) in sizes.items() if name in names)
+
+
 def scorer_parameters(shape: ModelShape, num_outputs: int = 1, bias: bool = True) -> int:
     """Parameters of a decoder with a scoring head (value model, reward model) and no LM head.
 

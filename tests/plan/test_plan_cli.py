@@ -64,3 +64,17 @@ def test_zero3_over_8_devices_shards_train_state():
     assert gib["actor weights"] * 8 == base["actor weights"]
     assert gib["actor activations"] < base["actor activations"] / 10
     assert sharded["peak_gib"] < single["peak_gib"]
+
+
+def test_lora_counts_only_adapter_gradients_and_optimizer_state_and_no_reference_copy(capsys):
+    assert main(["plan", "gsm8k_grpo_orm", "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert main(["plan", "gsm8k_grpo_orm", "model.lora.rank=16", "--json"]) == 0
+    lora = json.loads(capsys.readouterr().out)
+    # Qwen2.5-1.5B: 28 layers x 16 x (q 1536+1536, k,v 1536+256, o 1536+1536, gate,up 1536+8960, down 8960+1536)
+    assert lora["parameters"]["actor LoRA adapters"] == 28 * 16 * (2 * 3072 + 2 * 1792 + 3 * 10496)
+    items = {item["name"]: item["device_gib"] for item in lora["items"]}
+    full_items = {item["name"]: item["device_gib"] for item in full["items"]}
+    assert items["actor optimizer state"] < 0.02 * full_items["actor optimizer state"]
+    assert "reference weights" not in items and "reference weights" in full_items  # the base with adapters off
+    assert lora["peak_gib"] < full["peak_gib"]
