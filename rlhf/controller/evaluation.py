@@ -5,7 +5,8 @@ run's checkpoint, on held-out prompts; write `eval.json` and the inference-scali
    actor, exported to a temporary model directory with `rlhf export`'s code (torch, DeepSpeed
    and LoRA checkpoints alike); a model directory takes a named recipe for data, rewards and
    sampling settings.
-2. Load the prompts (`data.eval`, or `--data`), the reward sources and the rollout engine.
+2. Load the prompts (`data.eval`, or `--data`; those longer than `data.max_prompt_tokens` are
+   dropped and counted), the reward sources and the rollout engine.
 3. Generate and judge greedy and sampled responses (:mod:`rlhf.eval.sampled`), seeded by
    `trainer.seed`.
 4. Write `eval.json`, and with samples `scaling.json` and `scaling.png`.
@@ -23,7 +24,7 @@ from rlhf.config.loader import load_recipe
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.export import export_run, pick_checkpoint
 from rlhf.controller.setup import build_reward, pick_device, seed_everything, tokenize_prompts
-from rlhf.data.prompts import load_rows
+from rlhf.data.prompts import drop_long_prompts, load_rows
 from rlhf.eval.outcomes import eval_metrics
 from rlhf.eval.sampled import EvalPlan, collect_outcomes, eval_plan
 from rlhf.eval.scaling import scaling_curve, write_scaling
@@ -96,12 +97,13 @@ def evaluate_target(target: EvalTarget, plan: EvalPlan, out_dir: Path) -> dict:
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".policy-") as scratch:
             model_path = policy_path(target, Path(scratch))
             rollout, tokenizer = build_policy(config, model_path)
+            rows, dropped = drop_long_prompts(rows, tokenizer, config.data, "data.eval")
             size = config.data.eval_batch_size
             prompts = [tokenize_prompts(config, tokenizer, rows[i : i + size]) for i in range(0, len(rows), size)]
             outcomes = collect_outcomes(rollout, reward, prompts, plan)
     finally:
         reward.close()
-    report = eval_report(target, plan, outcomes.by_source(), eval_metrics(outcomes, plan.ks))
+    report = {**eval_report(target, plan, outcomes.by_source(), eval_metrics(outcomes, plan.ks)), "dropped_prompts": dropped}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     if plan.num_samples:
         write_scaling(scaling_curve(outcomes), out_dir, title=f"{Path(target.model).name}: inference scaling on {config.data.eval.path}")

@@ -109,6 +109,15 @@ def test_greedy_only_without_k(trained, tmp_path):
     assert not (out / "scaling.png").exists()
 
 
+def test_over_long_prompts_are_dropped_and_counted(trained, tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps({"prompt": prompt, "ground_truth": "1"}) + "\n" for prompt in ("1+0=", "1" * 40 + "+0=", "0+1=")))
+    out = tmp_path / "out"
+    assert main(["eval", str(trained[1]), "quickstart", "data.max_prompt_tokens=8", "trainer.num_threads=1", "--data", str(data), "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["dropped_prompts"] == 1 and report["num_prompts"] == 2
+
+
 def test_errors_name_the_argument(trained, tmp_path, capsys):
     run_dir, exported = trained
     cases = [
