@@ -1,0 +1,75 @@
+"""The rlhf arm: the path `rlhf train` takes (recipe -> `build_run` -> `build_roles`), then the
+loop's own step function, :func:`rlhf.controller.step.rl_step`, once per step.
+
+The recipe is `recipes/quickstart.yaml` with the benchmark's numbers as overrides: the policy
+is loaded from the shared checkpoint, no SFT, no evaluation, one mini-batch of all B sequences
+(a single on-policy update: no separate old-logprob pass), no KL (the quickstart has none).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rlhf.bench.common import StepRecord, greedy_accuracy
+from rlhf.bench.settings import BenchSettings
+from rlhf.config.loader import load_recipe
+from rlhf.controller.roles import build_roles
+from rlhf.controller.sampling import Sampler
+from rlhf.controller.setup import build_run
+from rlhf.controller.step import rl_step
+from rlhf.controller.timing import PhaseTimer
+from rlhf.data.prompts import PromptStream
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
+
+
+def recipe_overrides(settings: BenchSettings) -> list[str]:
+    """`key=value` overrides that give the quickstart recipe the benchmark's numbers."""
+    batch = settings.batch_size
+    return [
+        "model.source=pretrained", f"model.path={settings.model_dir}", "sft.enabled=false", "data.eval.path=''",
+        f"data.train_batch_size={settings.prompts}", f"rollout.n={settings.samples}", f"rollout.max_new_tokens={settings.max_new_tokens}",
+        f"actor.mini_batch_size={batch}", f"actor.micro_batch_size={batch}",
+        # YAML reads 1e-4 as a string: a float needs the dot and the signed exponent
+        f"actor.lr={settings.lr:.6e}", f"actor.warmup_steps={settings.warmup_steps}", f"actor.lr_schedule={settings.lr_schedule}",
+        f"trainer.total_steps={settings.total_steps}", f"trainer.num_threads={settings.threads}", f"trainer.seed={settings.seed}",
+        f"trainer.output_dir={Path(settings.work_dir) / 'rlhf'}",
+    ]
+
+
+class RlhfArm:
+    """rlhf's controller, stepped one `rl_step` at a time."""
+
+    def __init__(self, settings: BenchSettings):
+        config = load_recipe(QUICKSTART, recipe_overrides(settings))
+        self.rl_run = build_run(config, "bench-vs-trl")  # sets the thread count, seeds, loads the model
+        self.roles = build_roles(self.rl_run)
+        stream = PromptStream(self.rl_run.train_rows, settings.prompts, settings.seed)
+        self.sampler = Sampler(self.rl_run, stream, with_baseline=False)
+        self.timer = PhaseTimer()
+        self.roles.sync_weights()  # what the loop does before its first step (no bytes: shared module)
+        self.steps_done = 0
+
+    def run(self, steps: int) -> list[dict]:
+        """`steps` timed steps, as `StepRecord` dicts."""
+        return [asdict(self.step()) for _ in range(steps)]
+
+    def step(self) -> StepRecord:
+        self.steps_done += 1
+        start = time.perf_counter()
+        metrics = rl_step(self.rl_run, self.roles, self.sampler, self.timer, self.steps_done)
+        phases = self.timer.pop()  # the loop pops the timer every step too
+        seconds = time.perf_counter() - start
+        return StepRecord(
+            seconds=seconds, tokens=int(metrics["perf/total_tokens"]), generate_seconds=phases.get("time/generate_s"),
+            reward_mean=metrics["reward/mean"], response_length_mean=metrics["response_length/mean"], phases=phases,
+        )
+
+    def accuracy(self, rows: list[dict], max_new_tokens: int) -> float:
+        return greedy_accuracy(self.rl_run.model, self.rl_run.tokenizer, rows, max_new_tokens)
+
+    def close(self) -> None:
+        self.roles.close()
+        self.rl_run.reward.close()
