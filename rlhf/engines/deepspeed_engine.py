@@ -22,6 +22,7 @@ How the workers' calls map onto DeepSpeed:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import socket
 from collections.abc import Iterator
@@ -66,7 +67,13 @@ def init_distributed() -> None:
             probe.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    import_deepspeed().init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    deepspeed = import_deepspeed()
+    # groups DeepSpeed cached under a default group someone else destroyed since (vLLM's
+    # shutdown does) are dead: forget them, or DeepSpeed would hand them out again
+    release = getattr(importlib.import_module("deepspeed.utils.groups"), "_release_process_group_references", None)
+    if release is not None:
+        release(None)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
 
 def deepspeed_config(

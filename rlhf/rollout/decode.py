@@ -1,0 +1,102 @@
+"""Autoregressive sampling with a KV cache that drops each row the moment it emits EOS.
+
+`transformers`' `generate` keeps every row of the batch in every decoding step until the last
+row finishes, and runs a general pipeline of logits processors and stopping criteria around
+each step. For RL rollouts the work that matters is narrower: sample B responses with
+temperature / top-k / top-p, stop each at its EOS, and (optionally) return the log-probability
+of every sampled token. This loop does only that:
+
+    (1) prefill: one forward over the left-padded prompts, logits of the last position only
+    (2) per step: sample the next token of every active row, record it (and its logprob)
+    (3) rows that just emitted EOS (or have no budget left) leave the batch: their KV cache
+        rows are dropped, so later steps cost only what the still-running rows need
+    (4) the next forward feeds one token per active row at its own position
+
+Notation: B rows, P prompt length (left-padded), R = max_new_tokens, V vocabulary, A active rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from rlhf.rollout.base import SamplingParams
+
+
+@dataclass
+class Decoded:
+    """Responses of one call."""
+
+    response_ids: torch.Tensor
+    """[B, R'] sampled tokens, `pad_id` after each row's EOS (R' <= R: the longest response)."""
+    logprobs: torch.Tensor | None
+    """[B, R'] float32 log softmax(logits / temperature) of each sampled token (0 on padding)."""
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Logits [A, V] with every token outside the top-k, and outside the smallest set whose
+    probability reaches top_p (nucleus sampling, Holtzman et al. 2020), set to -inf.
+    The most likely token always survives."""
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        outside = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # mass before the token already reaches top_p
+        logits = logits.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
+    return logits
+
+
+def next_tokens(logits: torch.Tensor, sampling: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [A], float32 logprobs [A]) for the last-position logits [A, V]: argmax when greedy,
+    else a draw from softmax(filtered logits / temperature). The logprob is under the
+    unfiltered distribution at the temperature, as the trainer computes it."""
+    scaled = logits.float() / sampling.temperature if sampling.temperature != 1.0 else logits.float()
+    log_probs = scaled.log_softmax(dim=-1)
+    if sampling.greedy:
+        tokens = scaled.argmax(dim=-1)
+    else:
+        filtered = filter_logits(scaled, sampling.top_k, sampling.top_p)
+        tokens = torch.multinomial(filtered.softmax(dim=-1), 1).squeeze(-1)
+    return tokens, log_probs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: SamplingParams,
+           eos_ids: list[int], pad_id: int) -> Decoded:
+    """Sample one response per row of `prompt_ids [B, P]` / `prompt_mask [B, P]` (steps 1-4 of
+    the module docstring); the model runs in its current mode (callers put it in eval mode)."""
+    batch, device, budget = prompt_ids.shape[0], prompt_ids.device, sampling.max_new_tokens
+    tokens_out = torch.full((batch, budget), pad_id, dtype=torch.long, device=device)
+    logprobs_out = torch.zeros((batch, budget), dtype=torch.float32, device=device)
+    eos = torch.tensor(eos_ids, device=device)
+    rows = torch.arange(batch, device=device)  # the original row of each active row
+    mask, cache = prompt_mask.long(), DynamicCache()
+    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    # 1. prefill
+    logits = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    next_position = positions[:, -1:] + 1
+    longest = 0
+    for step in range(budget):
+        # 2. sample and record
+        tokens, logprobs = next_tokens(logits, sampling)
+        tokens_out[rows, step], logprobs_out[rows, step] = tokens, logprobs
+        longest = step + 1
+        # 3. finished rows leave the batch (and the cache)
+        running = ~torch.isin(tokens, eos)
+        if step + 1 == budget or not bool(running.any()):
+            break
+        if not bool(running.all()):
+            keep = running.nonzero().squeeze(-1)
+            rows, tokens, mask, next_position = rows[keep], tokens[keep], mask[keep], next_position[keep]
+            cache.batch_select_indices(keep)
+        # 4. one token per active row
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position, past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+        next_position = next_position + 1
+    return Decoded(tokens_out[:, :longest], logprobs_out[:, :longest])
