@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
     # inherited by the spawned workers: everything is local, and no fork warnings
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # every arm is one process of its own: launcher variables inherited from a caller (e.g. a
+    # test process that ran DeepSpeed) would make accelerate join that caller's process group
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(name, None)
     from rlhf.bench.report import environment
     from rlhf.bench.worker import arm_processes
 
