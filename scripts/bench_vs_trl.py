@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", choices=tuple(MODEL_SIZES), default="small", help="model size (throughput mode); 'tiny' is for tests")
     parser.add_argument("--arms", default=None, help="comma-separated arms (default: rlhf,trl,floor; accuracy mode: rlhf,trl)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every arm")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype of every arm (bfloat16: autocast)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initial weights, prompt order and sampling")
     parser.add_argument("--out", default="bench_vs_trl.json", help="JSON output file")
     throughput = parser.add_argument_group("throughput mode")
@@ -80,11 +81,11 @@ def throughput_mode(args: argparse.Namespace, work_dir: Path, processes: dict) -
     parameters = next(iter(processes.values())).make_model(str(model_dir), args.config, args.seed)
     settings = BenchSettings(
         model_dir=str(model_dir), work_dir=str(work_dir), prompts=args.prompts, samples=args.samples, max_new_tokens=args.max_new_tokens,
-        lr=args.lr, total_steps=args.warmup + args.rounds * args.steps_per_round, threads=args.threads, seed=args.seed,
+        lr=args.lr, total_steps=args.warmup + args.rounds * args.steps_per_round, threads=args.threads, seed=args.seed, dtype=args.dtype,
     )
     print(
         f"config {args.config} ({parameters / 1e6:.2f}M parameters): {args.prompts} prompts x {args.samples} samples, "
-        f"{args.max_new_tokens} new tokens, {args.threads} threads; {args.warmup} warm-up steps, "
+        f"{args.max_new_tokens} new tokens, {args.threads} threads, {args.dtype}; {args.warmup} warm-up steps, "
         f"then {args.rounds} rounds x {args.steps_per_round} steps per arm (medians)", flush=True,
     )
     result = run_throughput(processes, settings, args.warmup, args.rounds, args.steps_per_round)

@@ -16,6 +16,7 @@ Notation: B = P × n sequences, P prompt tokens, R response tokens, V vocabulary
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import asdict
@@ -72,7 +73,8 @@ class FloorArm:
         prompt_mask = encoded["attention_mask"].repeat_interleave(n, dim=0)
         # 2. sample
         generate_start = time.perf_counter()
-        response_ids = self.generate(prompt_ids, prompt_mask)
+        with self.autocast():
+            response_ids = self.generate(prompt_ids, prompt_mask)
         generate_seconds = time.perf_counter() - generate_start
         response_mask = mask_after_eos(response_ids, self.tokenizer.eos_token_id)
         # 3. score, advantages
@@ -80,7 +82,8 @@ class FloorArm:
         rewards = torch.tensor(scores(texts, [row["ground_truth"] for row in rows for _ in range(n)]))
         advantages = group_advantages(rewards, n)
         # 4. one policy-gradient step
-        loss = self.policy_gradient_loss(prompt_ids, prompt_mask, response_ids, response_mask, advantages)
+        with self.autocast():
+            loss = self.policy_gradient_loss(prompt_ids, prompt_mask, response_ids, response_mask, advantages)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
@@ -89,6 +92,11 @@ class FloorArm:
             seconds=time.perf_counter() - start, tokens=int(prompt_mask.sum() + response_mask.sum()), generate_seconds=generate_seconds,
             reward_mean=rewards.mean().item(), response_length_mean=response_mask.sum(dim=1).float().mean().item(),
         )
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast on the CPU when `settings.dtype` asks for it (weights stay float32)."""
+        enabled = self.settings.dtype == "bfloat16"
+        return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
     @torch.no_grad()
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:

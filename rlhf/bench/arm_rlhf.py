@@ -29,7 +29,7 @@ def recipe_overrides(settings: BenchSettings) -> list[str]:
     """`key=value` overrides that give the quickstart recipe the benchmark's numbers."""
     batch = settings.batch_size
     return [
-        "model.source=pretrained", f"model.path={settings.model_dir}", "sft.enabled=false", "data.eval.path=''",
+        "model.source=pretrained", f"model.path={settings.model_dir}", f"model.dtype={settings.dtype}", "sft.enabled=false", "data.eval.path=''",
         f"data.train_batch_size={settings.prompts}", f"rollout.n={settings.samples}", f"rollout.max_new_tokens={settings.max_new_tokens}",
         f"actor.mini_batch_size={batch}", f"actor.micro_batch_size={batch}",
         # YAML reads 1e-4 as a string: a float needs the dot and the signed exponent

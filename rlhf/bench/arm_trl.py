@@ -95,7 +95,7 @@ def grpo_config(settings: BenchSettings) -> GRPOConfig:
         max_completion_length=settings.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
         learning_rate=settings.lr, adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0, max_grad_norm=1.0,
         warmup_steps=settings.warmup_steps, max_steps=settings.total_steps, **schedule,
-        bf16=False, gradient_checkpointing=False,
+        bf16=settings.dtype == "bfloat16", gradient_checkpointing=False,
         report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
     )
 

@@ -41,6 +41,9 @@ class BenchSettings:
     """Steps each arm may run: the horizon of the LR schedule and TRL's `max_steps`."""
     threads: int = 2
     """torch intra-op threads of every arm."""
+    dtype: str = "float32"
+    """Compute dtype of every arm: float32, or bfloat16 autocast over float32 weights (rlhf's
+    `model.dtype`, TRL's `bf16`, the floor's `torch.autocast`)."""
     seed: int = 0
     """Seed of the prompt order and of sampling."""
 
