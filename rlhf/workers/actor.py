@@ -13,6 +13,7 @@ from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
 from rlhf.data.batch import Batch
+from rlhf.data.padding import map_micro_batches
 from rlhf.engines.base import TrainingEngine
 from rlhf.models.lora import merged_named_weights
 from rlhf.workers.forward import response_logits
@@ -51,19 +52,21 @@ class ActorWorker:
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 log-probabilities of `response_ids` under the current policy, in eval
-        mode (dropout, e.g. LoRA's, would make them random)."""
-        parts = []
+        mode (dropout, e.g. LoRA's, would make them random); length-sorted, trimmed
+        micro-batches (:func:`rlhf.data.padding.map_micro_batches`)."""
         module = self.engine.module
+
+        def forward(micro: Batch) -> torch.Tensor:
+            with self.engine.autocast():
+                logits = response_logits(module, micro, self.temperature)
+            return logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu()
+
         was_training = module.training
         module.eval()
         try:
-            for micro in batch.split(self.loss.micro_batch_size):
-                with self.engine.autocast():
-                    logits = response_logits(module, micro, self.temperature)
-                parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
+            return map_micro_batches(batch, self.loss.micro_batch_size, forward)
         finally:
             module.train(was_training)
-        return torch.cat(parts)
 
     def is_single_on_policy_update(self, batch_size: int) -> bool:
         """True when the update takes exactly one optimiser step over the whole batch: then
@@ -90,14 +93,16 @@ class ActorWorker:
     def _accumulate_micro_batch(self, micro: Batch, weight: float, kl_coef: float) -> dict[str, torch.Tensor]:
         device = next(self.engine.module.parameters()).device
         mask = micro["response_mask"].to(device).float()
-        agg = dict(mode=self.loss.loss_agg, norm_length=self.loss.norm_length)
+        # micro-batches are trimmed: seq-mean-token-sum-norm divides by the batch's width R
+        norm_length = self.loss.norm_length or micro.meta.get("response_width")
+        agg = dict(mode=self.loss.loss_agg, norm_length=norm_length)
         with self.engine.autocast():
             logits = response_logits(self.engine.module, micro, self.temperature)
         logprobs = logprobs_from_logits(logits, micro["response_ids"].to(device))
         old_logprobs = micro["old_logprobs"].to(device) if "old_logprobs" in micro else logprobs.detach()
         pg_loss, stats = self.policy_loss(
             logprobs, old_logprobs, micro["advantages"].to(device), mask,
-            clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, dual_clip=self.loss.dual_clip, agg=self.loss.loss_agg, norm_length=self.loss.norm_length,
+            clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, dual_clip=self.loss.dual_clip, agg=self.loss.loss_agg, norm_length=norm_length,
         )
         with torch.set_grad_enabled(self.loss.entropy_coef > 0):
             entropy = aggregate(entropy_from_logits(logits), mask, **agg)

@@ -13,6 +13,7 @@ import torch
 
 from rlhf.algorithms.losses import hl_gauss_loss, hl_gauss_value, masked_mean, value_loss
 from rlhf.data.batch import Batch
+from rlhf.data.padding import map_micro_batches
 from rlhf.engines.base import TrainingEngine
 from rlhf.workers.forward import response_values
 from rlhf.workers.updates import run_updates
@@ -55,12 +56,13 @@ class CriticWorker:
     def compute_values(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 values (0 on padding)."""
         self.engine.module.eval()
-        parts = []
-        for micro in batch.split(self.loss.micro_batch_size):
+
+        def forward(micro: Batch) -> torch.Tensor:
             with self.engine.autocast():
                 outputs = response_values(self.engine.module, micro)
-            parts.append((self._values_from_outputs(outputs).cpu() * micro["response_mask"]).float())
-        return torch.cat(parts)
+            return (self._values_from_outputs(outputs).cpu() * micro["response_mask"]).float()
+
+        return map_micro_batches(batch, self.loss.micro_batch_size, forward)
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
         """Regress the values on `returns` (needs `values` from before the update, for value

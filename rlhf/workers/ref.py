@@ -8,6 +8,7 @@ import torch
 
 from rlhf.algorithms.logprobs import logprobs_from_logits
 from rlhf.data.batch import Batch
+from rlhf.data.padding import map_micro_batches
 from rlhf.workers.forward import response_logits
 
 
@@ -22,11 +23,11 @@ class RefWorker:
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 log-probabilities of `response_ids`."""
-        parts = []
-        for micro in batch.split(self.micro_batch_size):
-            logits = response_logits(self.model, micro, self.temperature)
-            parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
-        return torch.cat(parts)
+        return map_micro_batches(batch, self.micro_batch_size, self._forward)
+
+    def _forward(self, micro: Batch) -> torch.Tensor:
+        logits = response_logits(self.model, micro, self.temperature)
+        return logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The reference weights, for checkpoints (the dynamic anchor moves them)."""
@@ -62,15 +63,15 @@ class AdapterDisabledRef:
         """[B, R] float32 log-probabilities of `response_ids` under the base model."""
         was_training = self.model.training
         self.model.eval()
-        parts = []
         try:
             with self.model.disable_adapter():
-                for micro in batch.split(self.micro_batch_size):
-                    logits = response_logits(self.model, micro, self.temperature)
-                    parts.append(logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu())
+                return map_micro_batches(batch, self.micro_batch_size, self._forward)
         finally:
             self.model.train(was_training)
-        return torch.cat(parts)
+
+    def _forward(self, micro: Batch) -> torch.Tensor:
+        logits = response_logits(self.model, micro, self.temperature)
+        return logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Nothing: the base weights are frozen and come back with the actor's model."""

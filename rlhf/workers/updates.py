@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from rlhf.data.batch import Batch
+from rlhf.data.padding import length_order, trimmed
 from rlhf.engines.base import TrainingEngine
 
 MicroStep = Callable[[Batch, float], dict[str, torch.Tensor]]
@@ -35,9 +36,11 @@ def run_updates(
         for mini in batch.select(order).split(mini_batch_size):
             scale = mini_batch_scale(engine, mini, loss_agg)
             mini_stats: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
-            for micro in mini.split(micro_batch_size):
+            # the mini-batch gradient does not depend on how its rows group into micro-batches:
+            # rows of similar length together, each micro-batch cut to its own columns
+            for micro in mini.select(length_order(mini)).split(micro_batch_size):
                 weight = micro_weight(micro, mini, loss_agg)
-                for key, value in micro_step(micro, scale * weight).items():
+                for key, value in micro_step(trimmed(micro), scale * weight).items():
                     mini_stats[key] = mini_stats[key] + weight * value.detach().float().cpu()
             for key, value in mini_stats.items():
                 history[key].append(value)

@@ -109,7 +109,14 @@ def test_two_mini_batches_with_micro_batches(tokenizer_and_model, batch):
     micro = make_actor(micro_model, PolicyLossConfig(micro_batch_size=1, **common), seed=5)
     whole.update_policy(batch)
     micro.update_policy(batch)
-    assert_same_update(whole, micro)
+    # four AdamW steps: the first magnifies the rounding of near-zero gradients (micro-batches
+    # are trimmed to their own widths, so the sums round differently), and later steps start
+    # from those weights; compare the whole update instead (as the data-parallel test does)
+    initial, micro_params = dict(model.named_parameters()), dict(micro_model.named_parameters())
+    for name, param in whole_model.named_parameters():
+        whole_delta, micro_delta = param - initial[name], micro_params[name] - initial[name]
+        assert (whole_delta - micro_delta).norm() <= 1e-3 * whole_delta.norm() + 1e-7, name  # measured <= 6e-5
+        assert (whole_delta - micro_delta).abs().max() < 1e-4, name
 
 
 def test_update_raises_logprobs_of_positive_advantage_responses(tokenizer_and_model, batch):
