@@ -29,3 +29,31 @@ def response_batch(prompts, responses) -> Batch:
     return Batch({"response_ids": ids, "response_mask": mask},
                  {"prompt": list(prompts), "prompt_text": list(prompts), "response_text": list(responses)},
                  {"tokenizer": tokenizer})
+
+
+def comparable_metrics(records: list[dict]) -> list[dict]:
+    """Metric records without what depends on wall-clock time (`time/*`, tokens per second,
+    throughput): what a resumed run must reproduce exactly."""
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s", "perf/throughput"))} for r in records]
+
+
+def interrupt_rl_step(patcher, step_to_fail: int, *, sigterm: bool = False) -> None:
+    """Make RL step `step_to_fail` of the loop crash (RuntimeError before the step) or, with
+    `sigterm`, get a SIGTERM during it (the step finishes, checkpoints, then the run stops).
+    `patcher`: pytest's monkeypatch (or a MonkeyPatch context); undo it to run normally."""
+    import os
+    import signal
+
+    import rlhf.controller.loop as loop
+
+    real_step = loop.rl_step
+
+    def interrupted(run, roles, sampler, timer, step, *rest, **kwargs):
+        if step == step_to_fail:
+            if sigterm:
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise RuntimeError("simulated crash")
+        return real_step(run, roles, sampler, timer, step, *rest, **kwargs)
+
+    patcher.setattr(loop, "rl_step", interrupted)

@@ -1,13 +1,11 @@
 """Checkpoints and exact resume (issue 6 §4): N steps, a crash or a SIGTERM, and a resume to 2N
 give the metrics of 2N steps straight; checkpoints are complete or absent, and pruned."""
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
+from tiny_helpers import comparable_metrics, interrupt_rl_step
 
-import rlhf.controller.loop as loop
 from rlhf.cli.main import main
 from rlhf.logging.jsonl import read_jsonl
 
@@ -20,11 +18,6 @@ ARGS = [
 ]
 
 
-def comparable(records: list[dict]) -> list[dict]:
-    """Everything but wall-clock times and throughput."""
-    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s", "perf/throughput"))} for r in records]
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("straight") / "run"
@@ -32,39 +25,25 @@ def straight(tmp_path_factory) -> list[dict]:
     return read_jsonl(out / "metrics.jsonl")
 
 
-def crash_at(step_to_fail: int, monkeypatch, *, sigterm: bool = False):
-    real_step = loop.rl_step
-
-    def failing(run, roles, sampler, timer, step, sync_checker=None):
-        if step == step_to_fail:
-            if sigterm:  # the signal arrives during the step: it finishes, then the run stops
-                os.kill(os.getpid(), signal.SIGTERM)
-            else:
-                raise RuntimeError("simulated crash")
-        return real_step(run, roles, sampler, timer, step, sync_checker)
-
-    monkeypatch.setattr(loop, "rl_step", failing)
-
-
 def test_a_crash_then_resume_gives_the_metrics_of_a_straight_run(tmp_path: Path, monkeypatch, straight):
     out = tmp_path / "run"
-    crash_at(3, monkeypatch)
+    interrupt_rl_step(monkeypatch, 3)
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 1
     assert (out / "checkpoints" / "latest").read_text() == "step_000002"
     monkeypatch.undo()
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 0
-    assert comparable(read_jsonl(out / "metrics.jsonl")) == comparable(straight)
+    assert comparable_metrics(read_jsonl(out / "metrics.jsonl")) == comparable_metrics(straight)
 
 
 def test_sigterm_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path: Path, monkeypatch, capsys, straight):
     out = tmp_path / "run"
-    crash_at(3, monkeypatch, sigterm=True)
+    interrupt_rl_step(monkeypatch, 3, sigterm=True)
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 130
     assert "stopped by signal 15 after step 3" in capsys.readouterr().err
     assert (out / "checkpoints" / "latest").read_text() == "step_000003"
     monkeypatch.undo()
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 0
-    assert comparable(read_jsonl(out / "metrics.jsonl")) == comparable(straight)
+    assert comparable_metrics(read_jsonl(out / "metrics.jsonl")) == comparable_metrics(straight)
     # keep_last 2: the step-2 checkpoint was pruned, no temporary directory is left
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_000003", "step_000004"]
 
@@ -84,8 +63,8 @@ def test_a_vllm_run_resumes_exactly(tmp_path: Path, monkeypatch):
     straight_run = tmp_path / "straight"
     assert main(["train", "quickstart", f"trainer.output_dir={straight_run}", *args]) == 0
     out = tmp_path / "run"
-    crash_at(3, monkeypatch)
+    interrupt_rl_step(monkeypatch, 3)
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *args]) == 1
     monkeypatch.undo()
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *args]) == 0
-    assert comparable(read_jsonl(out / "metrics.jsonl")) == comparable(read_jsonl(straight_run / "metrics.jsonl"))
+    assert comparable_metrics(read_jsonl(out / "metrics.jsonl")) == comparable_metrics(read_jsonl(straight_run / "metrics.jsonl"))

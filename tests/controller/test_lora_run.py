@@ -3,12 +3,11 @@ adapter with the torch engine and with DeepSpeed ZeRO-2 and ZeRO-3, leaves the b
 bit for bit as loaded, passes the weight-sync probe after every sync, checkpoints only the
 adapter, resumes exactly, and `rlhf export` writes a merged model that plain transformers load."""
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_helpers import comparable_metrics, interrupt_rl_step
 from transformers import AutoModelForCausalLM
 
 from rlhf.cli.main import main
@@ -97,10 +96,6 @@ def test_export_merges_the_adapter_into_a_plain_model(tmp_path: Path, monkeypatc
         torch.testing.assert_close(adapter(input_ids=ids).logits, policy(input_ids=ids).logits, atol=1e-5, rtol=0)
 
 
-def comparable(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))} for r in records]
-
-
 def test_a_lora_run_with_sft_resumes_exactly(tmp_path: Path, monkeypatch, capsys):
     """The SFT warm start trains the whole base, then LoRA trains on top: the adapter-only
     checkpoint needs that base back (from sft_model/) to resume exactly."""
@@ -108,19 +103,12 @@ def test_a_lora_run_with_sft_resumes_exactly(tmp_path: Path, monkeypatch, capsys
     args = ["trainer.total_steps=4", "trainer.save_every=2", *ARGS, *reward_args(tmp_path), "actor.ppo_epochs=2", *sft]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     assert main(["train", "quickstart", f"trainer.output_dir={straight}", *args]) == 0
-    real_step = loop.rl_step
-
-    def stopped_at_3(run, roles, sampler, timer, step, *rest, **kwargs):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)  # the step finishes, checkpoints, then the run stops
-        return real_step(run, roles, sampler, timer, step, *rest, **kwargs)
-
-    monkeypatch.setattr(loop, "rl_step", stopped_at_3)
+    interrupt_rl_step(monkeypatch, 3, sigterm=True)  # the step finishes, checkpoints, then the run stops
     assert main(["train", "quickstart", f"trainer.output_dir={interrupted}", *args]) == 130
     monkeypatch.undo()
     assert main(["train", "quickstart", f"trainer.output_dir={interrupted}", *args]) == 0
     assert "resumed from" in capsys.readouterr().out
-    assert comparable(read_jsonl(interrupted / "metrics.jsonl")) == comparable(read_jsonl(straight / "metrics.jsonl"))
+    assert comparable_metrics(read_jsonl(interrupted / "metrics.jsonl")) == comparable_metrics(read_jsonl(straight / "metrics.jsonl"))
 
 
 def test_target_modules_are_checked_against_the_model(tmp_path: Path, capsys):

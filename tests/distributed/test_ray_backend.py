@@ -5,6 +5,7 @@ Issue 5 §6 (a) and (f): ZeRO stages 1/2/3 × local/ray."""
 import pytest
 import torch
 from conftest import TINY_RL, write_recipe
+from tiny_helpers import comparable_metrics, interrupt_rl_step
 
 from rlhf.cli.main import main
 from rlhf.logging.jsonl import read_jsonl
@@ -82,28 +83,16 @@ def test_a_rollout_pool_of_its_own_gets_the_weights_by_broadcast(tmp_path, ray_c
 def test_a_ray_run_resumes_exactly_from_its_checkpoint(tmp_path, ray_cluster, monkeypatch):
     """Every rank saves its engine shard, its sampling RNG and shuffling generator; a crash at
     step 3 and a resume give the metrics of the straight run."""
-    import rlhf.controller.loop as loop
-
     recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=2, backend="ray", workers=2, steps=4))
     extra = ["trainer.save_every=2", "algorithm.kl.coef=0.01"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(["train", str(recipe), f"trainer.output_dir={straight}", *extra]) == 0
-    real_step = loop.rl_step
-
-    def crash_at_3(run, roles, sampler, timer, step, sync_checker=None):
-        if step == 3:
-            raise RuntimeError("simulated crash")
-        return real_step(run, roles, sampler, timer, step, sync_checker)
-
-    monkeypatch.setattr(loop, "rl_step", crash_at_3)
+    interrupt_rl_step(monkeypatch, 3)
     assert main(["train", str(recipe), f"trainer.output_dir={resumed}", *extra]) == 1
     monkeypatch.undo()
     assert main(["train", str(recipe), f"trainer.output_dir={resumed}", *extra]) == 0
 
-    def comparable(path):
-        return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s", "perf/throughput"))} for r in read_jsonl(path / "metrics.jsonl")]
-
-    assert comparable(resumed) == comparable(straight)
+    assert comparable_metrics(read_jsonl(resumed / "metrics.jsonl")) == comparable_metrics(read_jsonl(straight / "metrics.jsonl"))
     assert sorted(p.name for p in (resumed / "checkpoints" / "step_000004").iterdir()) == [
         "actor", "loop.pt", "process_default_rank0.pt", "process_default_rank1.pt", "ref.pt"]
     # the two ranks' ZeRO-2 shards merge into one Hugging Face model

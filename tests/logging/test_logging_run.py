@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import tensorboard_events
+from tiny_helpers import interrupt_rl_step
 from wandb_records import history, offline_runs
 
 from rlhf.cli.main import main
@@ -33,13 +34,7 @@ def run_dir(tmp_path_factory) -> Path:
             patch.setenv(name, value)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         real_step = loop.rl_step
-
-        def crash_in_step_4(run, roles, sampler, timer, step, sync_checker=None):
-            if step == 4:
-                raise RuntimeError("simulated crash")
-            return real_step(run, roles, sampler, timer, step, sync_checker)
-
-        patch.setattr(loop, "rl_step", crash_in_step_4)
+        interrupt_rl_step(patch, 4)
         assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 1
         assert [r["step"] for r in read_jsonl(out / "samples.jsonl")] == [1, 1, 2, 2, 3, 3]
         patch.setattr(loop, "rl_step", real_step)

@@ -3,6 +3,7 @@
 response, and top-k / top-p filtering."""
 
 import torch
+from tiny_helpers import sharpen_weights
 from transformers import GenerationConfig
 
 from rlhf.data.prompts import prompt_batch
@@ -19,11 +20,7 @@ def eos_biased_model(tmp_path, bias: float):
     character) whose EOS logit is raised by `bias`: responses of mixed lengths."""
     path = build_tiny_model(tmp_path / "model", seed=0)
     model, tokenizer = load_causal_lm(str(path), torch.device("cpu")).eval(), load_tokenizer(str(path))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 1.5 / param.shape[-1] ** 0.5)
+    sharpen_weights(model)
     model.lm_head.register_forward_hook(lambda module, inputs, output: output + bias * torch.nn.functional.one_hot(
         torch.tensor(tokenizer.eos_token_id), output.shape[-1]))
     return model, tokenizer
