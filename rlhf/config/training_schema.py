@@ -156,6 +156,11 @@ class TrainConfig:
     """DeepSpeed: keep partitioned parameters on the CPU (needs zero_stage 3)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward instead of storing them (less memory, more compute)."""
+    max_tokens_per_micro_batch: int = 0
+    """Token budget of one forward (0: off): length-sorted rows are grouped so that rows ×
+    (longest prompt + longest response) stays within it, up to {actor,critic}.micro_batch_size
+    rows. Short rows then share a forward, long ones do not (applies to every training and
+    logprob/value forward of the actor, the critic and the reference)."""
 
 
 @dataclass

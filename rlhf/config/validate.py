@@ -91,6 +91,7 @@ _RANGES: tuple[Rule, ...] = (
     ("sft.stop_at_accuracy", "in [0, 1]", lambda v: 0 <= v <= 1),
     ("sft.val_size", ">= 1", lambda v: v >= 1),
     ("train.zero_stage", "in 0..3", lambda v: 0 <= v <= 3),
+    ("train.max_tokens_per_micro_batch", ">= 0 (0: off)", lambda v: v >= 0),
     ("sync.check_every", ">= 0", lambda v: v >= 0),
     ("sync.tolerance", "> 0 (or null)", lambda v: v is None or v > 0),
     ("sync.probe_size", ">= 1", lambda v: v >= 1),

@@ -114,7 +114,8 @@ def build_models(run: Run, roles: Collection[str], dp_size: int = 1) -> Models:
             rollout = build_rollout(config, run.model, run.tokenizer, run.model_path, share_module=shares_module, seed_offset=engine_index)
     actor = build_actor(run, dp_size) if "actor" in roles else None
     if adapter_off_ref:
-        ref = AdapterDisabledRef(actor.engine.module, temperature=config.rollout.temperature, micro_batch_size=config.actor.micro_batch_size)
+        ref = AdapterDisabledRef(actor.engine.module, temperature=config.rollout.temperature, micro_batch_size=config.actor.micro_batch_size,
+                          max_tokens=config.train.max_tokens_per_micro_batch)
     return Models(actor=actor, rollout=rollout, ref=ref, critic=critic)
 
 
@@ -139,6 +140,7 @@ def build_actor(run: Run, dp_size: int = 1) -> ActorWorker:
     )
     loss = PolicyLossConfig(
         ppo_epochs=actor.ppo_epochs, mini_batch_size=actor.mini_batch_size // dp_size, micro_batch_size=actor.micro_batch_size,
+        max_tokens=config.train.max_tokens_per_micro_batch,
         policy_loss=actor.policy_loss, clip_low=actor.clip_low, clip_high=actor.clip_high, dual_clip=actor.dual_clip,
         loss_agg=actor.loss_agg, entropy_coef=actor.entropy_coef,
         kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=config.rollout.max_new_tokens,
@@ -152,7 +154,8 @@ def build_actor(run: Run, dp_size: int = 1) -> ActorWorker:
 def build_ref(run: Run) -> RefWorker:
     config = run.config
     model = load_causal_lm(config.ref.path, run.device) if config.ref.path else copy.deepcopy(run.model)
-    return RefWorker(model, temperature=config.rollout.temperature, micro_batch_size=config.actor.micro_batch_size)
+    return RefWorker(model, temperature=config.rollout.temperature, micro_batch_size=config.actor.micro_batch_size,
+                          max_tokens=config.train.max_tokens_per_micro_batch)
 
 
 def build_critic(run: Run, dp_size: int = 1) -> CriticWorker:
@@ -169,7 +172,8 @@ def build_critic(run: Run, dp_size: int = 1) -> CriticWorker:
     )
     loss = ValueLossConfig(
         loss=critic.loss, value_clip=critic.value_clip, ppo_epochs=critic.ppo_epochs, mini_batch_size=critic.mini_batch_size // dp_size,
-        micro_batch_size=critic.micro_batch_size, v_min=critic.hl_gauss.v_min, v_max=critic.hl_gauss.v_max, sigma_ratio=critic.hl_gauss.sigma_ratio,
+        micro_batch_size=critic.micro_batch_size, max_tokens=config.train.max_tokens_per_micro_batch,
+        v_min=critic.hl_gauss.v_min, v_max=critic.hl_gauss.v_max, sigma_ratio=critic.hl_gauss.sigma_ratio,
     )
     engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype)
     return CriticWorker(engine, loss, seed=config.trainer.seed)

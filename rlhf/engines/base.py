@@ -56,6 +56,10 @@ class TrainingEngine(Protocol):
         """`value` summed over the data-parallel ranks (every rank must call it)."""
         ...
 
+    def dp_max(self, value: int) -> int:
+        """The largest `value` of the data-parallel ranks (every rank must call it)."""
+        ...
+
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
     """Linear warm-up from 0 over `warmup_steps`, then constant or cosine down to 0.1.

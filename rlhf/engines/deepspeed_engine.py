@@ -200,9 +200,16 @@ class DeepSpeedEngine:
         """`value` summed over the data-parallel ranks (a collective: every rank calls it)."""
         if self.dp_size == 1:
             return value
-        total = torch.tensor([value], dtype=torch.float64, device=self.device if torch.distributed.get_backend() == "nccl" else "cpu")
-        torch.distributed.all_reduce(total)
-        return float(total.item())
+        return float(self._all_reduce(value, torch.distributed.ReduceOp.SUM))
+
+    def dp_max(self, value: int) -> int:
+        """The largest `value` of the data-parallel ranks (a collective: every rank calls it)."""
+        return value if self.dp_size == 1 else int(self._all_reduce(value, torch.distributed.ReduceOp.MAX))
+
+    def _all_reduce(self, value: float, op) -> float:
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device if torch.distributed.get_backend() == "nccl" else "cpu")
+        torch.distributed.all_reduce(tensor, op=op)
+        return float(tensor.item())
 
     @property
     def rank(self) -> int:

@@ -65,6 +65,9 @@ class TorchEngine:
     def dp_sum(self, value: float) -> float:
         return value
 
+    def dp_max(self, value: int) -> int:
+        return value
+
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]

@@ -163,7 +163,7 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     adapters = lora_parameters(shape, lora.rank, lora.target_modules) if lora.rank > 0 else 0
     if adapters:
         plan.parameters["actor LoRA adapters"] = adapters
-    plan.items += trained_items("actor", shape, actor_params, layout, config.actor.micro_batch_size * seq_len, act_bytes, True, adapters)
+    plan.items += trained_items("actor", shape, actor_params, layout, forward_tokens(config, config.actor.micro_batch_size, seq_len), act_bytes, True, adapters)
     # 2. the rollout's KV cache (and vLLM's own weight copy)
     plan.items += rollout_items(config, shape, actor_params, layout, seq_len)
     # 3. the frozen reference, only when a KL term needs it (with LoRA usually the actor's own
@@ -180,11 +180,18 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
         outputs = config.critic.hl_gauss.num_bins if config.critic.loss == "hl_gauss" else 1
         plan.parameters["critic"] = scorer_parameters(critic, outputs)
         plan.items += trained_items("critic", critic, plan.parameters["critic"], layout,
-                                    config.critic.micro_batch_size * seq_len, act_bytes, False)
+                                    forward_tokens(config, config.critic.micro_batch_size, seq_len), act_bytes, False)
     # 5. reward models named by orm/prm sources
     plan.items += reward_model_items(config, plan, shape_of)
     plan.notes += assumptions(layout)
     return plan
+
+
+def forward_tokens(config: RecipeConfig, rows: int, seq_len: int) -> int:
+    """Tokens of the largest forward: `rows` full-length sequences, or the token budget
+    (`train.max_tokens_per_micro_batch`) when that is smaller (one sequence at least)."""
+    budget = config.train.max_tokens_per_micro_batch
+    return rows * seq_len if budget <= 0 else min(rows * seq_len, max(budget, seq_len))
 
 
 def rollout_items(config: RecipeConfig, shape: ModelShape, actor_params: int, layout: Layout, seq_len: int) -> list[Item]:

@@ -17,7 +17,7 @@ from rlhf.data.padding import map_micro_batches
 from rlhf.engines.base import TrainingEngine
 from rlhf.models.lora import merged_named_weights
 from rlhf.workers.forward import response_logits
-from rlhf.workers.updates import run_updates
+from rlhf.workers.updates import agreement, run_updates
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class PolicyLossConfig:
     ppo_epochs: int = 1
     mini_batch_size: int = 256
     micro_batch_size: int = 64
+    max_tokens: int = 0
+    """Token budget of a micro-batch (`train.max_tokens_per_micro_batch`; 0: rows only)."""
     clip_low: float = 0.2
     clip_high: float = 0.2
     dual_clip: float | None = None
@@ -64,7 +66,7 @@ class ActorWorker:
         was_training = module.training
         module.eval()
         try:
-            return map_micro_batches(batch, self.loss.micro_batch_size, forward)
+            return map_micro_batches(batch, self.loss.micro_batch_size, forward, self.loss.max_tokens, agreement(self.engine, self.loss.max_tokens))
         finally:
             module.train(was_training)
 
@@ -86,7 +88,7 @@ class ActorWorker:
         metrics = run_updates(
             self.engine, batch, lambda micro, weight: self._accumulate_micro_batch(micro, weight, coef),
             epochs=self.loss.ppo_epochs, mini_batch_size=self.loss.mini_batch_size, micro_batch_size=self.loss.micro_batch_size,
-            loss_agg=self.loss.loss_agg, generator=self.shuffle_generator,
+            loss_agg=self.loss.loss_agg, generator=self.shuffle_generator, max_tokens=self.loss.max_tokens,
         )
         return {f"actor/{key}": value for key, value in metrics.items()}
 

@@ -16,7 +16,7 @@ from rlhf.data.batch import Batch
 from rlhf.data.padding import map_micro_batches
 from rlhf.engines.base import TrainingEngine
 from rlhf.workers.forward import response_values
-from rlhf.workers.updates import run_updates
+from rlhf.workers.updates import agreement, run_updates
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class ValueLossConfig:
     ppo_epochs: int = 1
     mini_batch_size: int = 256
     micro_batch_size: int = 64
+    max_tokens: int = 0
+    """Token budget of a micro-batch (`train.max_tokens_per_micro_batch`; 0: rows only)."""
     v_min: float = -1.0
     v_max: float = 1.0
     sigma_ratio: float = 0.75
@@ -62,7 +64,7 @@ class CriticWorker:
                 outputs = response_values(self.engine.module, micro)
             return (self._values_from_outputs(outputs).cpu() * micro["response_mask"]).float()
 
-        return map_micro_batches(batch, self.loss.micro_batch_size, forward)
+        return map_micro_batches(batch, self.loss.micro_batch_size, forward, self.loss.max_tokens, agreement(self.engine, self.loss.max_tokens))
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
         """Regress the values on `returns` (needs `values` from before the update, for value
@@ -71,7 +73,7 @@ class CriticWorker:
         metrics = run_updates(
             self.engine, batch, self._accumulate_micro_batch,
             epochs=self.loss.ppo_epochs, mini_batch_size=self.loss.mini_batch_size, micro_batch_size=self.loss.micro_batch_size,
-            loss_agg="token-mean", generator=self.shuffle_generator,
+            loss_agg="token-mean", generator=self.shuffle_generator, max_tokens=self.loss.max_tokens,
         )
         metrics["explained_var"] = explained_variance(batch["values"], batch["returns"], batch["response_mask"].float()).item()
         return {f"critic/{key}": value for key, value in metrics.items()}

@@ -15,15 +15,15 @@ from rlhf.workers.forward import response_logits
 class RefWorker:
     """Log-probabilities of responses under a frozen model."""
 
-    def __init__(self, model: torch.nn.Module, *, temperature: float, micro_batch_size: int):
+    def __init__(self, model: torch.nn.Module, *, temperature: float, micro_batch_size: int, max_tokens: int = 0):
         self.model = model.eval().requires_grad_(False)
         self.temperature = temperature
-        self.micro_batch_size = micro_batch_size
+        self.micro_batch_size, self.max_tokens = micro_batch_size, max_tokens
 
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 log-probabilities of `response_ids`."""
-        return map_micro_batches(batch, self.micro_batch_size, self._forward)
+        return map_micro_batches(batch, self.micro_batch_size, self._forward, self.max_tokens)
 
     def _forward(self, micro: Batch) -> torch.Tensor:
         logits = response_logits(self.model, micro, self.temperature)
@@ -53,10 +53,10 @@ class AdapterDisabledRef:
 
     Only for a fixed reference (no `ref.path`, no dynamic anchor) in the actor's process."""
 
-    def __init__(self, peft_model: torch.nn.Module, *, temperature: float, micro_batch_size: int):
+    def __init__(self, peft_model: torch.nn.Module, *, temperature: float, micro_batch_size: int, max_tokens: int = 0):
         self.model = peft_model
         self.temperature = temperature
-        self.micro_batch_size = micro_batch_size
+        self.micro_batch_size, self.max_tokens = micro_batch_size, max_tokens
 
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
@@ -65,7 +65,7 @@ class AdapterDisabledRef:
         self.model.eval()
         try:
             with self.model.disable_adapter():
-                return map_micro_batches(batch, self.micro_batch_size, self._forward)
+                return map_micro_batches(batch, self.micro_batch_size, self._forward, self.max_tokens)
         finally:
             self.model.train(was_training)
 

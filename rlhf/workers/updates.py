@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from rlhf.data.batch import Batch
-from rlhf.data.padding import length_order, trimmed
+from rlhf.data.padding import micro_batch_rows, trimmed
 from rlhf.engines.base import TrainingEngine
 
 MicroStep = Callable[[Batch, float], dict[str, torch.Tensor]]
@@ -24,11 +24,12 @@ MicroStep = Callable[[Batch, float], dict[str, torch.Tensor]]
 
 def run_updates(
     engine: TrainingEngine, batch: Batch, micro_step: MicroStep, *,
-    epochs: int, mini_batch_size: int, micro_batch_size: int, loss_agg: str, generator: torch.Generator,
+    epochs: int, mini_batch_size: int, micro_batch_size: int, loss_agg: str, generator: torch.Generator, max_tokens: int = 0,
 ) -> dict[str, float]:
     """Train `engine` on `batch`; returns every stat as the mean over optimiser steps of its
     mini-batch value (the micro-batches' stats weighted like their losses, so `pg_loss` is
-    the loss of the whole mini-batch), plus `grad_norm` and `lr` (after the last step)."""
+    the loss of the whole mini-batch), plus `grad_norm` and `lr` (after the last step).
+    Micro-batches hold `micro_batch_size` rows, or fewer to stay within `max_tokens` (> 0)."""
     engine.module.train()
     history: dict[str, list[torch.Tensor]] = defaultdict(list)
     for _ in range(epochs):
@@ -38,7 +39,8 @@ def run_updates(
             mini_stats: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
             # the mini-batch gradient does not depend on how its rows group into micro-batches:
             # rows of similar length together, each micro-batch cut to its own columns
-            for micro in mini.select(length_order(mini)).split(micro_batch_size):
+            for rows in micro_batch_rows(mini, micro_batch_size, max_tokens, agreement(engine, max_tokens)):
+                micro = mini.select(rows)
                 weight = micro_weight(micro, mini, loss_agg)
                 for key, value in micro_step(trimmed(micro), scale * weight).items():
                     mini_stats[key] = mini_stats[key] + weight * value.detach().float().cpu()
@@ -48,6 +50,12 @@ def run_updates(
     metrics = {key: torch.stack(values).float().mean().item() for key, values in history.items()}
     metrics["lr"] = engine.lr
     return metrics
+
+
+def agreement(engine: TrainingEngine, max_tokens: int) -> Callable[[int], int] | None:
+    """How data-parallel ranks agree on a micro-batch count: a token budget gives each rank
+    its own count, yet forwards under ZeRO-3 are collectives that every rank must join."""
+    return engine.dp_max if max_tokens > 0 and engine.dp_size > 1 else None
 
 
 def mini_batch_scale(engine: TrainingEngine, mini: Batch, loss_agg: str) -> float:

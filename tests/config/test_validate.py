@@ -50,6 +50,7 @@ def test_valid_recipe_passes():
     ("actor.betas=[0.9, 1]", "actor.betas: must be two values in [0, 1), got [0.9, 1.0]"),
     ("sft.stop_at_accuracy=1.1", "sft.stop_at_accuracy: must be in [0, 1], got 1.1"),
     ("data.train.size=0", "data.train.size: must be >= 1 (or null), got 0"),
+    ("train.max_tokens_per_micro_batch=-1", "train.max_tokens_per_micro_batch: must be >= 0 (0: off), got -1"),
 ])
 def test_range_rules_name_the_key(override, message):
     assert error_of(override) == message

@@ -52,7 +52,9 @@ def test_sft_alone_saves_a_loadable_model(tmp_path):
     assert len(read_jsonl(out / "sft_metrics.jsonl")) >= 2
 
 
-@pytest.mark.parametrize("extra", [["algorithm.kl.coef=0.05", "algorithm.kl.placement=loss"], ["algorithm.kl.coef=0.05", "algorithm.kl.placement=reward", "algorithm.advantage=drgrpo"], ["model.dtype=bfloat16", "actor.ppo_epochs=2"]], ids=["kl-loss", "kl-reward-drgrpo", "bf16-2epochs"])
+@pytest.mark.parametrize("extra", [["algorithm.kl.coef=0.05", "algorithm.kl.placement=loss"], ["algorithm.kl.coef=0.05", "algorithm.kl.placement=reward", "algorithm.advantage=drgrpo"], ["model.dtype=bfloat16", "actor.ppo_epochs=2"],
+                                   ["algorithm.kl.coef=0.05", "train.max_tokens_per_micro_batch=40"]],
+                         ids=["kl-loss", "kl-reward-drgrpo", "bf16-2epochs", "token-budget"])
 def test_variants_run(tmp_path, extra):
     out = tmp_path / "run"
     assert main(["train", "quickstart", f"trainer.output_dir={out}", "sft.enabled=false", *SMALL, *extra]) == 0

@@ -1,9 +1,12 @@
 """Length-sorted, trimmed micro-batches (`rlhf.data.padding`): fewer padding tokens, the same results."""
 
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rlhf.data.batch import Batch
-from rlhf.data.padding import length_order, map_micro_batches, pad_columns, trimmed
+from rlhf.data.padding import length_order, map_micro_batches, micro_batch_rows, pad_columns, split_to_count, trimmed
 
 
 def ragged_batch() -> Batch:
@@ -52,3 +55,50 @@ def test_map_micro_batches_returns_outputs_in_the_batch_order_and_width():
 def test_pad_columns():
     assert pad_columns(torch.ones(2, 1, 3), 4).shape == (2, 4, 3) and pad_columns(torch.ones(2, 4), 4).shape == (2, 4)
     assert pad_columns(torch.ones(1, 2), 3).tolist() == [[1.0, 1.0, 0.0]]
+
+
+def padded_tokens(batch: Batch) -> int:
+    """Tokens a forward over the trimmed batch processes: rows × (prompt + response) width."""
+    trim = trimmed(batch)
+    return len(batch) * (trim["prompt_mask"].shape[1] + trim["response_mask"].shape[1])
+
+
+def test_a_token_budget_bounds_every_micro_batch_and_keeps_every_row_once():
+    batch = ragged_batch()  # sequence lengths 3, 4, 5
+    runs = micro_batch_rows(batch, size=64, max_tokens=10)
+    assert sorted(torch.cat(runs).tolist()) == [0, 1, 2]
+    # rows 0 and 1: 2 rows × (longest prompt 3 + longest response 2) = 10 tokens; adding row 2
+    # would make 3 × (3 + 3) = 18
+    assert [r.tolist() for r in runs] == [[0, 1], [2]]
+    assert all(padded_tokens(batch.select(r)) <= 10 for r in runs)
+    # the row cap still applies under a budget; a row over the budget gets its own micro-batch
+    assert [r.tolist() for r in micro_batch_rows(batch, size=1, max_tokens=100)] == [[0], [1], [2]]
+    assert [r.tolist() for r in micro_batch_rows(batch, size=64, max_tokens=2)] == [[0], [1], [2]]
+    # no budget: runs of `size` rows in length order
+    assert [r.tolist() for r in micro_batch_rows(batch, size=2)] == [[0, 1], [2]]
+
+
+def test_ranks_agree_on_the_micro_batch_count_by_splitting_their_widest():
+    batch = ragged_batch()
+    # one micro-batch of all three rows fits the budget; another rank needs three
+    runs = micro_batch_rows(batch, size=64, max_tokens=100, agree=lambda count: max(count, 3))
+    assert [r.tolist() for r in runs] == [[0], [1], [2]]
+    assert [r.tolist() for r in split_to_count([torch.tensor([4, 5, 6, 7]), torch.tensor([8])], 3)] == [[4, 5], [6, 7], [8]]
+    with pytest.raises(ValueError, match="cannot make 3 micro-batches from 2 rows"):
+        split_to_count([torch.tensor([1]), torch.tensor([2])], 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 7)), min_size=1, max_size=12), st.integers(1, 5), st.integers(0, 40))
+def test_budgeted_micro_batches_partition_the_rows_within_the_budget(lengths, size, max_tokens):
+    prompt_width, response_width = 6, 7
+    prompt_mask = torch.tensor([[0] * (prompt_width - p) + [1] * p for p, _ in lengths])
+    response_mask = torch.tensor([[1] * r + [0] * (response_width - r) for _, r in lengths])
+    batch = Batch({"prompt_mask": prompt_mask, "response_mask": response_mask, "prompt_ids": prompt_mask, "response_ids": response_mask})
+    runs = micro_batch_rows(batch, size, max_tokens)
+    assert sorted(torch.cat(runs).tolist()) == list(range(len(lengths)))
+    for rows in runs:
+        assert 1 <= len(rows) <= size
+        assert len(rows) == 1 or max_tokens == 0 or padded_tokens(batch.select(rows)) <= max_tokens
+    out = map_micro_batches(batch, size, lambda micro: micro["response_mask"].float() * micro["prompt_mask"].sum(-1, keepdim=True), max_tokens)
+    assert torch.equal(out, response_mask.float() * prompt_mask.sum(-1, keepdim=True))

@@ -48,3 +48,15 @@ def test_activations_and_checkpointing():
     assert activation_bytes(tokens, layers, h, kv, inter, 2, checkpointing=False) == layers * per_layer
     assert activation_bytes(tokens, layers, h, kv, inter, 2, checkpointing=True) == layers * tokens * h * 2 + per_layer
     assert logits_bytes(tokens, 100) == 2 * tokens * 100 * 4
+
+
+def test_a_token_budget_caps_the_planned_forward():
+    from rlhf.config.loader import load_recipe
+    from rlhf.plan.layout import forward_tokens
+
+    config = load_recipe(None, ["model.source=tiny", "data.max_prompt_tokens=64"])
+    assert forward_tokens(config, 8, 100) == 800
+    config.train.max_tokens_per_micro_batch = 300
+    assert forward_tokens(config, 8, 100) == 300
+    config.train.max_tokens_per_micro_batch = 50  # one full-length sequence still runs alone
+    assert forward_tokens(config, 8, 100) == 100

@@ -1,7 +1,6 @@
 """`rlhf plan`: verdicts on shipped recipes, JSON output, layouts and config errors."""
 
 import json
-from types import SimpleNamespace
 
 from rlhf.cli.main import main, resolve_recipe
 from rlhf.config.loader import load_recipe
@@ -54,9 +53,7 @@ def test_bad_devices_exits_2(capsys):
 def test_zero3_over_8_devices_shards_train_state():
     config = load_recipe(resolve_recipe("gsm8k_grpo_orm"), [])
     single = summarize(plan_recipe(config, layout_of(config, 1, 80)))
-    # the train section may not exist yet in this schema: attach one as the engine would read it
-    config.train = SimpleNamespace(engine="deepspeed", zero_stage=3, offload_optimizer=False,
-                                   offload_params=False, gradient_checkpointing=True)
+    config.train.engine, config.train.zero_stage, config.train.gradient_checkpointing = "deepspeed", 3, True
     sharded = summarize(plan_recipe(config, layout_of(config, 8, 80)))
     gib = {item["name"]: item["device_gib"] for item in sharded["items"]}
     base = {item["name"]: item["device_gib"] for item in single["items"]}

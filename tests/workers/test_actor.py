@@ -136,3 +136,21 @@ def test_update_raises_logprobs_of_positive_advantage_responses(tokenizer_and_mo
     assert metrics["actor/lr"] == pytest.approx(1e-3)
     assert {"actor/entropy", "actor/grad_norm"} <= set(metrics)
     assert trained.training
+
+
+@pytest.mark.parametrize("max_tokens", [1, 24, 40])
+def test_a_token_budget_gives_the_same_logprobs_and_update(tokenizer_and_model, batch, max_tokens):
+    """`train.max_tokens_per_micro_batch` only regroups rows: logprobs and the accumulated
+    mini-batch gradient are those of one full mini-batch."""
+    _, model = tokenizer_and_model
+    batch = add_rl_fields(batch, model)
+    common = dict(ppo_epochs=1, mini_batch_size=6, entropy_coef=0.01, kl_coef=0.1)
+    whole_model, budget_model = copy.deepcopy(model), copy.deepcopy(model)
+    whole = make_actor(whole_model, PolicyLossConfig(micro_batch_size=6, **common))
+    budget = make_actor(budget_model, PolicyLossConfig(micro_batch_size=6, max_tokens=max_tokens, **common))
+    mask = batch["response_mask"].bool()
+    assert torch.allclose(budget.compute_logprobs(batch)[mask], whole.compute_logprobs(batch)[mask], atol=1e-5)
+    whole_metrics, budget_metrics = whole.update_policy(batch), budget.update_policy(batch)
+    assert_same_update(whole, budget)
+    assert budget_metrics["actor/grad_norm"] == pytest.approx(whole_metrics["actor/grad_norm"], rel=1e-4)
+    assert budget_metrics["actor/pg_loss"] == pytest.approx(whole_metrics["actor/pg_loss"], rel=1e-4, abs=1e-6)
