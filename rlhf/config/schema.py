@@ -182,9 +182,10 @@ class RolloutConfig:
     """Sequences per generate call (0: the whole batch at once)."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     """The vLLM engine's settings."""
-    logprobs: bool = False
+    logprobs: bool = True
     """Return the rollout engine's logprobs of the sampled tokens and log rollout/logprob_diff
-    against the trainer's (the HF engine then keeps a call's [B, R, V] logits until it returns)."""
+    against the trainer's every step (the HF engine computes them while sampling anyway; vLLM
+    returns the sampled token's logprob only)."""
 
 
 @dataclass
@@ -275,6 +276,9 @@ class TrainerConfig:
     """RL steps between checkpoints (0: only at the end); see `checkpoints/` in the run directory."""
     keep_last: int = 2
     """Checkpoints kept (the oldest are removed once a newer one is complete)."""
+    max_nonfinite_steps: int = 3
+    """Stop after this many RL steps in a row that skipped an optimiser update for a NaN/inf
+    loss or gradient norm, saving the step's batch under `debug/` (0: never stop)."""
     resume: str = "auto"
     """'auto' (continue from the run directory's newest checkpoint, if any), 'never', or a
     checkpoint directory."""

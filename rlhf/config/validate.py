@@ -55,6 +55,7 @@ _RANGES: tuple[Rule, ...] = (
     ("data.train_batch_size", ">= 1", lambda v: v >= 1),
     ("trainer.save_every", ">= 0", lambda v: v >= 0),
     ("trainer.keep_last", ">= 1", lambda v: v >= 1),
+    ("trainer.max_nonfinite_steps", ">= 0 (0: never stop)", lambda v: v >= 0),
     ("data.eval_batch_size", ">= 1", lambda v: v >= 1),
     ("data.max_prompt_tokens", ">= 1", lambda v: v >= 1),
     ("data.prompt_template", "null or a text containing '{prompt}'", lambda v: v is None or "{prompt}" in v),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from rlhf.algorithms.advantages import estimator_inputs
 from rlhf.controller.checkpoint import load_checkpoint, resume_point, save_checkpoint, set_stream_state, stream_state, truncate_metrics
+from rlhf.controller.guards import NonFiniteGuard
 from rlhf.controller.interrupt import RunInterrupted, stop_on_signals
 from rlhf.controller.roles import Roles, build_roles
 from rlhf.controller.samples import sample_generations
@@ -51,8 +52,9 @@ def _train(run: Run, roles: Roles) -> RLResult:
     sampler = Sampler(run, stream, with_baseline="baseline_scores" in estimator_inputs(config.algorithm.advantage))
     sync_checker = SyncChecker.from_run(run) if config.sync.check_every else None
     timer = PhaseTimer()
+    guard = NonFiniteGuard(trainer.max_nonfinite_steps, run.output_dir / "debug")
     start = time.perf_counter()
-    first_step, before = begin(run, roles, sampler, sync_checker, timer)
+    first_step, before = begin(run, roles, sampler, sync_checker, timer, guard)
     after = before
     with build_loggers(config, run.output_dir, first_step) as loggers, stop_on_signals() as stop:
         if first_step == 1:
@@ -65,10 +67,11 @@ def _train(run: Run, roles: Roles) -> RLResult:
                 metrics.update(after)
             metrics.update(timer.pop())
             loggers.log(step, metrics)
+            guard.check(step, metrics, sampler.last.batch if sampler.last else None)
             if trainer.sample_every and step % trainer.sample_every == 0:
                 loggers.log_samples(step, sample_generations(sampler.last.batch, trainer.num_samples))
             if stop or step == trainer.total_steps or (trainer.save_every and step % trainer.save_every == 0):
-                path = save_checkpoint(run, roles, loop_state(roles, sampler, sync_checker), step)
+                path = save_checkpoint(run, roles, loop_state(roles, sampler, sync_checker, guard), step)
             if stop:
                 raise RunInterrupted(f"stopped by signal {stop.signal} after step {step}; checkpoint {path} (resume: run the same command again)")
     result = RLResult(before.get("eval/accuracy"), after.get("eval/accuracy"), trainer.total_steps, time.perf_counter() - start)
@@ -76,7 +79,8 @@ def _train(run: Run, roles: Roles) -> RLResult:
     return result
 
 
-def begin(run: Run, roles: Roles, sampler: Sampler, sync_checker: SyncChecker | None, timer: PhaseTimer) -> tuple[int, dict[str, float]]:
+def begin(run: Run, roles: Roles, sampler: Sampler, sync_checker: SyncChecker | None, timer: PhaseTimer,
+          guard: NonFiniteGuard) -> tuple[int, dict[str, float]]:
     """Restore the checkpoint to resume from, if any, and push the weights into the rollout
     engine; returns (the first step to run, the evaluation before RL)."""
     path = resume_point(run)
@@ -87,6 +91,7 @@ def begin(run: Run, roles: Roles, sampler: Sampler, sync_checker: SyncChecker | 
     roles.kl_controller.load_state_dict(state["kl_controller"])
     set_stream_state(sampler.stream, state["stream"])
     sampler.next_group = state["next_group"]
+    guard.streak = state.get("nonfinite_streak", 0)
     if sync_checker is not None:
         sync_checker.syncs = state["syncs"]
     roles.sync_weights()
@@ -98,11 +103,12 @@ def begin(run: Run, roles: Roles, sampler: Sampler, sync_checker: SyncChecker | 
     return state["step"] + 1, {key: value for key, value in before.items() if key.startswith("eval/")}
 
 
-def loop_state(roles: Roles, sampler: Sampler, sync_checker: SyncChecker | None) -> dict:
+def loop_state(roles: Roles, sampler: Sampler, sync_checker: SyncChecker | None, guard: NonFiniteGuard) -> dict:
     """What the controller itself must restore to continue exactly (the roles save theirs)."""
     return {
         "kl_controller": roles.kl_controller.state_dict(), "stream": stream_state(sampler.stream),
         "next_group": sampler.next_group, "syncs": sync_checker.syncs if sync_checker is not None else 0,
+        "nonfinite_streak": guard.streak,
     }
 
 

@@ -80,6 +80,8 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
     step_seconds = time.perf_counter() - step_start
     step_metrics = batch_metrics(batch, sampled.all_scores, step_seconds, device_count(config))
     step_metrics.update(phase_shares(timer.seconds, step_seconds))  # the timer holds this step's phases: the loop pops it
+    if "actor/rollout_logprob_diff" in metrics:  # measured in the update when no old-logprob pass ran
+        step_metrics.setdefault("rollout/logprob_diff", metrics.pop("actor/rollout_logprob_diff"))
     return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
 
 

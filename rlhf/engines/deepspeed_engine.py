@@ -33,6 +33,7 @@ import torch
 
 from rlhf.engines.base import OptimConfig, lr_multiplier
 from rlhf.engines.buckets import buckets
+from rlhf.engines.guards import is_finite, poison_if_nonfinite
 from rlhf.models.lora import is_lora_model
 
 WEIGHT_BUCKET_BYTES = 256 * 2**20
@@ -157,17 +158,21 @@ class DeepSpeedEngine:
         optimizer = self.ds_engine.optimizer
         if hasattr(optimizer, "clear_backward_seen_flag"):
             optimizer.clear_backward_seen_flag()
-        self.ds_engine.backward(loss, scale_wrt_gas=False)
+        self.ds_engine.backward(poison_if_nonfinite(loss), scale_wrt_gas=False)
 
     def step(self) -> torch.Tensor:
         """Reduce the accumulated gradients, clip, step AdamW and the schedule, zero the grads;
-        returns the global grad norm before clipping."""
+        returns the global grad norm before clipping. A non-finite norm skips the step: ZeRO's
+        optimisers treat it as an overflow, stage 0 is checked here (:mod:`rlhf.engines.guards`)."""
         if self.zero_stage == 0:
             # DeepSpeed clips stage-0 gradients without reporting the norm: reduce and clip
             # here (DeepSpeed's own reduction and clipping are switched off in __init__)
             self.ds_engine.allreduce_gradients()
             max_norm = self.optim_config.grad_clip if self.optim_config.grad_clip > 0 else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm).detach()
+            if not is_finite(grad_norm):
+                self.ds_engine.zero_grad()
+                return grad_norm
         self.ds_engine.step()
         if self.zero_stage > 0:
             grad_norm = torch.as_tensor(float(self.ds_engine.get_global_grad_norm()))

@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 
 from rlhf.engines.base import OptimConfig, lr_multiplier
+from rlhf.engines.guards import is_finite, poison_if_nonfinite
 from rlhf.models.lora import checkpoint_state, load_checkpoint_state
 
 
@@ -32,13 +33,16 @@ class TorchEngine:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+        poison_if_nonfinite(loss).backward()
 
     def step(self) -> torch.Tensor:
+        """Clip, step AdamW and the schedule, zero the grads; returns the grad norm before
+        clipping. A non-finite norm skips the step (see :mod:`rlhf.engines.guards`)."""
         max_norm = self.optim_config.grad_clip if self.optim_config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
-        self.optimizer.step()
-        self.scheduler.step()
+        if is_finite(grad_norm):
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm.detach()
 

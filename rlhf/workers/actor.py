@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
@@ -110,6 +111,9 @@ class ActorWorker:
             entropy = aggregate(entropy_from_logits(logits), mask, **agg)
         loss = pg_loss - self.loss.entropy_coef * entropy
         stats.update(pg_loss=pg_loss.detach(), entropy=entropy.detach())
+        if "rollout_logprobs" in micro and "old_logprobs" not in micro:
+            # no old-logprob pass: the rollout engine's gap is measured against this forward
+            stats["rollout_logprob_diff"] = logprob_gap(micro["rollout_logprobs"].to(device), logprobs.detach(), mask)[0]
         if kl_coef > 0:
             kl = aggregate(kl_estimate(logprobs, micro["ref_logprobs"].to(device), self.loss.kl_kind), mask, **agg)
             loss = loss + kl_coef * kl

@@ -28,7 +28,9 @@ def run_updates(
 ) -> dict[str, float]:
     """Train `engine` on `batch`; returns every stat as the mean over optimiser steps of its
     mini-batch value (the micro-batches' stats weighted like their losses, so `pg_loss` is
-    the loss of the whole mini-batch), plus `grad_norm` and `lr` (after the last step).
+    the loss of the whole mini-batch), plus `grad_norm` (mean over the steps applied),
+    `skipped_updates` (steps the engine skipped for a non-finite loss or gradient norm) and
+    `lr` (after the last step).
     Micro-batches hold `micro_batch_size` rows, or fewer to stay within `max_tokens` (> 0)."""
     engine.module.train()
     history: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -46,8 +48,14 @@ def run_updates(
                     mini_stats[key] = mini_stats[key] + weight * value.detach().float().cpu()
             for key, value in mini_stats.items():
                 history[key].append(value)
-            history["grad_norm"].append(engine.step())
+            history["grad_norm"].append(torch.as_tensor(engine.step()).float().cpu())
     metrics = {key: torch.stack(values).float().mean().item() for key, values in history.items()}
+    # a step with a non-finite loss or gradient norm was skipped by the engine (rlhf.engines.guards)
+    norms = torch.stack(history["grad_norm"]) if history["grad_norm"] else torch.zeros(0)
+    applied = torch.isfinite(norms)
+    metrics["skipped_updates"] = float((~applied).sum())
+    if applied.any():
+        metrics["grad_norm"] = norms[applied].mean().item()
     metrics["lr"] = engine.lr
     return metrics
 

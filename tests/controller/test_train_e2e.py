@@ -13,7 +13,8 @@ SMALL = [
     "trainer.total_steps=2", "sft.max_steps=3", "sft.eval_every=2", "sft.val_size=16",
     "data.eval.size=16", "data.train_batch_size=4", "rollout.n=4", "actor.mini_batch_size=8", "actor.micro_batch_size=4",
 ]
-REQUIRED = ["step", "reward/mean", "response_length/mean", "actor/pg_loss", "actor/entropy", "actor/grad_norm", "time/step_s", "time/generate_s", "time/update_s", "perf/tokens_per_s"]
+REQUIRED = ["step", "reward/mean", "response_length/mean", "actor/pg_loss", "actor/entropy", "actor/grad_norm", "actor/approx_kl",
+            "actor/skipped_updates", "rollout/logprob_diff", "time/step_s", "time/generate_s", "time/update_s", "perf/tokens_per_s"]
 
 
 def test_quickstart_two_steps(tmp_path, capsys):
