@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -75,8 +76,10 @@ def load_checkpoint(roles, path: Path) -> dict:
     try:
         state = torch.load(path / "loop.pt", weights_only=True)
         roles.load_state(path)
-    except (OSError, RuntimeError, KeyError, EOFError) as error:
-        raise RuntimeError(f"checkpoint {path} cannot be restored ({type(error).__name__}: {error}); "
+    except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as error:
+        # a tampered file fails weights-only loading: say which global it names, not the manual
+        reason = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line), str(error).split("\n")[0])
+        raise RuntimeError(f"checkpoint {path} cannot be restored ({type(error).__name__}: {reason}); "
                            "pass an earlier one with trainer.resume=PATH or start afresh with trainer.resume=never") from None
     set_rng_state(state["rng"])
     return state

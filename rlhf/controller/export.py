@@ -21,6 +21,7 @@ from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
 from rlhf.controller.checkpoint import LATEST, checkpoint_root
 from rlhf.engines.deepspeed_engine import CHECKPOINT_TAG
+from rlhf.engines.safe_load import weights_only_loads
 from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.models.lora import apply_lora, load_adapter_state_dict
 
@@ -98,5 +99,6 @@ def deepspeed_state_dict(actor_dir: Path, adapter_only: bool = False) -> dict[st
     if not tag_dir.is_dir():
         raise RuntimeError(f"{actor_dir} holds neither engine.pt nor a DeepSpeed checkpoint")
     if not list(tag_dir.glob("*optim_states.pt")):  # stage 0: no ZeRO shards
-        return torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
-    return get_fp32_state_dict_from_zero_checkpoint(str(actor_dir), tag=CHECKPOINT_TAG, exclude_frozen_parameters=adapter_only)
+        return torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["module"]
+    with weights_only_loads():  # DeepSpeed's merge calls torch.load(weights_only=False)
+        return get_fp32_state_dict_from_zero_checkpoint(str(actor_dir), tag=CHECKPOINT_TAG, exclude_frozen_parameters=adapter_only)

@@ -34,6 +34,7 @@ import torch
 from rlhf.engines.base import OptimConfig, lr_multiplier
 from rlhf.engines.buckets import buckets
 from rlhf.engines.guards import is_finite, poison_if_nonfinite
+from rlhf.engines.safe_load import weights_only_loads
 from rlhf.models.lora import is_lora_model
 
 WEIGHT_BUCKET_BYTES = 256 * 2**20
@@ -226,11 +227,13 @@ class DeepSpeedEngine:
         self.ds_engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, exclude_frozen_parameters=is_lora_model(self.module))
 
     def load_checkpoint(self, directory: str | Path) -> None:
-        """Restore what :meth:`save_checkpoint` wrote (same world size and ZeRO stage)."""
-        path, _ = self.ds_engine.load_checkpoint(
-            str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True,
-            load_module_strict=not is_lora_model(self.module),  # a LoRA checkpoint holds only the adapters
-        )
+        """Restore what :meth:`save_checkpoint` wrote (same world size and ZeRO stage), loading
+        data only (:func:`rlhf.engines.safe_load.weights_only_loads`)."""
+        with weights_only_loads():
+            path, _ = self.ds_engine.load_checkpoint(
+                str(directory), tag=CHECKPOINT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True,
+                load_module_strict=not is_lora_model(self.module),  # a LoRA checkpoint holds only the adapters
+            )
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}")
 

@@ -13,6 +13,15 @@ from rlhf.config.schema import ModelConfig
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_WARNED_REMOTE_CODE: set[str] = set()
+
+
+def warn_remote_code(path: str, key: str = "model.trust_remote_code") -> None:
+    """Say, once per checkpoint, that `path` may run its own Python code (the recipe turned
+    `key` on; every loader keeps it off otherwise)."""
+    if path not in _WARNED_REMOTE_CODE:
+        _WARNED_REMOTE_CODE.add(path)
+        log.warning("%s is on: Python code shipped with %s will run in this process; turn it on only for models you trust", key, path)
 
 
 def resolve_model_path(model: ModelConfig, output_dir: Path, seed: int) -> str:
@@ -49,6 +58,8 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     """The tokenizer at `path`, with a pad token (EOS when it defines none)."""
     from transformers import AutoTokenizer
 
+    if trust_remote_code:
+        warn_remote_code(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
@@ -67,7 +78,7 @@ def load_causal_lm(path: str, device: torch.device, trust_remote_code: bool = Fa
 
     quiet_transformers()
     if trust_remote_code:
-        log.warning("model.trust_remote_code is on: code from %s will run", path)
+        warn_remote_code(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:

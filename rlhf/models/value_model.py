@@ -18,6 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, PreTrainedModel
 
+from rlhf.models.load import warn_remote_code
+
 HEAD_FILE = "value_head.safetensors"
 
 
@@ -62,6 +64,8 @@ def value_model_from_policy(policy: PreTrainedModel, num_outputs: int) -> ValueM
 def load_value_model(path: str, num_outputs: int, device: torch.device, trust_remote_code: bool = False) -> ValueModel:
     """The backbone of the checkpoint at `path` (a causal LM or a saved value model), with its
     saved head when `value_head.safetensors` exists and has `num_outputs` outputs."""
+    if trust_remote_code:
+        warn_remote_code(path)
     backbone = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=torch.float32)
     model = ValueModel(backbone, num_outputs)
     head_file = Path(path) / HEAD_FILE

@@ -37,7 +37,7 @@ def build_rollout(config: RecipeConfig, model: torch.nn.Module | None, tokenizer
             model_path, tokenizer, tensor_parallel_size=vllm.tensor_parallel_size, gpu_memory_utilization=vllm.gpu_memory_utilization,
             dtype=config.model.dtype, seed=config.trainer.seed + seed_offset, max_model_len=vllm.max_model_len,
             enable_sleep_mode=vllm.enable_sleep_mode, kv_cache_gb=vllm.kv_cache_gb, enforce_eager=vllm.enforce_eager,
-            **tensor_parallel_kwargs(vllm.tensor_parallel_size),
+            trust_remote_code=config.model.trust_remote_code, **tensor_parallel_kwargs(vllm.tensor_parallel_size),
         )
     raise ValueError(f"unknown rollout.engine {rollout.engine!r}; valid: hf, vllm")
 

@@ -208,9 +208,11 @@ def load_rm_model(path: str, kind: str, dtype: torch.dtype, trust_remote_code: b
     """The checkpoint at `path` with the head that `kind` reads."""
     import transformers
 
-    from rlhf.models.load import quiet_transformers
+    from rlhf.models.load import quiet_transformers, warn_remote_code
 
     quiet_transformers()
+    if trust_remote_code:
+        warn_remote_code(path, "kwargs.trust_remote_code of the reward source")
     class_name = {"classifier": "AutoModelForSequenceClassification", "verdict": "AutoModelForCausalLM",
                   "token_tag": "AutoModelForCausalLM", "two_class": "AutoModelForTokenClassification"}[kind]
     try:
