@@ -1,7 +1,8 @@
 """`rlhf train | sft | rm | validate | plan | export | eval | report | doctor | recipes`: run recipes from the command line.
 
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
-1 a runtime failure (traceback only with --debug, or the traceback of a failing reward function). Importing this module imports neither torch
+1 a runtime failure (one paragraph naming what failed; tracebacks, a failing reward function's
+included, only with --debug). Importing this module imports neither torch
 nor any backend, so `rlhf --help` is instant.
 """
 
@@ -204,10 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a runtime failure: one line unless --debug
         if args.debug:
             raise
-        text = f"error: {type(error).__name__}: {error}"
-        hint = "run with --debug for the full traceback"
-        # a message that carries a traceback of its own (a failing reward function) ends with it
-        print(f"{text}\n({hint})" if "\n" in text else f"{text} ({hint})", file=sys.stderr)
+        # a message that carries a traceback of its own (a failing reward function) ends with it: cut there
+        summary = str(error).split("\nTraceback (most recent call last):", 1)[0].rstrip()
+        print(f"error: {type(error).__name__}: {summary} (run with --debug for the full traceback)", file=sys.stderr)
         return 1
 
 

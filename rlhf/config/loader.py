@@ -8,8 +8,9 @@
    did-you-mean) and values of the wrong type, naming the full key.
 5. :func:`rlhf.config.validate.validate` checks values and cross-field constraints.
 
-YAML is read with a safe loader only: a recipe is data and can never run code. List items are
-addressed by index in dotted form, in messages and overrides alike: ``reward.sources.0.weight``.
+YAML is read with a safe loader only (:mod:`rlhf.config.yaml_text`): a recipe is data and can
+never run code. List items are addressed by index in dotted form, in messages and overrides
+alike: ``reward.sources.0.weight``.
 """
 
 from __future__ import annotations
@@ -32,27 +33,15 @@ import yaml
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig
 from rlhf.config.validate import is_python_file, validate
+from rlhf.config.yaml_text import MAX_DEPTH, parse_yaml, plain_copy, read_yaml_file
 
 __all__ = ["apply_override", "config_from_dict", "field_docs", "from_dict", "load_config",
            "load_recipe", "recipe_from_dict", "save_resolved", "to_dict"]
 
-_MAX_DEPTH = 64
-"""Deepest nesting accepted in YAML data (deeper is a recursive alias or a mistake)."""
-_MAX_NODES = 100_000
-"""Most values accepted in YAML data (guards against exponential alias expansion)."""
 _SCALAR_NAMES = {int: "an integer", float: "a float", bool: "a boolean (true or false)",
                  str: "a string"}
 _INVALID = object()
 
-
-class _RecipeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that keeps dates as strings (``output_dir: 2024-05-01`` is a name)."""
-
-
-_RecipeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
 
 
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> RecipeConfig:
@@ -63,7 +52,7 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Recip
     """
     data = {}
     if path is not None:
-        data = _read_yaml_file(Path(path))
+        data = read_yaml_file(Path(path))
         _anchor_function_paths(data, Path(path).resolve().parent)
     return recipe_from_dict(data, overrides)
 
@@ -76,9 +65,9 @@ def recipe_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
     a run directory loads from anywhere.
     """
     cfg = config_from_dict(data, RecipeConfig, overrides)
-    for source in cfg.reward.sources:
+    for i, source in enumerate(cfg.reward.sources):
         if source.type == "function" and is_python_file(source.path):
-            source.path = str(Path(source.path).expanduser().resolve())
+            source.path = _absolute(source.path, Path.cwd(), f"reward.sources.{i}.path")
     validate(cfg)
     return cfg
 
@@ -86,7 +75,7 @@ def recipe_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
 def load_config(path: str | Path | None, cls: type, overrides: Sequence[str] = ()) -> Any:
     """Steps 1-4 of the module docstring for any root dataclass ``cls`` whose fields all have
     defaults (another command's recipe, e.g. ``rlhf rm``); the caller validates values."""
-    data = {} if path is None else _read_yaml_file(Path(path))
+    data = {} if path is None else read_yaml_file(Path(path))
     return config_from_dict(data, cls, overrides)
 
 
@@ -94,7 +83,7 @@ def config_from_dict(data: Mapping[str, Any], cls: type, overrides: Sequence[str
     """Steps 1-4 of the module docstring for data already in memory and root dataclass ``cls``."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"the recipe must be a mapping of keys, got {_show(data)}")
-    merged = _merge(to_dict(cls()), _plain_copy(dict(data), "the recipe"))
+    merged = _merge(to_dict(cls()), plain_copy(dict(data), "the recipe"))
     for text in overrides:
         apply_override(merged, text)
     return from_dict(merged, cls)
@@ -108,10 +97,19 @@ def _anchor_function_paths(data: dict[str, Any], base: Path) -> None:
     """
     reward = data.get("reward")
     sources = reward.get("sources") if isinstance(reward, dict) else None
-    for source in sources if isinstance(sources, list) else ():
+    for i, source in enumerate(sources if isinstance(sources, list) else ()):
         path = source.get("path") if isinstance(source, dict) else None
         if isinstance(path, str) and is_python_file(path):
-            source["path"] = str((base / Path(path).expanduser()).resolve())  # an absolute path stays
+            source["path"] = _absolute(path, base, f"reward.sources.{i}.path")
+
+
+def _absolute(path: str, base: Path, key: str) -> str:
+    """``path`` resolved against ``base`` (an absolute path stays); one no OS can hold, a
+    ConfigError naming ``key``."""
+    try:
+        return str((base / Path(path).expanduser()).resolve())
+    except (ValueError, RuntimeError, OSError) as err:  # a NUL byte, ~unknown_user, ...
+        raise ConfigError(f"{key}: {_show(path)} is not a usable file path ({err})") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -127,59 +125,6 @@ def save_resolved(cfg: RecipeConfig, path: str | Path) -> Path:
     path.write_text("# The resolved recipe of this run: every key, defaults included.\n" + text,
                     encoding="utf-8")
     return path
-
-
-def _read_yaml_file(path: Path) -> dict[str, Any]:
-    """The top-level mapping of a recipe file (an empty file is an empty mapping)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"recipe file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read recipe file {path}: {err.strerror or err}") from None
-    data = _parse_yaml(text, str(path))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of recipe keys "
-                          f"(like 'actor: {{lr: 1.0e-6}}'), got {_show(data)}")
-    return data
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    """YAML ``text`` as plain data; any parse failure is a ConfigError naming ``source``."""
-    try:
-        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{where}: invalid YAML ({problem})") from None
-    except (ValueError, TypeError, AttributeError, RecursionError) as err:
-        # SafeLoader's constructors raise these on malformed explicit tags like '!!float abc'.
-        raise ConfigError(f"{source}: invalid YAML ({err})") from None
-
-
-def _plain_copy(value: Any, source: str) -> Any:
-    """A fresh copy of YAML data: an override then edits one place even where the file used a
-    YAML alias, and recursive or exploding alias structures are refused."""
-    count = 0
-
-    def copy(node: Any, depth: int) -> Any:
-        nonlocal count
-        count += 1
-        if depth > _MAX_DEPTH or count > _MAX_NODES:
-            raise ConfigError(f"{source}: data nested too deeply or too large "
-                              "(a recursive YAML alias?)")
-        if isinstance(node, dict):
-            return {key: copy(item, depth + 1) for key, item in node.items()}
-        if isinstance(node, list):
-            return [copy(item, depth + 1) for item in node]
-        return node
-
-    return copy(value, 0)
 
 
 def _merge(base: Any, update: Any) -> Any:
@@ -204,8 +149,10 @@ def apply_override(data: dict[str, Any], text: str) -> None:
     keys = key.strip().split(".")
     if not sep or "" in keys:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
-    source = f"override {text!r}"
-    value = "" if not raw.strip() else _plain_copy(_parse_yaml(raw, source), source)
+    if len(keys) > MAX_DEPTH:
+        raise ConfigError(f"override {_show(text)}: the key has {len(keys)} parts, more than {MAX_DEPTH}")
+    source = f"override {_show(text, 120)}"
+    value = "" if not raw.strip() else plain_copy(parse_yaml(raw, source), source, depth=len(keys))
     node: Any = data
     for depth, name in enumerate(keys):
         where = ".".join(keys[:depth])

@@ -180,6 +180,9 @@ class RolloutConfig:
     """Longest response in tokens; generation also stops at the tokenizer's EOS."""
     micro_batch_size: int = 0
     """Sequences per generate call (0: the whole batch at once)."""
+    timeout_s: float = 1800.0
+    """Longest wall-clock seconds of one generate call (a training or evaluation batch) before
+    the run stops with an error naming the engine."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     """The vLLM engine's settings."""
     logprobs: bool = True
@@ -204,6 +207,9 @@ class RewardSourceConfig:
     """For 'function': a .py file (relative to the recipe file's directory) or a dotted module name."""
     batched: bool = False
     """For 'function': call it once per batch with lists instead of once per sample."""
+    timeout_s: float = 60.0
+    """For 'function': longest wall-clock seconds of one call (batched: of the whole batch); a
+    call still running then is abandoned and fails (see reward.on_error)."""
 
 
 @dataclass
@@ -223,7 +229,7 @@ class RewardConfig:
     """How responses are scored."""
 
     sources: list[RewardSourceConfig] = field(default_factory=lambda: [RewardSourceConfig()])
-    """Reward sources, each {type, weight, name, kwargs} (+ path, batched for 'function')."""
+    """Reward sources, each {type, weight, name, kwargs} (+ path, batched, timeout_s for 'function')."""
     on_error: str = "raise"
     """A reward function that fails on a sample: 'raise' stops the run, 'zero' scores it 0.0 and counts it."""
     process: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)

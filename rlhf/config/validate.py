@@ -67,6 +67,7 @@ _RANGES: tuple[Rule, ...] = (
     ("rollout.top_k", ">= 0", lambda v: v >= 0),
     ("rollout.max_new_tokens", ">= 1", lambda v: v >= 1),
     ("rollout.micro_batch_size", ">= 0", lambda v: v >= 0),
+    ("rollout.timeout_s", "> 0 (seconds)", lambda v: v > 0),
     *_optimization_ranges("actor"),
     ("actor.clip_low", ">= 0", lambda v: v >= 0),
     ("actor.clip_high", ">= 0", lambda v: v >= 0),
@@ -294,12 +295,15 @@ def _reward_errors(cfg: RecipeConfig) -> Iterable[str]:
 
 
 def _function_source_errors(source: RewardSourceConfig, key: str) -> Iterable[str]:
-    """`path` and `name` of a `type: function` source; `path` and `batched` belong to it alone."""
+    """`path`, `name` and `timeout_s` of a `type: function` source; `path`, `batched` and
+    `timeout_s` belong to it alone."""
     if source.type != "function":
-        for option in ("path", "batched"):
-            if getattr(source, option):
+        for option in ("path", "batched", "timeout_s"):
+            if getattr(source, option) != getattr(RewardSourceConfig, option):
                 yield f"{key}.{option}: only 'function' sources take {option}, this one has type {source.type!r}"
         return
+    if source.timeout_s <= 0:
+        yield f"{key}.timeout_s: must be > 0 (seconds one call may take), got {source.timeout_s!r}"
     if not source.path.strip():
         yield (f"{key}.path: a function source needs the .py file (relative to the recipe) or the "
                "dotted module that defines the function, e.g. path: my_rewards.py")

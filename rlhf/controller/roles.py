@@ -22,6 +22,7 @@ from rlhf.models.value_model import load_value_model, value_model_from_policy
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine
 from rlhf.rollout.factory import build_rollout
+from rlhf.rollout.timed import TimedRollout
 from rlhf.workers.actor import ActorWorker, PolicyLossConfig
 from rlhf.workers.critic import CriticWorker, ValueLossConfig
 from rlhf.workers.ref import AdapterDisabledRef, RefWorker
@@ -76,9 +77,12 @@ def build_roles(run: Run) -> Roles:
     if config.distributed.backend == "ray":
         from rlhf.distributed.remote_roles import build_remote_roles
 
-        return build_remote_roles(run, kl_controller(config))
-    models = build_models(run, hosted_roles(config))
-    return Roles(actor=models.actor, rollout=models.rollout, ref=models.ref, critic=models.critic, reward=run.reward, kl_controller=kl_controller(config))
+        roles = build_remote_roles(run, kl_controller(config))
+    else:
+        models = build_models(run, hosted_roles(config))
+        roles = Roles(actor=models.actor, rollout=models.rollout, ref=models.ref, critic=models.critic, reward=run.reward, kl_controller=kl_controller(config))
+    roles.rollout = TimedRollout(roles.rollout, config.rollout.timeout_s)  # every generate call has a limit
+    return roles
 
 
 def hosted_roles(config: RecipeConfig) -> set[str]:

@@ -43,7 +43,7 @@ def check_weight_sync(rollout: RolloutEngine, actor: ActorWorker, probe_prompts:
     mean_gap, max_gap = logprob_gap(probe["rollout_logprobs"], trainer_logprobs, probe["response_mask"])
     if max_gap.item() > tolerance:
         raise WeightSyncError(
-            f"weight sync check failed: rollout engine {type(rollout).__name__} vs trainer "
+            f"weight sync check failed: rollout engine {type(getattr(rollout, 'engine', rollout)).__name__} vs trainer "
             f"{actor.description} disagree on the probe batch's token logprobs by "
             f"max {max_gap.item():.4g}, mean {mean_gap.item():.4g} (sync.tolerance {tolerance:g}); "
             "the rollout engine is not sampling from the policy being trained"

@@ -76,7 +76,8 @@ def _hf_rows(dataset: DatasetConfig, key: str) -> list[dict]:
         else:
             loaded = datasets.load_dataset(dataset.path, dataset.name, split=dataset.split)
     except Exception as error:  # datasets raises many types; the message is what matters
-        raise ConfigError(f"{key}.path: could not load dataset {dataset.path!r}: {error}") from None
+        # on one line: datasets' messages may span several
+        raise ConfigError(f"{key}.path: could not load dataset {dataset.path!r}: {' '.join(str(error).split())}") from None
     return [dict(row) for row in loaded]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -40,10 +41,15 @@ def resolve_model_path(model: ModelConfig, output_dir: Path, seed: int) -> str:
             f"tiny model is built; give a directory whose parent exists, or model.path='' to build it in the run directory"
         )
     if not (target / "config.json").exists():
+        # a new directory is built aside and renamed into place: a launch killed mid-build must
+        # not leave a config.json without weights, which every later launch would try to load
+        building = target if target.exists() else target.with_name(f".tmp-{target.name}")
         build_tiny_model(
-            target, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, num_heads=tiny.num_heads,
+            building, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, num_heads=tiny.num_heads,
             intermediate_size=tiny.intermediate_size, max_position_embeddings=tiny.max_position_embeddings, seed=seed,
         )
+        if building != target:
+            os.replace(building, target)
     return str(target)
 
 
@@ -54,16 +60,29 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def check_local_path(path: str) -> None:
+    """A ConfigError naming model.path when `path` is written as a local path (absolute, or
+    starting with '.' or '~') that does not exist: it is then no hub name either."""
+    if (Path(path).is_absolute() or path.startswith((".", "~"))) and not Path(path).expanduser().exists():
+        raise ConfigError(f"model.path: {path!r} does not exist (a local path; a hub model is named like 'org/name')")
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line (transformers' messages span several)."""
+    return " ".join(str(error).split())
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     """The tokenizer at `path`, with a pad token (EOS when it defines none)."""
     from transformers import AutoTokenizer
 
     if trust_remote_code:
         warn_remote_code(path)
+    check_local_path(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise ConfigError(f"model.path: cannot load a tokenizer from {path!r}: {error}") from None
+        raise ConfigError(f"model.path: cannot load a tokenizer from {path!r}: {_one_line(error)}") from None
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ConfigError(f"model.path: the tokenizer of {path!r} has neither a pad nor an EOS token")
@@ -74,13 +93,15 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 def load_causal_lm(path: str, device: torch.device, trust_remote_code: bool = False) -> torch.nn.Module:
     """A float32 causal LM on `device` (mixed precision is applied by autocast)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     if trust_remote_code:
         warn_remote_code(path)
+    check_local_path(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"model.path: cannot load a causal LM from {path!r}: {error}") from None
+    except (OSError, ValueError, SafetensorError) as error:  # missing or corrupt files, an unknown architecture
+        raise ConfigError(f"model.path: cannot load a causal LM from {path!r}: {type(error).__name__}: {_one_line(error)}") from None
     return model.to(device)

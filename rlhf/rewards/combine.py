@@ -121,7 +121,7 @@ def build_source(reward: RewardConfig, index: int, extra_fields: Collection[str]
     options = dict(source.kwargs)
     if source.type == "function":
         options = {"path": source.path, "function": source.name, "batched": source.batched, "kwargs": options,
-                   "on_error": reward.on_error, "extra_fields": extra_fields}
+                   "on_error": reward.on_error, "extra_fields": extra_fields, "timeout_s": source.timeout_s}
     try:
         built = build_reward_source(source.type, options)
     except KeyError as error:

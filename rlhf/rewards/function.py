@@ -13,11 +13,17 @@ name); a function without `**extra` gets only the fields and kwargs it names. A 
 needs a "score" key; its other numeric values are averaged over the samples that return them
 and logged as `reward/<name>/<key>`.
 
+Each call may take at most the source's `timeout_s` seconds of wall-clock time (default 60; a
+batched call as a whole): a call still running then is stopped, or where it cannot be (off the
+main thread: see :mod:`rlhf.rewards.deadline`) abandoned, and counts as a failure.
+
 Mistakes visible before training (a missing file or function, an import error, a signature
 that cannot take the call) are ConfigErrors when the source is built. Failures while scoring
-(an exception, NaN/inf, a non-number, a dict without "score", a batched result of the wrong
-length) raise RewardFunctionError, unless `reward.on_error: zero`: each failing sample then
-scores 0.0 and is counted in the metric `errors` (NaN/inf also in `nonfinite`).
+(an exception, a call past `timeout_s`, NaN/inf, a non-number, a dict without "score", a
+batched result of the wrong length) raise RewardFunctionError, which names the function, its
+file and the sample (an exception: also the line of the user's code it came from; the full
+trimmed traceback follows on the next lines), unless `reward.on_error: zero`: each failing
+sample then scores 0.0 and is counted in the metric `errors` (NaN/inf also in `nonfinite`).
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ import torch
 from rlhf.config.errors import ConfigError
 from rlhf.config.validate import is_python_file
 from rlhf.data.batch import Batch
+from rlhf.rewards import deadline
 from rlhf.rewards.base import RewardOutput
+from rlhf.rewards.deadline import CallTimedOut, call_with_timeout
 
 SAMPLE_ARGS = ("prompt", "response", "ground_truth")
 """Names of the three main arguments of a per-sample function."""
@@ -70,12 +78,16 @@ class FunctionSource:
     """A reward source that calls a user function (see the module docstring for the contract)."""
 
     def __init__(self, path: str, function: str, *, batched: bool = False, kwargs: dict[str, Any] | None = None,
-                 on_error: str = "raise", extra_fields: Collection[str] | None = None):
+                 on_error: str = "raise", extra_fields: Collection[str] | None = None, timeout_s: float = 60.0):
         """Import `function` from `path` (a .py file or a dotted module) and check that it can take
         the call. `extra_fields`: the dataset fields besides prompt and ground truth, when known
-        (None, as in `rlhf validate`, skips the check that the fields it requires exist)."""
+        (None, as in `rlhf validate`, skips the check that the fields it requires exist).
+        `timeout_s`: the longest a call may take (see the module docstring)."""
         if on_error not in ("raise", "zero"):
             raise ValueError(f"on_error must be 'raise' or 'zero', got {on_error!r}")
+        if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
+            raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
         self.fn, self.where = load_function(path, function)
         if extra_fields is not None:
             extra_fields = set(extra_fields) - NOT_EXTRA
@@ -105,23 +117,33 @@ class FunctionSource:
         names = BATCH_ARGS if self.batched else SAMPLE_ARGS
         keywords = {**extras, **self.kwargs}
         if self.plan.by_name:
-            return self.fn(**dict(zip(names, main)), **keywords)
-        return self.fn(*main, **keywords)
+            return call_with_timeout(lambda: self.fn(**dict(zip(names, main)), **keywords), self.timeout_s)
+        return call_with_timeout(lambda: self.fn(*main, **keywords), self.timeout_s)
+
+    def _timed_out(self, what: str) -> str:
+        return (f"{self.label} did not return within its timeout_s of {self.timeout_s:g} s on {what}, and was abandoned "
+                "(raise the source's timeout_s if it needs longer)")
 
     def _call_one(self, i: int, main: tuple, extras: dict[str, list], failures: "_Failures") -> Any:
         try:
             return self._invoke(tuple(column[i] for column in main), {k: v[i] for k, v in extras.items()})
+        except CallTimedOut:
+            failures.report(self._timed_out(f"sample {i} (response {_short(main[1][i])})"))
+            return _FAILED
         except Exception as error:  # the user's code may raise anything; report it, with its traceback
             failures.report(f"{self.label} raised on sample {i} (response {_short(main[1][i])}): "
-                            f"{type(error).__name__}: {error}", _user_traceback(error))
+                            f"{type(error).__name__}: {error}{_user_line(error)}", _user_traceback(error))
             return _FAILED
 
     def _call_batched(self, main: tuple, extras: dict[str, list], failures: "_Failures") -> list:
         size = len(main[0])
         try:
             results = self._invoke(tuple(list(column) for column in main), {k: list(v) for k, v in extras.items()})
+        except CallTimedOut:
+            failures.report(self._timed_out(f"a batch of {size} samples"), count=size)
+            return [_FAILED] * size
         except Exception as error:  # as in _call_one
-            failures.report(f"{self.label} raised on a batch of {size} samples: {type(error).__name__}: {error}",
+            failures.report(f"{self.label} raised on a batch of {size} samples: {type(error).__name__}: {error}{_user_line(error)}",
                             _user_traceback(error), count=size)
             return [_FAILED] * size
         if hasattr(results, "tolist"):  # a numpy array or a tensor
@@ -300,15 +322,31 @@ def _is_user_frame(frame_file: str, filename: str | None) -> bool:
     return not frame_file.startswith("<frozen") and frame_file != __file__
 
 
-def _user_traceback(error: Exception) -> str:
-    """The traceback of an exception raised in a user function, trimmed to the user's frames:
-    without this module's frames above them, and without library frames (the standard library,
-    installed packages) below the user's last line."""
+def _user_frames(error: Exception) -> tuple[list[traceback.FrameSummary], int]:
+    """(the frames of an exception raised in a user function, without this module's and the
+    timeout's frames above them; the index of the last one outside libraries: the standard
+    library, installed packages)."""
     frames = traceback.extract_tb(error.__traceback__)
-    while frames and frames[0].filename == __file__:
+    while frames and frames[0].filename in (__file__, deadline.__file__):
         frames.pop(0)
     library = tuple({sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")})
     last_user = max((i for i, frame in enumerate(frames) if not frame.filename.startswith(library)), default=len(frames) - 1)
+    return frames, last_user
+
+
+def _user_line(error: Exception) -> str:
+    """' (at line 7 of /x/my_rewards.py, in helper)': the user's line the exception came from."""
+    frames, last_user = _user_frames(error)
+    if not frames:
+        return ""
+    frame = frames[last_user]
+    return f" (at line {frame.lineno} of {frame.filename}, in {frame.name})"
+
+
+def _user_traceback(error: Exception) -> str:
+    """The traceback of an exception raised in a user function, trimmed to the user's frames
+    (see :func:`_user_frames`), library frames below the user's last line left out."""
+    frames, last_user = _user_frames(error)
     omitted = len(frames) - 1 - last_user
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames[: last_user + 1])]
     if omitted:

@@ -29,7 +29,7 @@ class OutcomeRewardModelSource:
     def __init__(self, path: str | None = None, kind: str = "classifier", *, template: str | None = None,
                  chat_template: bool = False, system_prompt: str | None = None, verdict_token: str | None = None,
                  negative_token: str | None = None, batch_size: int = 8, max_length: int | None = None,
-                 dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
+                 dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False, timeout_s: float = 600.0):
         """Load the model at `path` (a directory or hub name); every kwarg is described in the
         module docstring and in :mod:`rlhf.rewards.rm_format` (template, chat_template,
         system_prompt) and :class:`~rlhf.workers.reward_model.RewardModelWorker` (the rest)."""
@@ -42,7 +42,7 @@ class OutcomeRewardModelSource:
         if kind == "verdict" and not verdict_token:
             raise ValueError("kwargs.verdict_token: kind verdict needs the token whose probability is the score (e.g. ' Yes')")
         self.worker = RewardModelWorker(path, kind, batch_size=batch_size, max_length=max_length, dtype=dtype,
-                                        device=device, trust_remote_code=trust_remote_code)
+                                        device=device, trust_remote_code=trust_remote_code, timeout_s=timeout_s)
         self.formatter = RMFormatter(self.worker.tokenizer, "response", template=template,
                                      chat_template=chat_template, system_prompt=system_prompt)
         self.positive_id = self.worker.token_id(verdict_token, "kwargs.verdict_token") if verdict_token else None
@@ -52,6 +52,6 @@ class OutcomeRewardModelSource:
         """`scores [B]` float32: the reward model's score of each (prompt, response)."""
         prompts = batch["prompt"] if "prompt" in batch else batch["prompt_text"]
         rows, _ = self.formatter.encode([str(p) for p in prompts], [str(r) for r in batch["response_text"]])
-        scores = self.worker.sequence_scores(rows, self.positive_id, self.negative_id)
+        scores = self.worker.within_limit(lambda: self.worker.sequence_scores(rows, self.positive_id, self.negative_id), len(rows))
         std = scores.std().item() if len(scores) > 1 else 0.0
         return RewardOutput(scores, {"score_mean": scores.mean().item() if len(scores) else 0.0, "score_std": std})

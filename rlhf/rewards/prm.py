@@ -54,7 +54,8 @@ class ProcessRewardModelSource:
                  separator: str | None = None, tag: str | None = None, good_token: str | None = None,
                  bad_token: str | None = None, joiner: str = "", template: str | None = None,
                  chat_template: bool = False, system_prompt: str | None = None, batch_size: int = 8,
-                 max_length: int | None = None, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
+                 max_length: int | None = None, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
+                 timeout_s: float = 600.0):
         if not path:
             raise ValueError("kwargs.path: a prm source needs the process reward model's directory or hub name")
         if kind not in PRM_KINDS:
@@ -64,7 +65,7 @@ class ProcessRewardModelSource:
             _check_regex(step_split)
         self.step_split, self.joiner = step_split, joiner
         self.worker = RewardModelWorker(path, kind, batch_size=batch_size, max_length=max_length, dtype=dtype,
-                                        device=device, trust_remote_code=trust_remote_code)
+                                        device=device, trust_remote_code=trust_remote_code, timeout_s=timeout_s)
         self.formatter = RMFormatter(self.worker.tokenizer, "steps", template=template, chat_template=chat_template,
                                      system_prompt=system_prompt)
         if kind == "two_class":
@@ -84,7 +85,7 @@ class ProcessRewardModelSource:
         spans = [split_steps(text, self.step_split) for text in responses]
         bodies = [self._body(text, row_spans) for text, row_spans in zip(responses, spans)]
         rows, positions = self.formatter.encode(prompts, [body for body, _ in bodies], [ends for _, ends in bodies])
-        probs = self.worker.position_probs(rows, positions, self.good_id, self.bad_id)
+        probs = self.worker.within_limit(lambda: self.worker.position_probs(rows, positions, self.good_id, self.bad_id), len(rows))
         step_scores = [_fill_cut_steps(p) for p in probs]
         ids, mask = batch["response_ids"], batch["response_mask"]
         step_ends = [torch.tensor(token_indices_of_chars(tokenizer, valid_ids(ids[i], mask[i]), [end for _, end in spans[i]]), dtype=torch.long)

@@ -64,7 +64,7 @@ def _prm(**kwargs: Any) -> RewardSource:
 
 
 def _function(**options: Any) -> RewardSource:
-    """Called with {path, function, batched, kwargs, on_error, extra_fields} assembled from the
+    """Called with {path, function, batched, kwargs, on_error, extra_fields, timeout_s} assembled from the
     source's own keys by `rlhf.rewards.combine.build_source` (its `kwargs` go to the function)."""
     from rlhf.rewards.function import FunctionSource
 

@@ -26,9 +26,13 @@ Notation: N rows, T tokens (after padding), V vocabulary, K_i scored positions o
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
+
+from rlhf.rewards.deadline import CallTimedOut, call_with_timeout
+
+T = TypeVar("T")
 
 KINDS = ("classifier", "verdict", "two_class", "token_tag")
 """Kinds of reward-model checkpoints (see the module docstring)."""
@@ -37,17 +41,24 @@ SEQUENCE_KINDS = ("classifier", "verdict")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class RewardModelTimeout(RuntimeError):
+    """A reward model did not finish scoring a batch within its `kwargs.timeout_s`."""
+
+
 class RewardModelWorker:
     """A reward model and its own tokenizer, loaded from `path`; see the module docstring."""
 
     def __init__(self, path: str, kind: str, *, batch_size: int = 8, max_length: int | None = None,
-                 dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
+                 dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False, timeout_s: float = 600.0):
         if kind not in KINDS:
             raise ValueError(f"kwargs.kind: unknown reward model kind {kind!r}; valid: {', '.join(KINDS)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"kwargs.batch_size: must be an integer >= 1, got {batch_size!r}")
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
             raise ValueError(f"kwargs.max_length: must be an integer >= 1 or null, got {max_length!r}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+            raise ValueError(f"kwargs.timeout_s: must be a number of seconds > 0, got {timeout_s!r}")
+        self.path, self.timeout_s = path, float(timeout_s)
         self.kind, self.batch_size, self.max_length = kind, batch_size, max_length
         self.device = resolve_device(device)
         self.tokenizer = load_rm_tokenizer(path, trust_remote_code)
@@ -55,6 +66,16 @@ class RewardModelWorker:
         self.model.eval().requires_grad_(False)
         if kind == "classifier":
             self._check_classifier()
+
+    def within_limit(self, call: Callable[[], T], rows: int) -> T:
+        """`call()`, a scoring pass over `rows` rows, or RewardModelTimeout past `timeout_s`."""
+        try:
+            return call_with_timeout(call, self.timeout_s)
+        except CallTimedOut:
+            raise RewardModelTimeout(
+                f"the {self.kind} reward model {self.path} took longer than kwargs.timeout_s={self.timeout_s:g} s to score "
+                f"{rows} rows: it hangs, or needs more time (raise kwargs.timeout_s, or lower kwargs.batch_size / max_length)"
+            ) from None
 
     def token_id(self, text: str, key: str) -> int:
         """The id of `text` when the RM tokenizer encodes it as exactly one token; else a

@@ -246,7 +246,7 @@ def test_save_resolved_round_trip(tmp_path):
 def test_to_dict_is_plain_data():
     data = to_dict(load())
     assert data["reward"]["sources"] == [
-        {"type": "arithmetic", "weight": 1.0, "name": None, "kwargs": {}, "path": "", "batched": False}]
+        {"type": "arithmetic", "weight": 1.0, "name": None, "kwargs": {}, "path": "", "batched": False, "timeout_s": 60.0}]
     assert recipe_from_dict(data) == load()
 
 

@@ -255,6 +255,7 @@ def test_exception_names_the_sample_and_shows_the_users_traceback(tmp_path):
     first_line, traceback_text = message.split("\n", 1)
     assert f"reward function 'score' ({path}) raised on sample 2" in first_line
     assert "ValueError: cannot parse 'bad'" in first_line and "reward.on_error: zero" in first_line
+    assert f"(at line 4 of {path}, in helper)" in first_line  # the user's line, for the CLI's one paragraph
     assert traceback_text.startswith("Traceback (most recent call last):")
     assert str(path) in traceback_text and "in helper" in traceback_text and "in score" in traceback_text
     assert "function.py" not in traceback_text  # trimmed to the user's frames

@@ -101,3 +101,13 @@ def test_formatter_finds_where_the_body_starts():
 def test_tokens_at_chars_with_multi_char_tokens_and_special_tokens():
     offsets = [(0, 0), (0, 3), (3, 4), (4, 9), (9, 9)]  # BOS, "abc", "#", "defgh", EOS
     assert tokens_at_chars(offsets, [0, 2, 3, 4, 8]) == [1, 1, 2, 3, 3]
+
+
+def test_a_reward_model_slower_than_its_timeout_stops_with_a_clear_error(paths):
+    from rlhf.workers.reward_model import RewardModelTimeout
+
+    source = build_reward_source("orm", {"path": paths["classifier"], "batch_size": 1, "timeout_s": 1e-4})
+    with pytest.raises(RewardModelTimeout, match=r"the classifier reward model .* took longer than kwargs.timeout_s=0.0001 s to score 3 rows"):
+        source.score(response_batch(PROMPTS[:3], RESPONSES[:3]))
+    with pytest.raises(ValueError, match="kwargs.timeout_s: must be a number of seconds > 0, got 0"):
+        build_reward_source("orm", {"path": paths["classifier"], "timeout_s": 0})
