@@ -15,7 +15,7 @@ and logged as `reward/<name>/<key>`.
 
 Each call may take at most the source's `timeout_s` seconds of wall-clock time (default 60; a
 batched call as a whole): a call still running then is stopped, or where it cannot be (off the
-main thread: see :mod:`rlhf.rewards.deadline`) abandoned, and counts as a failure.
+main thread: see :mod:`rlhf.deadline`) abandoned, and counts as a failure.
 
 Mistakes visible before training (a missing file or function, an import error, a signature
 that cannot take the call) are ConfigErrors when the source is built. Failures while scoring
@@ -47,12 +47,12 @@ from typing import Any, Callable, Collection
 
 import torch
 
+from rlhf import deadline
 from rlhf.config.errors import ConfigError
 from rlhf.config.validate import is_python_file
 from rlhf.data.batch import Batch
-from rlhf.rewards import deadline
+from rlhf.deadline import CallTimedOut, call_with_timeout
 from rlhf.rewards.base import RewardOutput
-from rlhf.rewards.deadline import CallTimedOut, call_with_timeout
 
 SAMPLE_ARGS = ("prompt", "response", "ground_truth")
 """Names of the three main arguments of a per-sample function."""

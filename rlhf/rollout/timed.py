@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlhf.data.batch import Batch
-from rlhf.rewards.deadline import CallTimedOut, call_with_timeout
+from rlhf.deadline import CallTimedOut, call_with_timeout
 from rlhf.rollout.base import RolloutEngine, SamplingParams
 
 

@@ -30,7 +30,7 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from rlhf.rewards.deadline import CallTimedOut, call_with_timeout
+from rlhf.deadline import CallTimedOut, call_with_timeout
 
 T = TypeVar("T")
 

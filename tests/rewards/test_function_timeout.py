@@ -15,7 +15,7 @@ import pytest
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
 from rlhf.data.batch import Batch
-from rlhf.rewards.deadline import CallTimedOut, call_with_timeout
+from rlhf.deadline import CallTimedOut, call_with_timeout
 from rlhf.rewards.function import FunctionSource, RewardFunctionError
 
 HANGS = """
