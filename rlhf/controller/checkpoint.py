@@ -12,7 +12,9 @@ Layout under `<output_dir>/checkpoints/`:
 A checkpoint is written into a temporary directory, every file is fsynced, the directory is
 renamed into place and only then `latest` is replaced (write, fsync, rename): a kill at any
 moment leaves the previous checkpoint and pointer intact. The oldest checkpoints beyond
-`trainer.keep_last` are removed after the pointer moved.
+`trainer.keep_last` are removed after the pointer moved, each renamed to `.tmp-removed-*`
+first; the next save deletes whatever `.tmp-*` a kill left (scripts/kill_resume.py checks all
+this by killing runs).
 """
 
 from __future__ import annotations
@@ -43,16 +45,17 @@ def save_checkpoint(run: Run, roles, loop_state: dict, step: int) -> Path:
     root = checkpoint_root(run.output_dir)
     name = f"step_{step:06d}"
     temporary = root / f".tmp-{name}"
-    shutil.rmtree(temporary, ignore_errors=True)
+    for leftover in root.glob(".tmp-*"):  # of a save or removal that a kill cut short
+        shutil.rmtree(leftover, ignore_errors=True)
     temporary.mkdir(parents=True)
     roles.save_state(temporary)
     torch.save({**loop_state, "step": step, "rng": rng_state()}, temporary / "loop.pt")
     _fsync_tree(temporary)
     final = root / name
-    shutil.rmtree(final, ignore_errors=True)
+    _remove(final)  # left by a run that got this far before a kill, or one resumed from an earlier step
     os.replace(temporary, final)
     _write_atomically(root / LATEST, name)
-    _prune(root, run.config.trainer.keep_last)
+    prune_checkpoints(root, run.config.trainer.keep_last, name)
     return final
 
 
@@ -131,7 +134,21 @@ def _fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-def _prune(root: Path, keep_last: int) -> None:
-    checkpoints = sorted(path for path in root.glob("step_*") if path.is_dir())
+def prune_checkpoints(root: Path, keep_last: int, newest: str) -> None:
+    """Remove the checkpoints older than the `keep_last` newest up to `newest` (the one
+    `latest` names). Newer ones, left by an attempt that a kill cut short after its rename,
+    stay until the run overwrites them: counting them could remove `newest` itself."""
+    checkpoints = sorted(path for path in root.glob("step_*") if path.is_dir() and path.name <= newest)
     for old in checkpoints[: max(0, len(checkpoints) - keep_last)]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+
+
+def _remove(directory: Path) -> None:
+    """Delete `directory` so that a kill never leaves half of it under its own name: renamed
+    to a `.tmp-` name first (the next save deletes what remains of it)."""
+    if not directory.exists():
+        return
+    doomed = directory.with_name(f".tmp-removed-{directory.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(directory, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

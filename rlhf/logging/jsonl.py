@@ -62,6 +62,13 @@ def _finite_or_null(value):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """All records of a JSON-lines file."""
-    with Path(path).open() as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """All records of a JSON-lines file. A last line that a kill cut short in the middle of a
+    write (no newline, not valid JSON) is left out: the records before it are intact."""
+    *complete, last = Path(path).read_text().split("\n")
+    records = [json.loads(line) for line in complete if line.strip()]
+    if last.strip():
+        try:
+            records.append(json.loads(last))
+        except json.JSONDecodeError:
+            pass  # written only in part
+    return records
