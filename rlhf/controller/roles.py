@@ -151,7 +151,8 @@ def build_actor(run: Run, dp_size: int = 1) -> ActorWorker:
     )
     # LoRA wraps the policy last: the reference, critic and rollout copies above are of the base
     model = apply_lora(run.model, config.model.lora) if config.model.lora.rank else run.model
-    engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype, bucket_mb=config.sync.bucket_mb)
+    engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype, bucket_mb=config.sync.bucket_mb,
+                          collective_timeout_s=config.distributed.timeout_s)
     return ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)
 
 
@@ -179,7 +180,7 @@ def build_critic(run: Run, dp_size: int = 1) -> CriticWorker:
         micro_batch_size=critic.micro_batch_size, max_tokens=config.train.max_tokens_per_micro_batch,
         v_min=critic.hl_gauss.v_min, v_max=critic.hl_gauss.v_max, sigma_ratio=critic.hl_gauss.sigma_ratio,
     )
-    engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype)
+    engine = build_engine(model, optim, config.train, autocast_dtype=run.autocast_dtype, collective_timeout_s=config.distributed.timeout_s)
     return CriticWorker(engine, loss, seed=config.trainer.seed)
 
 

@@ -22,6 +22,7 @@ How the workers' calls map onto DeepSpeed:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import os
 import socket
@@ -53,8 +54,10 @@ def import_deepspeed():
     return deepspeed
 
 
-def init_distributed() -> None:
-    """Join (or, alone, create) the default process group: gloo on CPU, nccl on CUDA.
+def init_distributed(timeout_s: float = 1800.0) -> None:
+    """Join (or, alone, create) the default process group: gloo on CPU, nccl on CUDA; a
+    collective that waits longer than `timeout_s` (a dead or hung peer) raises instead of
+    hanging (`distributed.timeout_s`; Ray workers join their group with it beforehand).
 
     A single process without launcher variables becomes rank 0 of a world of 1 on a free port.
     """
@@ -75,7 +78,7 @@ def init_distributed() -> None:
     release = getattr(importlib.import_module("deepspeed.utils.groups"), "_release_process_group_references", None)
     if release is not None:
         release(None)
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def deepspeed_config(
@@ -128,9 +131,10 @@ class DeepSpeedEngine:
     def __init__(
         self, module: torch.nn.Module, optim: OptimConfig, *, zero_stage: int = 0, offload_optimizer: bool = False,
         offload_params: bool = False, autocast_dtype: torch.dtype | None = None, weight_bucket_bytes: int = WEIGHT_BUCKET_BYTES,
+        collective_timeout_s: float = 1800.0,
     ):
         deepspeed = import_deepspeed()
-        init_distributed()
+        init_distributed(collective_timeout_s)
         self.optim_config = optim
         self.zero_stage = zero_stage
         self.autocast_dtype = autocast_dtype

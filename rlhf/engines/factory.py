@@ -11,9 +11,11 @@ from rlhf.engines.torch_engine import TorchEngine
 
 def build_engine(
     module: torch.nn.Module, optim: OptimConfig, train: TrainConfig, *, autocast_dtype: torch.dtype | None = None, bucket_mb: int = 256,
+    collective_timeout_s: float = 1800.0,
 ) -> TrainingEngine:
     """A TorchEngine or (importing DeepSpeed only then) a DeepSpeedEngine over `module`;
-    `bucket_mb` bounds the ZeRO-3 gathers of a weight sync (`sync.bucket_mb`)."""
+    `bucket_mb` bounds the ZeRO-3 gathers of a weight sync (`sync.bucket_mb`), and
+    `collective_timeout_s` every collective (`distributed.timeout_s`)."""
     if train.gradient_checkpointing:
         enable_gradient_checkpointing(module)
     if train.engine == "torch":
@@ -24,7 +26,7 @@ def build_engine(
         return DeepSpeedEngine(
             module, optim, zero_stage=train.zero_stage, offload_optimizer=train.offload_optimizer,
             offload_params=train.offload_params, autocast_dtype=autocast_dtype,
-            weight_bucket_bytes=bucket_mb * 2**20,
+            weight_bucket_bytes=bucket_mb * 2**20, collective_timeout_s=collective_timeout_s,
         )
     raise ValueError(f"unknown train.engine {train.engine!r}; valid: torch, deepspeed")
 
