@@ -31,6 +31,7 @@ from rlhf.bench.common import (
     scores,
     train_rows,
 )
+from rlhf.bench.memory import PhasePeaks
 from rlhf.bench.settings import BenchSettings
 
 
@@ -58,12 +59,20 @@ class FloorArm:
         self.model.train()
         # fused: the fastest AdamW torch has on CPU (TRL's default `adamw_torch_fused` too)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr, betas=(0.9, 0.999), weight_decay=0.0, fused=True)
+        self.peaks = PhasePeaks("cpu")
 
     def run(self, steps: int) -> list[dict]:
         """`steps` timed steps, as `StepRecord` dicts."""
         return [asdict(self.step()) for _ in range(steps)]
 
     def step(self) -> StepRecord:
+        with self.peaks.phase("step"):
+            record = self.timed_step()
+        record.peak_memory_mib = self.peaks.pop()
+        return record
+
+    def timed_step(self) -> StepRecord:
+        """Steps 1-4 of the module docstring, timed, with the peak memory of 2 and 4."""
         start = time.perf_counter()
         n = self.settings.samples
         # 1. prompts, each repeated n times
@@ -73,7 +82,7 @@ class FloorArm:
         prompt_mask = encoded["attention_mask"].repeat_interleave(n, dim=0)
         # 2. sample
         generate_start = time.perf_counter()
-        with self.autocast():
+        with self.autocast(), self.peaks.phase("generate"):
             response_ids = self.generate(prompt_ids, prompt_mask)
         generate_seconds = time.perf_counter() - generate_start
         response_mask = mask_after_eos(response_ids, self.tokenizer.eos_token_id)
@@ -82,12 +91,13 @@ class FloorArm:
         rewards = torch.tensor(scores(texts, [row["ground_truth"] for row in rows for _ in range(n)]))
         advantages = group_advantages(rewards, n)
         # 4. one policy-gradient step
-        with self.autocast():
-            loss = self.policy_gradient_loss(prompt_ids, prompt_mask, response_ids, response_mask, advantages)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with self.peaks.phase("update"):
+            with self.autocast():
+                loss = self.policy_gradient_loss(prompt_ids, prompt_mask, response_ids, response_mask, advantages)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         return StepRecord(
             seconds=time.perf_counter() - start, tokens=int(prompt_mask.sum() + response_mask.sum()), generate_seconds=generate_seconds,
             reward_mean=rewards.mean().item(), response_length_mean=response_mask.sum(dim=1).float().mean().item(),
@@ -125,4 +135,5 @@ class FloorArm:
         return greedy_accuracy(self.model, self.tokenizer, rows, max_new_tokens)
 
     def close(self) -> None:
-        """Nothing to stop."""
+        """Stop the memory sampler."""
+        self.peaks.stop()

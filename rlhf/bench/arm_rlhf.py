@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rlhf.bench.common import StepRecord, greedy_accuracy
+from rlhf.bench.memory import MemoryPhaseTimer, PhasePeaks
 from rlhf.bench.settings import BenchSettings
 from rlhf.config.loader import load_recipe
 from rlhf.controller.roles import build_roles
@@ -48,7 +49,9 @@ class RlhfArm:
         self.roles = build_roles(self.rl_run)
         stream = PromptStream(self.rl_run.train_rows, settings.prompts, settings.seed)
         self.sampler = Sampler(self.rl_run, stream, with_baseline=False)
-        self.timer = PhaseTimer()
+        # every phase of rl_step (generate, reward, logprob passes, update, ...) records its peak memory
+        self.peaks = PhasePeaks(self.rl_run.device.type)
+        self.timer = MemoryPhaseTimer(PhaseTimer(), self.peaks)
         self.roles.sync_weights()  # what the loop does before its first step (no bytes: shared module)
         self.steps_done = 0
 
@@ -59,17 +62,20 @@ class RlhfArm:
     def step(self) -> StepRecord:
         self.steps_done += 1
         start = time.perf_counter()
-        metrics = rl_step(self.rl_run, self.roles, self.sampler, self.timer, self.steps_done)
+        with self.peaks.phase("step"):
+            metrics = rl_step(self.rl_run, self.roles, self.sampler, self.timer, self.steps_done)
         phases = self.timer.pop()  # the loop pops the timer every step too
         seconds = time.perf_counter() - start
         return StepRecord(
             seconds=seconds, tokens=int(metrics["perf/total_tokens"]), generate_seconds=phases.get("time/generate_s"),
             reward_mean=metrics["reward/mean"], response_length_mean=metrics["response_length/mean"], phases=phases,
+            peak_memory_mib=self.peaks.pop(),
         )
 
     def accuracy(self, rows: list[dict], max_new_tokens: int) -> float:
         return greedy_accuracy(self.rl_run.model, self.rl_run.tokenizer, rows, max_new_tokens)
 
     def close(self) -> None:
+        self.peaks.stop()
         self.roles.close()
         self.rl_run.reward.close()

@@ -41,13 +41,21 @@ from transformers.utils import logging as hf_logging
 from trl import GRPOConfig, GRPOTrainer
 
 from rlhf.bench.common import StepRecord, greedy_accuracy, scores, train_rows
+from rlhf.bench.memory import PhasePeaks
 from rlhf.bench.settings import BenchSettings
 
 
 class StepGate(TrainerCallback):
-    """Records each optimizer step; after the requested number of steps, waits for more."""
+    """Records each optimizer step; after the requested number of steps, waits for more.
 
-    def __init__(self) -> None:
+    Memory: a "step" window runs from the step's start to its end, an "update" window from the
+    end of `_prepare_inputs` (generation, scoring) to the step's end (forward, backward,
+    optimizer step); `TrlArm.time_generate` adds "generate"."""
+
+    def __init__(self, peaks: PhasePeaks) -> None:
+        self.peaks = peaks
+        self.step_window: int | None = None
+        self.update_window: int | None = None
         self.resume = threading.Semaphore(0)
         self.paused = threading.Semaphore(0)
         self.remaining = 0
@@ -60,8 +68,21 @@ class StepGate(TrainerCallback):
 
     def wait_for_work(self) -> None:
         self.resume.acquire()
+        self.start_step()
+
+    def start_step(self) -> None:
         self.mark = time.perf_counter()
         self.generate_seconds = 0.0
+        self.peaks.pop()  # drop what ran between steps (an accuracy check's generate)
+        self.step_window = self.peaks.open("step")
+
+    def end_windows(self) -> dict[str, float]:
+        """Close the step's memory windows; their peaks (MiB)."""
+        for window in (self.update_window, self.step_window):
+            if window is not None:
+                self.peaks.close(window)
+        self.update_window = self.step_window = None
+        return self.peaks.pop()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.wait_for_work()
@@ -72,12 +93,14 @@ class StepGate(TrainerCallback):
         self.records.append(StepRecord(
             seconds=now - self.mark, tokens=int(stats["tokens"]), generate_seconds=self.generate_seconds,
             reward_mean=stats["reward_mean"], response_length_mean=stats["response_length_mean"],
+            peak_memory_mib=self.end_windows(),
         ))
-        self.mark, self.generate_seconds = now, 0.0
         self.remaining -= 1
         if self.remaining == 0:
             self.paused.release()
             self.wait_for_work()
+        else:
+            self.start_step()
         if self.stopping:
             control.should_training_stop = True
         return control
@@ -109,7 +132,8 @@ class TrlArm:
         self.tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
         self.prompt_lengths: dict[str, int] = {}
         model = AutoModelForCausalLM.from_pretrained(settings.model_dir, dtype=torch.float32)
-        self.gate = StepGate()
+        self.peaks = PhasePeaks("cpu")
+        self.gate = StepGate(self.peaks)
         dataset = Dataset.from_list([{"prompt": row["prompt"], "ground_truth": row["ground_truth"]} for row in train_rows()])
         self.trainer = GRPOTrainer(
             model=model, reward_funcs=self.arithmetic_reward, args=grpo_config(settings),
@@ -117,6 +141,7 @@ class TrlArm:
         )
         self.trainer.remove_callback(PrinterCallback)  # no per-step dict on stdout
         self.time_generate(self.trainer.model)
+        self.mark_update(self.trainer)
         self.error: str | None = None
         self.thread = threading.Thread(target=self.train, name="trl-train", daemon=True)
         self.thread.start()
@@ -143,11 +168,25 @@ class TrlArm:
         def timed_generate(*args, **kwargs):
             start = time.perf_counter()
             try:
-                return original(*args, **kwargs)
+                with self.peaks.phase("generate"):
+                    return original(*args, **kwargs)
             finally:
                 self.gate.generate_seconds += time.perf_counter() - start
 
         model.generate = timed_generate
+
+    def mark_update(self, trainer: GRPOTrainer) -> None:
+        """Wrap this trainer's `_prepare_inputs` (generate, score; `training_step` calls it
+        first) to open the step's "update" memory window when it returns."""
+        original = trainer._prepare_inputs
+
+        def prepare_then_update(*args, **kwargs):
+            inputs = original(*args, **kwargs)
+            if self.gate.update_window is None:
+                self.gate.update_window = self.peaks.open("update")
+            return inputs
+
+        trainer._prepare_inputs = prepare_then_update
 
     def train(self) -> None:
         try:
@@ -177,3 +216,4 @@ class TrlArm:
         self.gate.stopping = True
         self.gate.resume.release()
         self.thread.join(timeout=60)
+        self.peaks.stop()

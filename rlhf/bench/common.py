@@ -34,6 +34,9 @@ class StepRecord:
     response_length_mean: float
     phases: dict[str, float] = field(default_factory=dict)
     """Further phase timings the arm reports (rlhf's `time/*_s`)."""
+    peak_memory_mib: dict[str, float] = field(default_factory=dict)
+    """Peak memory (MiB) per phase and of the whole `step` (:class:`rlhf.bench.memory.PhasePeaks`:
+    RSS of the arm's process on the CPU, tensor bytes allocated on a GPU)."""
 
 
 def train_rows() -> list[dict]:

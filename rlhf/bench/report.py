@@ -44,6 +44,27 @@ def throughput_table(result: dict) -> str:
     phases = result["arms"].get("rlhf", {}).get("phases")
     if phases:
         lines.append("rlhf phases (median s): " + ", ".join(f"{name.removeprefix('time/').removesuffix('_s')} {value:.3f}" for name, value in phases.items()))
+    return "\n".join(lines) + "\n\n" + memory_table(result)
+
+
+MEMORY_ORDER = ("step", "generate", "reward", "old_logprobs", "ref_logprobs", "values", "advantage", "critic_update", "update", "weight_sync")
+"""Columns of the memory table in the order of a step (others follow, sorted)."""
+
+
+def memory_table(result: dict) -> str:
+    """Peak memory (MiB) per phase, one row per arm: the largest over the timed steps."""
+    arms = result["arms"]
+    seen = {name for arm in arms.values() for name in arm.get("peak_memory_mib", {})}
+    columns = [name for name in MEMORY_ORDER if name in seen] + sorted(seen - set(MEMORY_ORDER))
+    kinds = sorted({worker.get("memory_kind", "rss") for worker in result.get("workers", {}).values()}) or ["rss"]
+    meaning = {"rss": "resident set size of the arm's process", "cuda_allocated": "CUDA memory allocated by tensors"}
+    lines = [
+        "peak memory per phase, MiB (" + "; ".join(f"{kind}: {meaning.get(kind, kind)}" for kind in kinds) + "; '-': the arm has no such phase)",
+        f"{'arm':<6} " + " ".join(f"{name:>{max(8, len(name))}}" for name in columns),
+    ]
+    for name, arm in arms.items():
+        peaks = arm.get("peak_memory_mib", {})
+        lines.append(f"{name:<6} " + " ".join(f"{_number(peaks.get(column), 1):>{max(8, len(column))}}" for column in columns))
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@
         first rotating from round to round, so slow drifts of the machine (other load,
         thermal) spread over all arms instead of biasing one
     (4) medians over the timed steps of each arm (and the fastest step, the least disturbed
-        one on a shared machine), and the ratios between arms (of the medians)
+        one on a shared machine), the ratios between arms (of the medians), and the peak
+        memory of each phase (the largest over the timed steps: a peak, not a typical value)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def summarise_arm(records: list[dict]) -> dict:
     seconds = [r["seconds"] for r in records]
     generate = [r["generate_seconds"] for r in records if r["generate_seconds"] is not None]
     phase_names = sorted({name for r in records for name in r["phases"]})
+    memory_phases = sorted({name for r in records for name in r.get("peak_memory_mib", {})})
     return {
         "seconds_per_step": statistics.median(seconds),
         # the fastest step: on a machine shared with other work, the least disturbed one
@@ -49,6 +51,7 @@ def summarise_arm(records: list[dict]) -> dict:
         "reward_mean": statistics.fmean(r["reward_mean"] for r in records),
         "response_length_mean": statistics.fmean(r["response_length_mean"] for r in records),
         "phases": {name: statistics.median(r["phases"][name] for r in records if name in r["phases"]) for name in phase_names},
+        "peak_memory_mib": {name: max(r["peak_memory_mib"][name] for r in records if name in r.get("peak_memory_mib", {})) for name in memory_phases},
         "steps": records,
     }
 

@@ -7,7 +7,8 @@ clean interpreter.
 
 Protocol: a worker imports its arm's module as soon as it starts (TRL takes seconds to import),
 may then be asked ("make_model", (dir, size, seed)) to write the initial checkpoint, and waits
-for ("build", (settings,)), answered ("ok", {"threads": ...}) once the arm is built. Each later
+for ("build", (settings,)), answered ("ok", {"threads": ..., "memory_kind": ...}) once the arm is
+built. Each later
 (command, args) with command in `COMMANDS` is answered ("ok", result) or ("error", traceback);
 ("close", ()) ends the worker.
 """
@@ -76,7 +77,7 @@ def build_when_asked(conn, cls: type):
             conn.send(("ok", build_initial_model(*args)))
         elif command == "build":
             arm = cls(*args)
-            conn.send(("ok", {"threads": torch.get_num_threads()}))
+            conn.send(("ok", {"threads": torch.get_num_threads(), "memory_kind": arm.peaks.kind}))
             return arm
         else:
             raise RuntimeError(f"expected 'make_model', 'build' or 'close' before the arm is built, got {command!r}")

@@ -2,28 +2,21 @@
 models are swapped for tiny local ones (`model.path` then names where the tiny policy is built); everything else (sources, refinement, algorithm) is the
 recipe's own. Two RL steps each."""
 
-import json
 from pathlib import Path
 
 import pytest
 
+from rlhf.bench.tiny_recipes import (
+    SMALL,
+    gsm8k_rows,
+    math_rows,
+    single_process,
+    write_jsonl,
+)
 from rlhf.cli.main import main
 from rlhf.data.arithmetic import arithmetic_rows
 from rlhf.logging.jsonl import read_jsonl
 from rlhf.models.tiny_reward import build_tiny_reward_model
-
-SMALL = [
-    "model.source=tiny", "model.dtype=float32", "data.system_prompt=null", "data.max_prompt_tokens=64",
-    "data.train_batch_size=4", "data.eval_batch_size=8", "data.eval.size=8", "rollout.n=4", "rollout.max_new_tokens=16",
-    "rollout.micro_batch_size=0", "actor.mini_batch_size=8", "actor.micro_batch_size=4", "actor.warmup_steps=0",
-    "critic.mini_batch_size=8", "critic.micro_batch_size=4", "critic.warmup_rl_steps=0", "critic.warmup_steps=0",
-    "trainer.total_steps=2", "trainer.eval_every=0",
-]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -62,29 +55,10 @@ def test_math_ppo_prm_clip_delta_tiny(tmp_path: Path, sums):
     assert expected <= set(record)
 
 
-def gsm8k_rows(sums: list[dict]) -> list[dict]:
-    """GSM8K's own format: `question`, and `answer` ending in '#### N'."""
-    return [{"question": f"What is {r['prompt'][:-1]}?", "answer": f"{r['prompt']}{r['ground_truth']}\n#### {r['ground_truth']}"} for r in sums]
-
-
-def math_rows(sums: list[dict]) -> tuple[list[dict], list[dict]]:
-    """MATH-lighteval's format (problem, solution with \\boxed{}, level, type) for training and
-    MATH-500's (problem, answer, subject) for evaluation."""
-    train = [{"problem": f"Compute {r['prompt'][:-1]}.", "solution": f"So \\boxed{{{r['ground_truth']}}}.", "level": "Level 1", "type": "Prealgebra"} for r in sums]
-    test = [{"problem": f"Compute {r['prompt'][:-1]}.", "answer": r["ground_truth"], "subject": ("Algebra", "Prealgebra")[i % 2]} for i, r in enumerate(sums)]
-    return train, test
-
-
 def run_tiny(recipe: str, tmp_path: Path, train: str, test: str, *extra: str) -> list[dict]:
     """Run `recipe` shrunk to CPU (hf rollout, one process) on local data; its metrics."""
-    out = tmp_path / "run"
-    args = [
-        *SMALL, f"model.path={tmp_path / 'policy'}", f"data.train.path={train}", f"data.eval.path={test}", "data.train.name=null",
-        "data.eval.name=null", "data.eval.split=train", "rollout.engine=hf", "trainer.device=auto", "trainer.save_every=0",
-        "train.gradient_checkpointing=false", f"trainer.output_dir={out}", *extra,
-    ]
-    assert main(["train", recipe, *args]) == 0
-    return read_jsonl(out / "metrics.jsonl")
+    assert main(["train", recipe, *single_process(tmp_path, train, test), *extra]) == 0
+    return read_jsonl(tmp_path / "run" / "metrics.jsonl")
 
 
 def test_gsm8k_grpo_qwen2_5_0_5b_tiny(tmp_path: Path, sums):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhf.bench.tiny_recipes import CLUSTER_LAYOUT
 from rlhf.cli.main import main
 from rlhf.config.loader import load_recipe
 from rlhf.data.arithmetic import arithmetic_rows
@@ -15,13 +16,7 @@ from rlhf.plan.layout import layout_of
 
 pytestmark = pytest.mark.slow
 
-CPU_LAYOUT = [
-    "model.source=tiny", "model.dtype=float32", "data.system_prompt=null", "data.max_prompt_tokens=64", "data.train_batch_size=4",
-    "data.eval_batch_size=8", "data.eval.size=8", "rollout.n=4", "rollout.max_new_tokens=16", "rollout.vllm.max_model_len=96",
-    "rollout.vllm.gpu_memory_utilization=0.5", "actor.mini_batch_size=8", "actor.micro_batch_size=4", "actor.warmup_steps=0",
-    "resources.pools.gpus.devices_per_node=2", "resources.pools.gpus.cpus_per_worker=1", "trainer.device=cpu",
-    "trainer.total_steps=2", "trainer.eval_every=0", "sync.check_every=1",
-]
+CPU_LAYOUT = CLUSTER_LAYOUT
 
 
 def test_the_8_gpu_recipe_validates_and_plans_8_devices():

@@ -15,6 +15,7 @@ import torch
 
 from rlhf.bench.arm_floor import group_advantages
 from rlhf.bench.common import build_initial_model, mask_after_eos
+from rlhf.bench.memory import PhasePeaks
 from rlhf.bench.throughput import arm_ratios, summarise_arm
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_vs_trl.py"
@@ -61,8 +62,31 @@ def test_smoke_all_arms(tmp_path):
         # 4 prompts x 2 samples, 6 prompt tokens each, 1 to 8 response tokens
         assert 8 * 7 <= arm["tokens_per_step"] <= 8 * 14, (name, arm["tokens_per_step"])
         assert arm["generate_seconds"] > 0, name
+        peaks = arm["peak_memory_mib"]
+        assert {"step", "generate", "update"} <= set(peaks) and all(value > 0 for value in peaks.values()), (name, peaks)
+        assert all(record["peak_memory_mib"]["step"] >= record["peak_memory_mib"]["update"] for record in arm["steps"]), name
+        assert result["workers"][name]["memory_kind"] == "rss", name
+    assert {"reward", "weight_sync"} <= set(result["arms"]["rlhf"]["peak_memory_mib"])
     assert {"rlhf_over_trl_throughput", "rlhf_over_floor_step_time"} <= set(result["ratios"])
-    assert "rlhf/TRL" in done.stdout and "throughput" in done.stdout
+    assert "rlhf/TRL" in done.stdout and "throughput" in done.stdout and "peak memory per phase" in done.stdout
+
+
+def test_phase_peaks_see_a_tensor_that_lived_only_inside_the_phase():
+    peaks = PhasePeaks("cpu")
+    try:
+        with peaks.phase("outer"):
+            with peaks.phase("small"):
+                pass
+            with peaks.phase("big"):
+                block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched, then freed
+                del block
+        measured = peaks.pop()
+    finally:
+        peaks.stop()
+    assert set(measured) == {"outer", "small", "big"}
+    assert measured["big"] >= measured["small"] + 48  # the allocator may reuse a little it held
+    assert measured["outer"] >= measured["big"]  # nested: the outer phase saw the inner peak
+    assert peaks.pop() == {}
 
 
 @pytest.mark.slow
