@@ -7,13 +7,14 @@ side's own default group is touched. For each sync, rank 0 groups the actor's fu
 (gathered under ZeRO-3 by all trainer ranks, bucket by bucket) into flat buffers of at most
 `sync.bucket_mb`, publishes each bucket's layout (names, shapes, dtypes) in the store and
 broadcasts the buffer; each rollout worker rebuilds the tensors and loads them. An empty
-layout ends the sync. The group's timeout bounds every broadcast.
+layout ends the sync. The group's timeout bounds every broadcast. Layouts travel as JSON
+(names, shapes, dtype names), never as pickles: what the store hands over is read as data.
 """
 
 from __future__ import annotations
 
 import datetime
-import pickle
+import json
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -27,6 +28,21 @@ def flatten(bucket: list[tuple[str, torch.Tensor]]) -> tuple[Layout, torch.Tenso
     """(the layout, one flat buffer [N] holding every tensor of `bucket` in order)."""
     layout = [(name, tuple(tensor.shape), tensor.dtype) for name, tensor in bucket]
     return layout, torch.cat([tensor.reshape(-1) for _, tensor in bucket])
+
+
+def encode_layout(layout: Layout) -> str:
+    return json.dumps([[name, list(shape), str(dtype).removeprefix("torch.")] for name, shape, dtype in layout])
+
+
+def decode_layout(text: str | bytes) -> Layout:
+    """The inverse of :func:`encode_layout`; a dtype name that is not a torch dtype is refused."""
+    layout = []
+    for name, shape, dtype_name in json.loads(text):
+        dtype = getattr(torch, dtype_name, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"weight channel: {dtype_name!r} is not a torch dtype (tensor {name!r})")
+        layout.append((str(name), tuple(int(size) for size in shape), dtype))
+    return layout
 
 
 def unflatten(layout: Layout, buffer: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -58,11 +74,11 @@ class WeightChannel:
         sent, count = 0, 0
         for bucket in buckets(named_tensors, max_bytes, same_dtype=True):
             layout, buffer = flatten(bucket)
-            self.store.set(self._key(count), pickle.dumps(layout))
+            self.store.set(self._key(count), encode_layout(layout))
             self._broadcast(buffer.to(self.device))
             sent += buffer.numel() * buffer.element_size()
             count += 1
-        self.store.set(self._key(count), pickle.dumps([]))  # the empty layout ends the sync
+        self.store.set(self._key(count), encode_layout([]))  # the empty layout ends the sync
         return sent
 
     def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -71,7 +87,7 @@ class WeightChannel:
         self.syncs += 1
         index = 0
         while True:
-            layout: Layout = pickle.loads(self.store.get(self._key(index)))
+            layout = decode_layout(self.store.get(self._key(index)))
             if not layout:
                 return
             numel = sum(int(torch.Size(shape).numel()) for _, shape, _ in layout)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
+from rlhf.bench.procs import session_members
 from rlhf.controller.checkpoint import checkpoint_root
 from rlhf.reliability.run_state import Snapshot, last_logged_step, pointer_step
 
@@ -161,17 +162,7 @@ def kill_group(process: Popen) -> None:
     process.wait()
 
 
-def survivors(group: int) -> list[int]:
-    """Live (not zombie) processes still in process group `group` (Linux /proc)."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if int(fields[2]) == group and fields[0] != "Z":
-            alive.append(int(entry.name))
-    return alive
+def survivors(session: int) -> list[int]:
+    """Live (not zombie) processes still in the session of a launch (its pid: every launch
+    starts a session of its own)."""
+    return [stat.pid for stat in session_members(session)]

@@ -3,10 +3,17 @@ broadcast over gloo (trainer rank 0 to two receivers), twice in a row."""
 
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
-from rlhf.distributed.weight_channel import WeightChannel, flatten, unflatten
+from rlhf.distributed.weight_channel import (
+    WeightChannel,
+    decode_layout,
+    encode_layout,
+    flatten,
+    unflatten,
+)
 from rlhf.engines.buckets import buckets
 
 
@@ -50,3 +57,10 @@ def test_rank_0_broadcasts_every_tensor_to_every_receiver():
         mp.spawn(_end, args=(port, results), nprocs=3)
         results = dict(results)
     assert results == {"sent0": 180, "sent1": 180, "rank1-0": True, "rank2-0": True, "rank1-1": True, "rank2-1": True}
+
+
+def test_layouts_travel_as_json_data_only():
+    layout = [("model.embed.weight", (10, 4), torch.bfloat16), ("lm_head.bias", (10,), torch.float32)]
+    assert decode_layout(encode_layout(layout)) == layout and decode_layout(encode_layout([])) == []
+    with pytest.raises(ValueError, match="'Tensor' is not a torch dtype"):
+        decode_layout('[["w", [2], "Tensor"]]')
