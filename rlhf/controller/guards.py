@@ -10,7 +10,6 @@ written before stay valid: the failing step writes none.
 
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 
 import torch
@@ -59,8 +58,10 @@ def save_batch(batch: Batch, path: Path) -> Path:
 
 
 def _is_plain(value) -> bool:
-    if value is None or isinstance(value, (str, bool, numbers.Number)):
-        return not isinstance(value, numbers.Number) or isinstance(value, (int, float))
+    """True for what `torch.load(weights_only=True)` reads back: None, str, int, float (bool
+    is an int) and lists, tuples and str-keyed dicts of them."""
+    if value is None or isinstance(value, (str, int, float)):
+        return True
     if isinstance(value, (list, tuple)):
         return all(_is_plain(item) for item in value)
     if isinstance(value, dict):
