@@ -7,10 +7,11 @@ works), `group_index` (length B, a list or 1-D tensor of labels) names the promp
 sample. Every estimator returns float32 `(advantages [B, R], returns [B, R])`, zero where the
 mask is 0.
 
-The registry `ADVANTAGE_ESTIMATORS` maps a recipe's `algorithm.advantage` to a function; see
-:func:`get_advantage_estimator`. Estimators take different inputs, so the controller calls
-:func:`compute_advantages` with everything it has and each estimator receives only the
-arguments its signature names.
+The registry `ADVANTAGE_ESTIMATORS` maps a recipe's `algorithm.advantage` to an
+:class:`Estimator` entry: the function, the inputs it reads (declared, so the controller knows
+what to prepare: a critic for `values`, a greedy generation for `baseline_scores`) and the
+settings it takes. The controller calls :func:`compute_advantages` with everything it has and
+each estimator receives exactly its declared inputs.
 
 The token-level recursions and whitening live in :mod:`rlhf.algorithms.returns` and are
 re-exported here.
@@ -18,7 +19,7 @@ re-exported here.
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -28,10 +29,11 @@ from rlhf.algorithms.returns import discounted_returns, gae, whiten
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
+    "Estimator",
     "compute_advantages",
     "discounted_returns",
     "drgrpo",
-    "estimator_inputs",
+    "estimator",
     "gae",
     "get_advantage_estimator",
     "grpo",
@@ -85,8 +87,6 @@ def grpo(
 def drgrpo(scores: torch.Tensor, group_index: Sequence | torch.Tensor, response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dr. GRPO (Liu et al. 2025): :func:`grpo` without the division by the group std."""
     return grpo(scores, group_index, response_mask, norm_by_std=False)
-
-
 
 
 def rloo(
@@ -198,54 +198,70 @@ def remax(
     return torch.where(response_mask.bool(), advantages, torch.zeros_like(advantages)), returns
 
 
-ADVANTAGE_ESTIMATORS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
-    "gae": gae,
-    "grpo": grpo,
-    "drgrpo": drgrpo,
-    "rloo": rloo,
-    "reinforce_pp": reinforce_pp,
-    "reinforce_pp_baseline": reinforce_pp_baseline,
-    "remax": remax,
+@dataclass(frozen=True)
+class Estimator:
+    """A registered advantage estimator and what it reads.
+
+    `inputs` name the keyword arguments the controller passes, from what it has at step 5 of
+    the loop: `scores`, `group_index`, `response_mask`, `token_rewards`, `values` (a critic's),
+    `baseline_scores` (scores of greedy responses, ReMax) and the settings `gamma`, `lam`.
+    """
+
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    inputs: tuple[str, ...]
+
+    @property
+    def needs_critic(self) -> bool:
+        """The run must train a value model whose `values` this estimator reads (PPO with GAE)."""
+        return "values" in self.inputs
+
+    @property
+    def needs_greedy_baseline(self) -> bool:
+        """Each step must also generate and score one greedy response per prompt (ReMax)."""
+        return "baseline_scores" in self.inputs
+
+
+_GROUP = ("scores", "group_index", "response_mask")
+
+ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
+    "gae": Estimator(gae, ("token_rewards", "values", "response_mask", "gamma", "lam")),
+    "grpo": Estimator(grpo, _GROUP),
+    "drgrpo": Estimator(drgrpo, _GROUP),
+    "rloo": Estimator(rloo, _GROUP),
+    "reinforce_pp": Estimator(reinforce_pp, ("token_rewards", "response_mask", "gamma")),
+    "reinforce_pp_baseline": Estimator(reinforce_pp_baseline, _GROUP),
+    "remax": Estimator(remax, ("token_rewards", "baseline_scores", "response_mask")),
 }
-"""Estimator name -> function. Their inputs differ; :func:`compute_advantages` routes them."""
+"""`algorithm.advantage` -> its entry."""
 
 
-def get_advantage_estimator(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """The estimator registered as `name`; an unknown name lists the valid ones."""
+def estimator(name: str) -> Estimator:
+    """The entry registered as `name`; an unknown name lists the valid ones."""
     try:
         return ADVANTAGE_ESTIMATORS[name]
     except KeyError:
         raise KeyError(f"unknown advantage estimator {name!r}; valid: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}") from None
 
 
-def estimator_inputs(name: str) -> tuple[str, ...]:
-    """The parameter names of the estimator registered as `name`, in signature order."""
-    return tuple(inspect.signature(get_advantage_estimator(name)).parameters)
+def get_advantage_estimator(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The function registered as `name`; an unknown name lists the valid ones."""
+    return estimator(name).fn
 
 
 def compute_advantages(name: str, **available) -> tuple[torch.Tensor, torch.Tensor]:
-    """Call the estimator `name` with the keyword arguments of `available` that it accepts.
+    """Call the estimator `name` with its declared inputs, taken from `available`.
 
     The controller passes everything it has (scores, group_index, response_mask, token_rewards,
-    values, baseline_scores, gamma, lam, norm_by_std, ...); inputs an estimator does not name are
-    dropped, so e.g. :func:`drgrpo` never sees `norm_by_std`. Parameters with defaults may be
-    absent.
+    values, baseline_scores, gamma, lam); what the estimator does not declare is not passed.
 
     Raises:
         KeyError: `name` is not registered.
-        ValueError: a required input of the estimator is missing from `available`.
+        ValueError: a declared input is missing from `available`.
     Returns:
         (advantages [B, R], returns [B, R]).
     """
-    estimator = get_advantage_estimator(name)
-    parameters = inspect.signature(estimator).parameters
-    missing = [
-        key for key, parameter in parameters.items()
-        if parameter.default is inspect.Parameter.empty and key not in available
-    ]
+    entry = estimator(name)
+    missing = [key for key in entry.inputs if key not in available]
     if missing:
-        raise ValueError(
-            f"advantage estimator {name!r} needs {', '.join(missing)}; "
-            f"got {', '.join(sorted(available)) or 'nothing'}"
-        )
-    return estimator(**{key: value for key, value in available.items() if key in parameters})
+        raise ValueError(f"advantage estimator {name!r} needs {', '.join(missing)}; got {', '.join(sorted(available)) or 'nothing'}")
+    return entry.fn(**{key: available[key] for key in entry.inputs})

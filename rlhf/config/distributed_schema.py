@@ -38,9 +38,11 @@ class ResourcesConfig:
     """Pool of the reference model ('': the actor's, sharing its processes)."""
     critic: str = ""
     """Pool of the critic ('': the actor's, sharing its processes)."""
+    reward_model: str = ""
+    """Pool of the reward models of orm/prm sources ('': the actor's, sharing its processes)."""
 
     def pool_of(self, role: str) -> str:
-        """The pool `role` ('actor', 'rollout', 'ref' or 'critic') runs on."""
+        """The pool `role` ('actor', 'rollout', 'ref', 'critic' or 'reward_model') runs on."""
         return self.actor if role == "actor" else getattr(self, role) or self.actor
 
 

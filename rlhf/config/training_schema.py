@@ -129,9 +129,8 @@ class AlgorithmConfig:
     """Advantage estimation and regularisation."""
 
     advantage: str = "grpo"
-    """Advantage estimator (see rlhf.algorithms.advantages for the registry)."""
-    norm_by_std: bool = True
-    """GRPO: divide by the group's standard deviation (false: Dr. GRPO)."""
+    """Advantage estimator (see rlhf.algorithms.advantages for the registry; drgrpo is GRPO
+    without the division by the group's standard deviation)."""
     gamma: float = 1.0
     """Discount over response tokens (gae, reinforce_pp)."""
     lam: float = 0.95

@@ -4,9 +4,12 @@ Every message names the full key and the bad value. All problems are collected a
 together in one :class:`ConfigError` (joined by '; ', which no single message contains), so
 one run lists everything to fix.
 
-The names of swappable parts (advantage estimators, loss aggregations, KL estimators, reward
-sources) come from their registries, imported lazily inside :func:`_registry_errors`: importing
-the config package stays cheap, and a newly registered name is valid without editing this file.
+The names of the pure-math parts (advantage estimators, policy losses, loss aggregations, KL
+estimators, refinements) come from their registries in :mod:`rlhf.algorithms`, the layer the
+config shares, imported lazily inside :func:`_registry_errors`: importing the config package
+stays cheap, and a newly registered name is valid without editing this file. Names of parts
+that live above the config (engines, reward sources, loggers) are checked with those parts,
+by :mod:`rlhf.controller.preflight`, before any command runs a recipe.
 """
 
 from __future__ import annotations
@@ -113,8 +116,6 @@ _RANGES: tuple[Rule, ...] = (
 _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model.source", ("pretrained", "tiny")),
     ("model.dtype", ("float32", "bfloat16")),
-    ("rollout.engine", ("hf", "vllm")),
-    ("train.engine", ("torch", "deepspeed")),
     ("distributed.backend", ("local", "ray")),
     ("actor.lr_schedule", ("constant", "cosine")),
     ("critic.lr_schedule", ("constant", "cosine")),
@@ -132,13 +133,12 @@ def validate(cfg: RecipeConfig) -> None:
     """Raise a ConfigError listing every invalid value and inconsistent setting of ``cfg``."""
     errors = [
         *_range_errors(cfg),
-        *(_choice_error(key, _get(cfg, key), valid) for key, valid in _CHOICES),
+        *(choice_error(key, _get(cfg, key), valid) for key, valid in _CHOICES),
         *_registry_errors(cfg),
         *_batch_errors(cfg),
         *_model_errors(cfg),
         *_reward_errors(cfg),
         *_algorithm_errors(cfg),
-        *_train_errors(cfg),
         *_eval_errors(cfg),
         *distributed_errors(cfg, uses_critic(cfg.algorithm.advantage)),
     ]
@@ -160,7 +160,7 @@ def _range_errors(cfg: RecipeConfig) -> Iterable[str]:
             yield f"{key}: must be {requirement}, got {value!r}"
 
 
-def _choice_error(key: str, value: str, valid: Iterable[str]) -> str | None:
+def choice_error(key: str, value: str, valid: Iterable[str]) -> str | None:
     """'<key>: unknown value ...; valid values: ...' when ``value`` is not one of ``valid``."""
     valid = list(valid)
     if value in valid:
@@ -176,20 +176,12 @@ def _registry_errors(cfg: RecipeConfig) -> Iterable[str | None]:
     from rlhf.algorithms.kl import KL_ESTIMATORS
     from rlhf.algorithms.losses import LOSS_AGG_MODES, POLICY_LOSSES
     from rlhf.algorithms.refinement import REFINEMENTS
-    from rlhf.logging.factory import LOGGERS
-    from rlhf.rewards.registry import REWARD_SOURCES
 
-    yield _choice_error("algorithm.advantage", cfg.algorithm.advantage, ADVANTAGE_ESTIMATORS)
-    yield _choice_error("actor.loss_agg", cfg.actor.loss_agg, LOSS_AGG_MODES)
-    yield _choice_error("actor.policy_loss", cfg.actor.policy_loss, POLICY_LOSSES)
-    yield _choice_error("algorithm.kl.kind", cfg.algorithm.kl.kind, KL_ESTIMATORS)
-    yield _choice_error("reward.process.refine", cfg.reward.process.refine, REFINEMENTS)
-    for i, source in enumerate(cfg.reward.sources):
-        yield _choice_error(f"reward.sources.{i}.type", source.type, REWARD_SOURCES)
-    for i, name in enumerate(cfg.trainer.loggers):
-        yield _choice_error(f"trainer.loggers.{i}", name, LOGGERS)
-    if "jsonl" not in cfg.trainer.loggers:
-        yield "trainer.loggers: must include jsonl (resume, `rlhf export` and `rlhf report` read metrics.jsonl), e.g. [console, jsonl, wandb]"
+    yield choice_error("algorithm.advantage", cfg.algorithm.advantage, ADVANTAGE_ESTIMATORS)
+    yield choice_error("actor.loss_agg", cfg.actor.loss_agg, LOSS_AGG_MODES)
+    yield choice_error("actor.policy_loss", cfg.actor.policy_loss, POLICY_LOSSES)
+    yield choice_error("algorithm.kl.kind", cfg.algorithm.kl.kind, KL_ESTIMATORS)
+    yield choice_error("reward.process.refine", cfg.reward.process.refine, REFINEMENTS)
 
 
 def _batch_errors(cfg: RecipeConfig) -> Iterable[str]:
@@ -242,22 +234,11 @@ def _eval_errors(cfg: RecipeConfig) -> Iterable[str]:
         yield f"trainer.eval_k: k = {max(trainer.eval_k)} needs at least that many samples per prompt, but trainer.eval_n is {trainer.eval_n}"
 
 
-def _train_errors(cfg: RecipeConfig) -> Iterable[str]:
-    """DeepSpeed-only keys set for the torch engine, and offloading without its ZeRO stage."""
-    train = cfg.train
-    if train.engine != "deepspeed" and (train.zero_stage or train.offload_optimizer or train.offload_params):
-        yield f"train.engine: {train.engine!r} has no ZeRO or offloading; set train.engine=deepspeed to use train.zero_stage/offload_*"
-    if train.offload_optimizer and train.zero_stage < 1:
-        yield f"train.offload_optimizer: needs train.zero_stage >= 1 (got {train.zero_stage})"
-    if train.offload_params and train.zero_stage != 3:
-        yield f"train.offload_params: needs train.zero_stage 3 (got {train.zero_stage})"
-
-
 def uses_critic(advantage: str) -> bool:
     """True when the advantage estimator named `advantage` needs a critic's values."""
-    from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS, estimator_inputs
+    from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS
 
-    return advantage in ADVANTAGE_ESTIMATORS and "values" in estimator_inputs(advantage)
+    return advantage in ADVANTAGE_ESTIMATORS and ADVANTAGE_ESTIMATORS[advantage].needs_critic
 
 
 def _model_errors(cfg: RecipeConfig) -> Iterable[str]:

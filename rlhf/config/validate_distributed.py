@@ -7,6 +7,9 @@ from collections.abc import Iterable
 
 from rlhf.config.schema import RecipeConfig
 
+ROLES = ("actor", "rollout", "ref", "critic", "reward_model")
+"""The roles that `resources.<role>` places on a pool."""
+
 
 def pool_size(cfg: RecipeConfig, pool: str) -> int:
     """Workers in `pool` (1 for the local backend)."""
@@ -27,7 +30,7 @@ def distributed_errors(cfg: RecipeConfig, uses_critic: bool) -> Iterable[str]:
     if cfg.sync.bucket_mb < 1:
         yield f"sync.bucket_mb: must be >= 1 (got {cfg.sync.bucket_mb})"
     yield from _pool_errors(cfg)
-    if any(resources.pool_of(role) not in resources.pools for role in ("actor", "rollout", "ref", "critic")):
+    if any(resources.pool_of(role) not in resources.pools for role in ROLES):
         return
     yield from _layout_errors(cfg, uses_critic)
 
@@ -40,7 +43,7 @@ def _pool_errors(cfg: RecipeConfig) -> Iterable[str]:
         for key in ("nodes", "devices_per_node", "cpus_per_worker"):
             if getattr(pool, key) < 1:
                 yield f"resources.pools.{name}.{key}: must be >= 1 (got {getattr(pool, key)})"
-    for role in ("actor", "rollout", "ref", "critic"):
+    for role in ROLES:
         pool = resources.pool_of(role)
         if pool not in resources.pools:
             yield f"resources.{role}: no pool named {pool!r} in resources.pools (have: {', '.join(resources.pools) or 'none'})"
@@ -52,21 +55,9 @@ def _layout_errors(cfg: RecipeConfig, uses_critic: bool) -> Iterable[str]:
     if any(getattr(p, k) < 1 for p in resources.pools.values() for k in ("nodes", "devices_per_node")):
         return
     actor_ranks = pool_size(cfg, resources.actor)
-    if actor_ranks > 1 and cfg.train.engine != "deepspeed":
-        yield (f"train.engine: 'torch' trains in one process, but resources.pools.{resources.actor} has {actor_ranks} "
-               "workers; set train.engine=deepspeed (zero_stage 0-3) for data-parallel training")
     if cfg.actor.mini_batch_size % actor_ranks:
         yield f"actor.mini_batch_size ({cfg.actor.mini_batch_size}) must split evenly over the actor's {actor_ranks} workers"
     if uses_critic and cfg.critic.mini_batch_size % pool_size(cfg, resources.pool_of('critic')):
         yield f"critic.mini_batch_size ({cfg.critic.mini_batch_size}) must split evenly over the critic's {pool_size(cfg, resources.pool_of('critic'))} workers"
     if ray and cfg.ref.anchor.every + cfg.ref.anchor.ema > 0 and resources.pool_of('ref') != resources.actor:
         yield "ref.anchor: the dynamic anchor copies the actor's weights into the reference in-process; put resources.ref in the actor's pool"
-    tp = cfg.rollout.vllm.tensor_parallel_size
-    rollout_ranks = pool_size(cfg, resources.pool_of("rollout"))
-    if tp < 1:
-        yield f"rollout.vllm.tensor_parallel_size: must be >= 1 (got {tp})"
-    elif cfg.rollout.engine == "vllm" and tp > 1 and not ray:
-        yield (f"rollout.vllm.tensor_parallel_size: {tp} needs distributed.backend=ray (a tensor-parallel engine spans "
-               "several workers of a group, one device each)")
-    elif cfg.rollout.engine == "vllm" and rollout_ranks % tp:
-        yield f"rollout.vllm.tensor_parallel_size ({tp}) must divide the rollout's {rollout_ranks} workers"

@@ -6,12 +6,17 @@ Layout under `<output_dir>/checkpoints/`:
         actor/ critic/    each engine's own checkpoint (weights, optimiser, LR schedule)
         ref.pt            the reference weights (the dynamic anchor moves them)
         process_*.pt      random-number state and shuffling generators of each process
-        loop.pt           the step, data position, group counter, KL controller, sync count
+        loop.pt           the step, the controller's random state, and the state_dict() of
+                          every stateful part of the loop (rollout source, KL controller,
+                          non-finite guard, sync checker) under its name
     latest                the name of the newest complete checkpoint, replaced last
 
 A checkpoint is written into a temporary directory, every file is fsynced, the directory is
 renamed into place and only then `latest` is replaced (write, fsync, rename): a kill at any
-moment leaves the previous checkpoint and pointer intact. The oldest checkpoints beyond
+moment leaves the previous checkpoint and pointer intact. Before the rename, every process's
+part must be there (on a cluster each rank writes its own files into the run directory, so a
+rank writing to a disk of its own node would leave a hole): a checkpoint with a part missing
+is never marked complete. The oldest checkpoints beyond
 `trainer.keep_last` are removed after the pointer moved, each renamed to `.tmp-removed-*`
 first; the next save deletes whatever `.tmp-*` a kill left (scripts/kill_resume.py checks all
 this by killing runs).
@@ -22,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import random
 import shutil
 from pathlib import Path
 
@@ -49,6 +53,7 @@ def save_checkpoint(run: Run, roles, loop_state: dict, step: int) -> Path:
         shutil.rmtree(leftover, ignore_errors=True)
     temporary.mkdir(parents=True)
     roles.save_state(temporary)
+    check_parts(temporary, roles.checkpoint_parts(), name)
     torch.save({**loop_state, "step": step, "rng": rng_state()}, temporary / "loop.pt")
     _fsync_tree(temporary)
     final = root / name
@@ -57,6 +62,21 @@ def save_checkpoint(run: Run, roles, loop_state: dict, step: int) -> Path:
     _write_atomically(root / LATEST, name)
     prune_checkpoints(root, run.config.trainer.keep_last, name)
     return final
+
+
+class IncompleteCheckpoint(RuntimeError):
+    """A process's part of a checkpoint is not where the controller looks for it."""
+
+
+def check_parts(directory: Path, parts: list[str], name: str) -> None:
+    """Raise IncompleteCheckpoint when a part every complete checkpoint holds is missing."""
+    missing = [part for part in parts if not (directory / part).exists()]
+    if missing:
+        raise IncompleteCheckpoint(
+            f"checkpoint {name} is incomplete: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} missing from {directory}; "
+            "the processes that wrote them cannot write into the run directory the controller sees. trainer.output_dir must be "
+            "on a filesystem every node shares, under the same path; the previous checkpoint stays the latest"
+        )
 
 
 def resume_point(run: Run) -> Path | None:
@@ -71,13 +91,25 @@ def resume_point(run: Run) -> Path | None:
             raise ConfigError(f"trainer.resume: {resume!r} is not a checkpoint directory (no loop.pt in it)")
         return path
     pointer = checkpoint_root(run.output_dir) / LATEST
-    return checkpoint_root(run.output_dir) / pointer.read_text().strip() if pointer.exists() else None
+    if not pointer.exists():
+        return None
+    name = pointer.read_text().strip()
+    if not name or not (pointer.parent / name / "loop.pt").exists():
+        raise ConfigError(
+            f"trainer.resume: {str(pointer)} names {name!r}, which is no checkpoint in {str(pointer.parent)!r}; pass one "
+            "with trainer.resume=PATH, or start afresh with trainer.resume=never (or another trainer.output_dir)"
+        )
+    return pointer.parent / name
 
 
-def load_checkpoint(roles, path: Path) -> dict:
-    """Restore the roles from checkpoint `path`; returns its loop state (with `step`)."""
+def load_checkpoint(roles, path: Path, parts: list[str]) -> dict:
+    """Restore the roles from checkpoint `path`; returns its loop state (with `step` and an
+    entry for each name in `parts`)."""
     try:
         state = torch.load(path / "loop.pt", weights_only=True)
+        missing = [part for part in ("step", *parts) if part not in state]
+        if missing:
+            raise RuntimeError(f"its loop state has no {', '.join(missing)} (written by another version of rlhf, or another recipe)")
         roles.load_state(path)
     except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as error:
         # a tampered file fails weights-only loading: say which global it names, not the manual
@@ -94,16 +126,6 @@ def truncate_metrics(path: Path, last_step: int) -> list[dict]:
     records = [record for record in read_jsonl(path) if record["step"] <= last_step] if path.exists() else []
     _write_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
     return records
-
-
-def stream_state(stream) -> dict:
-    return {"rng": stream.rng.getstate(), "order": list(stream.order)}
-
-
-def set_stream_state(stream, state: dict) -> None:
-    stream.rng = random.Random()
-    stream.rng.setstate(state["rng"])
-    stream.order = list(state["order"])
 
 
 def _write_atomically(path: Path, text: str) -> None:

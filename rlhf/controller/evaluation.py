@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.loader import load_recipe
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.export import export_run, pick_checkpoint
-from rlhf.controller.setup import build_reward, pick_device, seed_everything, tokenize_prompts
+from rlhf.controller.preflight import load_checked_recipe
+from rlhf.controller.setup import build_reward, pick_device, tokenize_prompts
+from rlhf.workers.state import seed_everything
 from rlhf.data.prompts import drop_long_prompts, load_rows
 from rlhf.eval.outcomes import eval_metrics
 from rlhf.eval.sampled import EvalPlan, collect_outcomes, eval_plan
@@ -54,7 +55,7 @@ def resolve_target(model_or_run: str, recipe: str | Path | None, overrides: list
             raise ConfigError(f"RECIPE: {str(path)!r} is a run directory and brings its own recipe (config.yaml); "
                               f"drop {str(recipe)!r} and override keys instead, e.g. rollout.temperature=0.6")
         checkpoint = pick_checkpoint(path, step, "rlhf eval")
-        return EvalTarget(load_recipe(path / "config.yaml", extra), str(path), checkpoint, bool(data))
+        return EvalTarget(load_checked_recipe(path / "config.yaml", extra), str(path), checkpoint, bool(data))
     if step is not None:
         raise ConfigError(f"--step: {str(path)!r} is not a run directory (no config.yaml), so it has no checkpoints to choose from")
     if not ((path / "config.json").is_file() or _looks_like_hub_name(model_or_run)):
@@ -63,7 +64,7 @@ def resolve_target(model_or_run: str, recipe: str | Path | None, overrides: list
     if recipe is None:
         raise ConfigError(f"RECIPE: {model_or_run!r} is a model, which says nothing of rewards or data; name a recipe "
                           "after it (a YAML path or a shipped recipe, e.g. `rlhf eval MODEL quickstart`)")
-    config = load_recipe(recipe, [*extra, "model.source=pretrained", f"model.path={json.dumps(model_or_run)}"])
+    config = load_checked_recipe(recipe, [*extra, "model.source=pretrained", f"model.path={json.dumps(model_or_run)}"])
     return EvalTarget(config, model_or_run, None, bool(data))
 
 
@@ -136,14 +137,15 @@ def build_policy(config: RecipeConfig, model_path: str):
     import torch
 
     from rlhf.models.load import load_causal_lm, load_tokenizer
-    from rlhf.rollout.factory import build_rollout
+    from rlhf.rollout.registry import build_rollout, rollout_engine
 
     trainer = config.trainer
     if trainer.num_threads > 0:
         torch.set_num_threads(trainer.num_threads)
     seed_everything(trainer.seed)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
-    model = load_causal_lm(model_path, pick_device(trainer.device), config.model.trust_remote_code) if config.rollout.engine == "hf" else None
+    needs_module = rollout_engine(config.rollout.engine).needs_module
+    model = load_causal_lm(model_path, pick_device(trainer.device), config.model.trust_remote_code) if needs_module else None
     return build_rollout(config, model, tokenizer, model_path), tokenizer
 
 

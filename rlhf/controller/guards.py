@@ -29,6 +29,13 @@ class NonFiniteGuard:
     def __init__(self, limit: int, debug_dir: Path, streak: int = 0):
         self.limit, self.debug_dir, self.streak = limit, Path(debug_dir), streak
 
+    def state_dict(self) -> dict:
+        """The streak of steps with a skipped update, which a resumed run continues."""
+        return {"streak": self.streak}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.streak = int(state["streak"])
+
     def check(self, step: int, metrics: dict[str, float], batch: Batch | None) -> None:
         """Update the streak with step `step`'s metrics; at the limit save `batch` and raise."""
         skipped = {key.split("/")[0]: int(metrics.get(key, 0)) for key in SKIP_METRICS if metrics.get(key, 0)}

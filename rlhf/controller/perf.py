@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rlhf.config.schema import RecipeConfig
 from rlhf.config.validate_distributed import pool_size
-from rlhf.controller.roles import hosted_roles
+from rlhf.controller.roles import model_roles
 
 
 def device_count(config: RecipeConfig) -> int:
@@ -13,7 +13,7 @@ def device_count(config: RecipeConfig) -> int:
     colocated layout that is the actor pool's world size)."""
     if config.distributed.backend != "ray":
         return 1
-    pools = {config.resources.pool_of(role) for role in hosted_roles(config)}
+    pools = {config.resources.pool_of(role) for role in model_roles(config)}
     return sum(pool_size(config, pool) for pool in pools)
 
 

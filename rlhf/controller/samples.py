@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from rlhf.data.batch import Batch
-
-SOURCE_SCORES = "source_scores/"
-"""Prefix of the [B] tensors holding each reward source's own (unweighted) scores in a batch
-(set by :meth:`rlhf.controller.sampling.Sampler.round`)."""
+from rlhf.rollout.source import SOURCE_SCORES
 
 
 def sample_generations(batch: Batch, limit: int) -> list[dict]:

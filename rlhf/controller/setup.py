@@ -6,7 +6,6 @@ beyond what `Run` carries.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,16 @@ import yaml
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import save_resolved, to_dict
 from rlhf.config.schema import RecipeConfig
+from rlhf.controller.preflight import check_recipe
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import drop_long_prompts, load_rows, prompt_batch
-from rlhf.models.load import DTYPES, load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.rewards.combine import RewardCombiner, build_combiner
+from rlhf.rewards.registry import MODEL_SOURCES
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.hf import HFRolloutEngine
+from rlhf.workers.build import autocast_dtype
+from rlhf.workers.state import seed_everything
 
 
 @dataclass
@@ -65,12 +68,6 @@ def tokenize_prompts(config: RecipeConfig, tokenizer, rows: list[dict]) -> Batch
     )
 
 
-def autocast_dtype(config: RecipeConfig) -> torch.dtype | None:
-    """The reduced compute dtype of `model.dtype`, or None for float32."""
-    dtype = DTYPES[config.model.dtype]
-    return None if dtype == torch.float32 else dtype
-
-
 def prepare_output_dir(config: RecipeConfig, recipe_name: str) -> Path:
     """Create the run directory (refusing one that already holds a run) and save the config.
 
@@ -108,13 +105,6 @@ def started_without_checkpoint(config: RecipeConfig, output_dir: Path) -> bool:
     return yaml.safe_load(saved.read_text(encoding="utf-8")) == to_dict(config)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    # Subnormal floats are slow on CPUs and carry no useful signal in training.
-    torch.set_flush_denormal(True)
-
-
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device: 'cuda' was asked for but torch sees no CUDA device")
@@ -128,17 +118,19 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
 
     With the Ray backend the workers load the model; this process loads it only for the SFT
     warm start (which then hands its weights to the workers through `model_path`)."""
+    check_recipe(config)
     trainer = config.trainer
     if trainer.num_threads > 0:
         torch.set_num_threads(trainer.num_threads)
     seed_everything(trainer.seed)
+    resolve_local_paths(config)
     # data and rewards first: a mistake there (a reward function that cannot be imported) then
     # stops the run before it creates an output directory or loads a model
     data = config.data
     train_rows = load_rows(data.train, data.arithmetic, "data.train")
     eval_rows = load_rows(data.eval, data.arithmetic, "data.eval") if data.eval.path else []
-    reward = build_reward(config, row_fields(train_rows, eval_rows))
-    output_dir = prepare_output_dir(config, recipe_name)
+    reward = build_reward(config, row_fields(train_rows, eval_rows), load_models=config.distributed.backend != "ray")
+    output_dir = prepare_output_dir(config, recipe_name).resolve()
     device = pick_device(trainer.device)
     model_path = resolve_model_path(config.model, output_dir, trainer.seed)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
@@ -166,9 +158,30 @@ def fit_prompts(config: RecipeConfig, tokenizer, train_rows: list[dict], eval_ro
     return train_rows, eval_rows, stats
 
 
-def build_reward(config: RecipeConfig, extra_fields: Collection[str] | None = None) -> RewardCombiner:
-    """The recipe's reward sources; `extra_fields`: see `rlhf.rewards.combine.build_source`."""
-    return build_combiner(config.reward, extra_fields)
+def build_reward(config: RecipeConfig, extra_fields: Collection[str] | None = None, *, load_models: bool = True) -> RewardCombiner:
+    """The recipe's reward sources; `extra_fields`: see `rlhf.rewards.combine.build_source`;
+    without `load_models`, reward models are left to the `reward_model` worker group."""
+    return build_combiner(config.reward, extra_fields, load_models=load_models)
+
+
+def resolve_local_paths(config: RecipeConfig) -> None:
+    """Make the recipe's local paths absolute, as this process sees them: Ray workers start in
+    directories of their own (on other machines too), so a relative `model.path` or reward-model
+    path would otherwise be looked up there. Hub names (no such local file) stay as they are."""
+    def absolute(path: str, *, even_if_missing: bool = False) -> str:
+        if not path or "://" in path or path.startswith("builtin:"):
+            return path
+        local = Path(path).expanduser()
+        return str(local.resolve()) if local.exists() or even_if_missing else path
+
+    config.model.path = absolute(config.model.path, even_if_missing=config.model.source == "tiny")
+    config.ref.path, config.critic.path = absolute(config.ref.path), absolute(config.critic.path)
+    config.data.train.path, config.data.eval.path = absolute(config.data.train.path), absolute(config.data.eval.path)
+    if config.trainer.output_dir:
+        config.trainer.output_dir = absolute(config.trainer.output_dir, even_if_missing=True)
+    for source in config.reward.sources:
+        if source.type in MODEL_SOURCES and isinstance(source.kwargs.get("path"), str):
+            source.kwargs["path"] = absolute(source.kwargs["path"])
 
 
 def row_fields(train_rows: list[dict], eval_rows: list[dict]) -> set[str]:

@@ -8,7 +8,7 @@
         critic values
 
 Algorithm variants are choices of pure functions and flags inside these steps; steps (1)-(3)
-live in :mod:`rlhf.controller.sampling`.
+are one call to the run's rollout source (:mod:`rlhf.rollout.source`).
 """
 
 from __future__ import annotations
@@ -22,27 +22,28 @@ from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.token_rewards import outcome_token_rewards
 from rlhf.controller.perf import device_count, throughput
+from rlhf.config.training_schema import ActorConfig
 from rlhf.controller.roles import Roles
-from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import Run
 from rlhf.controller.sync_check import SyncChecker
-from rlhf.controller.timing import PhaseTimer, phase_shares
 from rlhf.data.batch import Batch
+from rlhf.rollout.source import RolloutSource
+from rlhf.timing import PhaseTimer, phase_shares
 
 
-def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: int, sync_checker: SyncChecker | None = None) -> dict[str, float]:
+def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, step: int, sync_checker: SyncChecker | None = None) -> dict[str, float]:
     """Steps 1-8 of RL iteration `step` (1-based); returns the step's metrics. `sync_checker`
     verifies the weight sync of step 7 (see :mod:`rlhf.controller.sync_check`)."""
     config = run.config
     step_start = time.perf_counter()
     # 1-3. prompts, n responses each, scores (and DAPO filtering / the ReMax baseline)
-    sampled = sampler.sample(roles, timer)
+    sampled = source.next_batch(roles, timer)
     batch = sampled.batch
     # the rollout engine's KV cache (and weights, where it can) make room for the trainer
     roles.rollout.sleep()
     # 4. old logprobs (skipped for a single on-policy update, which reuses its own forward),
     #    reference logprobs when a KL term is on, values when a critic is
-    if roles.ref is not None or not roles.actor.is_single_on_policy_update(len(batch)):
+    if roles.ref is not None or not single_on_policy_update(config.actor, len(batch)):
         with timer.phase("old_logprobs"):
             batch.set("old_logprobs", roles.actor.compute_logprobs(batch))
     if roles.ref is not None:
@@ -85,6 +86,12 @@ def rl_step(run: Run, roles: Roles, sampler: Sampler, timer: PhaseTimer, step: i
     return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
 
 
+def single_on_policy_update(actor: ActorConfig, batch_size: int) -> bool:
+    """True when the update takes exactly one optimiser step over the whole batch: then the
+    old logprobs equal the update's own (detached) logprobs and need no separate forward."""
+    return actor.ppo_epochs == 1 and actor.mini_batch_size >= batch_size
+
+
 def add_advantages(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
     """Set `token_rewards`, `advantages` and `returns` on `batch`.
 
@@ -111,7 +118,7 @@ def add_advantages(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
             scores = scores - beta * kl.sum(dim=-1)
     available = {
         "scores": scores, "group_index": batch["group_index"], "response_mask": mask, "token_rewards": token_rewards,
-        "gamma": algorithm.gamma, "lam": algorithm.lam, "norm_by_std": algorithm.norm_by_std,
+        "gamma": algorithm.gamma, "lam": algorithm.lam,
     }
     available.update({key: batch[key] for key in ("values", "baseline_scores") if key in batch})
     advantages, returns = compute_advantages(algorithm.advantage, **available)

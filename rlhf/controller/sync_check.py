@@ -1,5 +1,5 @@
-"""Verification of the weight sync (issue 5 §5): after a sync, the rollout engine and the
-trainer must assign the same log-probabilities to the same tokens.
+"""Verification of the weight sync: after a sync, the rollout engine and the trainer must
+assign the same log-probabilities to the same tokens.
 
 Every `sync.check_every` syncs the rollout engine answers a fixed probe batch greedily and the
 actor rescores those tokens; a gap above `sync.tolerance` stops the run with a
@@ -16,7 +16,6 @@ from rlhf.config.training_schema import SyncConfig
 from rlhf.controller.setup import Run, sampling_params
 from rlhf.data.batch import Batch
 from rlhf.rollout.base import RolloutEngine, SamplingParams
-from rlhf.workers.actor import ActorWorker
 
 DEFAULT_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.5}
 """`sync.tolerance` when it is null, by `model.dtype` (bfloat16 rounding alone moves logprobs)."""
@@ -26,25 +25,27 @@ class WeightSyncError(RuntimeError):
     """The rollout engine and the trainer disagree about the policy after a weight sync."""
 
 
-def check_weight_sync(rollout: RolloutEngine, actor: ActorWorker, probe_prompts: Batch, sampling: SamplingParams, tolerance: float) -> float:
-    """Greedy responses of `rollout` to `probe_prompts`, rescored by `actor`.
+def check_weight_sync(rollout: RolloutEngine, actor, probe_prompts: Batch, sampling: SamplingParams, tolerance: float) -> float:
+    """Greedy responses of `rollout` to `probe_prompts`, rescored by `actor` (the actor role:
+    an ActorWorker or its worker-group proxy).
 
-    Greedy decoding makes the probe deterministic; its logprobs are taken at the actor's
-    temperature so both sides compute the same quantity. `sampling` gives `max_new_tokens`.
+    Greedy decoding makes the probe deterministic; its logprobs are taken at the sampling
+    temperature, which the actor scores at too, so both sides compute the same quantity.
+    `sampling` gives `max_new_tokens` and the temperature.
 
     Returns:
         The largest |rollout − trainer| logprob over the probe's response tokens.
     Raises:
         WeightSyncError: naming both engines, the max and mean gap, when max > `tolerance`.
     """
-    greedy = dataclasses.replace(sampling, greedy=True, temperature=actor.temperature, logprobs=True)
+    greedy = dataclasses.replace(sampling, greedy=True, logprobs=True)
     probe = rollout.generate(probe_prompts, greedy)
     trainer_logprobs = actor.compute_logprobs(probe)
     mean_gap, max_gap = logprob_gap(probe["rollout_logprobs"], trainer_logprobs, probe["response_mask"])
     if max_gap.item() > tolerance:
         raise WeightSyncError(
             f"weight sync check failed: rollout engine {type(getattr(rollout, 'engine', rollout)).__name__} vs trainer "
-            f"{actor.description} disagree on the probe batch's token logprobs by "
+            f"{getattr(actor, 'description', type(actor).__name__)} disagree on the probe batch's token logprobs by "
             f"max {max_gap.item():.4g}, mean {mean_gap.item():.4g} (sync.tolerance {tolerance:g}); "
             "the rollout engine is not sampling from the policy being trained"
         )
@@ -67,7 +68,14 @@ class SyncChecker:
         tolerance = sync.tolerance if sync.tolerance is not None else DEFAULT_TOLERANCE[run.config.model.dtype]
         return cls(sync, tolerance, probe_batch(run, sync.probe_size), sampling_params(run.config))
 
-    def after_sync(self, rollout: RolloutEngine, actor: ActorWorker) -> dict[str, float]:
+    def state_dict(self) -> dict:
+        """How many syncs were counted (the check runs on every `check_every`-th)."""
+        return {"syncs": self.syncs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.syncs = int(state["syncs"])
+
+    def after_sync(self, rollout: RolloutEngine, actor) -> dict[str, float]:
         """Call once after each weight sync; returns `sync/probe_logprob_diff_max` when it checked."""
         self.syncs += 1
         if not self.check_every or self.syncs % self.check_every:

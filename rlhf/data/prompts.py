@@ -147,6 +147,15 @@ class PromptStream:
         taken, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
         return [self.rows[i] for i in taken]
 
+    def state_dict(self) -> dict:
+        """Where the stream stands: its generator and the rest of the current epoch's order."""
+        return {"rng": self.rng.getstate(), "order": list(self.order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng = random.Random()
+        self.rng.setstate(state["rng"])
+        self.order = list(state["order"])
+
 
 def sequence_tensor(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token-id lists to `[B, L]` (left or right); returns (ids, mask)."""

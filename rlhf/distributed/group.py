@@ -1,102 +1,133 @@
 """A worker group: N Ray actors of :class:`RoleWorker`, one per device of a resource pool,
-placed by a placement group, with calls that never hang.
+placed on the pool's nodes, with calls that never hang.
+
+Placement: a pool of `nodes` × `devices_per_node` gets one placement-group bundle per node,
+each holding that node's `devices_per_node` devices, spread over distinct nodes
+(``STRICT_SPREAD``; one node: ``STRICT_PACK``); ranks k·d .. k·d + d − 1 run on node k.
 
 Every call waits at most `distributed.timeout_s`. The first rank to fail stops the wait: a
 worker that died (killed, out of memory, its node lost) or raised becomes a
 :class:`WorkerGroupError` naming the pool, the roles, the rank, the method, the cause and the
-run's last checkpoint. The other ranks may then be stuck in a collective with the dead one;
-:meth:`WorkerGroup.shutdown` kills them.
+run's last checkpoint. A call that runs out of time is diagnosed before the error is raised
+(:mod:`rlhf.distributed.diagnosis`): the message names the ranks that stopped answering, not
+the ones merely waiting for them in a collective. A group that failed is killed at once by
+:meth:`WorkerGroup.shutdown` (its ranks may be stuck in a collective with the dead one).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rlhf.config.distributed_schema import DistributedConfig, PoolConfig
+from rlhf.distributed.diagnosis import describe_late_ranks
 from rlhf.distributed.errors import WorkerGroupError, last_checkpoint
 from rlhf.distributed.worker import RoleWorker
 
-FORWARDED_ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "TOKENIZERS_", "DS_", "VLLM_", "NCCL_", "GLOO_", "RAY_AUTH_MODE", "PYTHONHASHSEED")
+FORWARDED_ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "TOKENIZERS_", "DS_", "VLLM_", "NCCL_", "GLOO_", "RAY_AUTH_MODE", "PYTHONHASHSEED", "RLHF_")
 """Environment variables of the controller that the workers get too (offline mode, engine settings)."""
+
+CLOSE_TIMEOUT_S = 10.0
+"""How long a healthy group's workers get to release their engines before they are killed."""
 
 
 class WorkerGroup:
-    """The workers of pool `name`; `roles` are the model roles they host."""
+    """The workers of pool `name`; `roles` are the roles they host."""
 
     def __init__(self, name: str, pool: PoolConfig, roles: Sequence[str], dist: DistributedConfig, *, use_gpu: bool, output_dir: str):
         import ray
-        from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.name, self.roles, self.dist, self.output_dir = name, sorted(roles), dist, output_dir
+        self.nodes, self.per_node = pool.nodes, pool.devices_per_node
         self.world_size = pool.nodes * pool.devices_per_node
-        bundle = {"CPU": pool.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-        self.placement = placement_group([dict(bundle) for _ in range(self.world_size)], strategy="PACK")
-        self._wait_for_placement(bundle)
+        self.broken = False
+        self.pids: list[int] = []
+        self.node_ids: list[str] = []
+        self.placement = self._place(pool, use_gpu)
         env = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
         env["OMP_NUM_THREADS"] = str(pool.cpus_per_worker)
         remote_class = ray.remote(RoleWorker)
         self.workers = [
             remote_class.options(
                 num_cpus=pool.cpus_per_worker, num_gpus=1 if use_gpu else 0, runtime_env={"env_vars": env},
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank // self.per_node),
             ).remote(name, rank, self.world_size, self.roles, pool.cpus_per_worker)
             for rank in range(self.world_size)
         ]
 
-    def start(self, config, model_path: str) -> list[dict]:
-        """Rendezvous, join the process group, load the model and build the roles on every rank."""
-        (address, port), = self.call("rendezvous_address", ranks=[0], timeout_s=self.dist.startup_timeout_s)
-        return self.call("setup", config, model_path, self.output_dir, address, port, timeout_s=self.dist.startup_timeout_s)
+    def _place(self, pool: PoolConfig, use_gpu: bool):
+        """One bundle per node with that node's devices, on `pool.nodes` distinct nodes."""
+        import ray
+        from ray.util.placement_group import placement_group
+
+        per_node = {"CPU": pool.cpus_per_worker * pool.devices_per_node, **({"GPU": pool.devices_per_node} if use_gpu else {})}
+        strategy = "STRICT_SPREAD" if pool.nodes > 1 else "STRICT_PACK"
+        placement = placement_group([dict(per_node) for _ in range(pool.nodes)], strategy=strategy)
+        ready, _ = ray.wait([placement.ready()], timeout=self.dist.placement_timeout_s)
+        if not ready:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(placement)
+            raise WorkerGroupError(
+                f"resources.pools.{self.name}: the Ray cluster did not grant {pool.nodes} node(s) with {per_node} each "
+                f"(devices_per_node={pool.devices_per_node} workers on each of nodes={pool.nodes} distinct nodes) within "
+                f"{self.dist.placement_timeout_s:g} s (distributed.placement_timeout_s); `ray status` shows what it has"
+            )
+        return placement
+
+    def start(self, config, model_path: str, reward_models: dict) -> list[dict]:
+        """Rendezvous, join the process group, load the model and build the roles on every rank;
+        returns each rank's setup report (pid, device, dispatch tables)."""
+        (address, port), = self.call_method("rendezvous_address", ranks=[0], timeout_s=self.dist.startup_timeout_s)
+        reports = self.call_method("setup", config, model_path, address, port, reward_models, timeout_s=self.dist.startup_timeout_s)
+        self.pids = [report["pid"] for report in reports]
+        self.node_ids = [report["node_id"] for report in reports]
+        return reports
 
     @property
     def description(self) -> str:
         return f"worker group {self.name!r} ({'+'.join(self.roles)}, {self.world_size} rank{'s' if self.world_size > 1 else ''})"
 
-    def submit(self, method: str, *args: Any, ranks: Sequence[int] | None = None) -> Call:
-        """Start `method(*args)` on `ranks` (default all) without waiting."""
+    def submit(self, method: str, *args: Any, ranks: Sequence[int] | None = None, label: str | None = None) -> Call:
+        """Start the worker method `method(*args)` on `ranks` (default all) without waiting;
+        `label` names the call in errors (a role method: 'actor.update_policy')."""
         ranks = list(range(self.world_size)) if ranks is None else list(ranks)
-        return Call(self, method, [getattr(self.workers[rank], method).remote(*args) for rank in ranks], ranks)
+        return Call(self, label or method, [getattr(self.workers[rank], method).remote(*args) for rank in ranks], ranks)
 
-    def submit_per_rank(self, method: str, per_rank_args: Sequence[tuple]) -> Call:
+    def submit_per_rank(self, method: str, per_rank_args: Sequence[tuple], label: str | None = None) -> Call:
         """Start `method(*per_rank_args[r])` on each rank r without waiting."""
         refs = [getattr(worker, method).remote(*args) for worker, args in zip(self.workers, per_rank_args)]
-        return Call(self, method, refs, list(range(self.world_size)))
+        return Call(self, label or method, refs, list(range(self.world_size)))
 
-    def call(self, method: str, *args: Any, ranks: Sequence[int] | None = None, timeout_s: float | None = None) -> list[Any]:
-        """`method(*args)` on `ranks` (default all), results in rank order."""
-        return wait_calls([self.submit(method, *args, ranks=ranks)], timeout_s or self.dist.timeout_s)[0]
+    def call_method(self, method: str, *args: Any, ranks: Sequence[int] | None = None, timeout_s: float | None = None,
+                    label: str | None = None) -> list[Any]:
+        """The worker method `method(*args)` on `ranks` (default all), results in rank order."""
+        return wait_calls([self.submit(method, *args, ranks=ranks, label=label)], timeout_s or self.dist.timeout_s)[0]
 
-    def call_per_rank(self, method: str, per_rank_args: Sequence[tuple], timeout_s: float | None = None) -> list[Any]:
+    def call_per_rank(self, method: str, per_rank_args: Sequence[tuple], timeout_s: float | None = None, label: str | None = None) -> list[Any]:
         """`method(*per_rank_args[r])` on each rank r, results in rank order."""
-        return wait_calls([self.submit_per_rank(method, per_rank_args)], timeout_s or self.dist.timeout_s)[0]
+        return wait_calls([self.submit_per_rank(method, per_rank_args, label)], timeout_s or self.dist.timeout_s)[0]
 
     def failure(self, rank: int, method: str, what: str, cause: str) -> str:
+        self.broken = True
         return f"{self.description}: rank {rank} {what} in {method}(): {cause}. The run stops. Last checkpoint: {last_checkpoint(self.output_dir)}"
 
-    def _wait_for_placement(self, bundle: dict) -> None:
-        import ray
-
-        ready, _ = ray.wait([self.placement.ready()], timeout=self.dist.placement_timeout_s)
-        if not ready:
-            raise WorkerGroupError(
-                f"resources.pools.{self.name}: the Ray cluster did not grant {self.world_size} × {bundle} within "
-                f"{self.dist.placement_timeout_s:g} s (distributed.placement_timeout_s); `ray status` shows what it has"
-            )
-
     def shutdown(self) -> None:
-        """Kill the workers (also ones stuck in a collective) and free the placement group."""
+        """Let the workers release their engines (a healthy group, briefly), then kill them and
+        free the placement group. A broken group is killed at once: its ranks may wait in a
+        collective for a dead or stopped peer and would never answer."""
         import ray
         from ray.util.placement_group import remove_placement_group
 
-        try:
-            self.call("close", timeout_s=30)
-        except WorkerGroupError:
-            pass
+        if not self.broken:
+            try:
+                wait_calls([self.submit("call", "process", "close", (), {}, label="process.close")], CLOSE_TIMEOUT_S)
+            except WorkerGroupError:
+                pass
         for worker in self.workers:
             ray.kill(worker)
         remove_placement_group(self.placement)
@@ -104,10 +135,11 @@ class WorkerGroup:
 
 @dataclass
 class Call:
-    """Calls of one method in flight on some ranks of a group."""
+    """Calls of one worker method in flight on some ranks of a group."""
 
     group: WorkerGroup
     method: str
+    """What errors call it: the worker method, or the role method it runs ('actor.update_policy')."""
     refs: list
     ranks: list[int]
 
@@ -125,14 +157,7 @@ def wait_calls(calls: Sequence[Call], timeout_s: float) -> list[list[Any]]:
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
         if not ready:
-            index, _ = next(iter(pending.values()))
-            call = calls[index]
-            late = sorted(rank for i, rank in pending.values() if i == index)
-            raise WorkerGroupError(
-                f"{call.group.description}: rank{'s' if len(late) > 1 else ''} {', '.join(map(str, late))} did not finish {call.method}() "
-                f"within {timeout_s:g} s (distributed.timeout_s); a worker hangs or a collective waits for a dead peer. "
-                f"Last checkpoint: {last_checkpoint(call.group.output_dir)}"
-            )
+            raise _timed_out(calls, pending, timeout_s)
         index, rank = pending.pop(ready[0])
         call = calls[index]
         try:
@@ -143,6 +168,24 @@ def wait_calls(calls: Sequence[Call], timeout_s: float) -> list[list[Any]]:
             cause = error.cause if getattr(error, "cause", None) is not None else error
             raise WorkerGroupError(call.group.failure(rank, call.method, "raised", f"{type(cause).__name__}: {_first_line(cause)}")) from None
     return [[results[index, rank] for rank in call.ranks] for index, call in enumerate(calls)]
+
+
+def _timed_out(calls: Sequence[Call], pending: dict, timeout_s: float) -> WorkerGroupError:
+    """The error of calls still pending at the deadline: for each group, which ranks stopped
+    answering and which wait (see :func:`rlhf.distributed.diagnosis.describe_late_ranks`)."""
+    parts = []
+    for index, call in enumerate(calls):
+        late = sorted(rank for i, rank in pending.values() if i == index)
+        if not late:
+            continue
+        call.group.broken = True
+        what = describe_late_ranks(call.group, late, call.method)
+        parts.append(f"{call.group.description}: {what}")
+    group = calls[0].group
+    return WorkerGroupError(
+        f"{'; '.join(parts)}; no answer within {timeout_s:g} s (distributed.timeout_s). The run stops. "
+        f"Last checkpoint: {last_checkpoint(group.output_dir)}"
+    )
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,47 +1,80 @@
-"""One rank of a worker group: a Ray actor process hosting the model roles of its pool.
+"""One rank of a worker group: a Ray actor process hosting the roles of its pool.
 
-The roles named to the same pool share this process (colocation): the actor's training
-engine, the rollout engine that generates with the actor's weights, and the reference and
-critic when they are in the pool. Every method here runs on one rank; how a call is spread
-over the ranks is decided by the caller (:mod:`rlhf.distributed.group`,
-:mod:`rlhf.distributed.dispatch`).
+The roles named to the same pool share this process (colocation, see
+:class:`rlhf.workers.colocated.Colocated`). The worker knows no role's methods: the controller
+calls :meth:`RoleWorker.call` with a role name and a method name, after reading at start-up how
+each method is dispatched (:func:`rlhf.dispatch.dispatch_table`). How a call is spread over the
+ranks is the caller's business (:mod:`rlhf.distributed.proxy`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rlhf.config.schema import RecipeConfig
 from rlhf.data.batch import Batch
-from rlhf.distributed.dispatch import WEIGHT_KEY, shard_weight
+from rlhf.dispatch import dispatch_table
 from rlhf.distributed.process_group import free_port, join_process_group, node_ip
 from rlhf.distributed.weight_channel import WeightChannel
-from rlhf.rollout.base import SamplingParams
-from rlhf.workers.state import load_models, save_models
+from rlhf.workers.colocated import Colocated
+from rlhf.workers.reward_model import RewardModelSpec
+from rlhf.workers.state import seed_everything
+
+LOCAL_META = ("tokenizer",)
+"""Batch metadata that stays in its process (a tokenizer would be pickled with every call)."""
+
+
+def strip_local_meta(value: Any) -> Any:
+    """`value` without the process-local metadata of a Batch (other values unchanged)."""
+    if isinstance(value, Batch) and any(key in value.meta for key in LOCAL_META):
+        return Batch(value.tensors, value.non_tensors, {k: v for k, v in value.meta.items() if k not in LOCAL_META})
+    return value
 
 
 class RoleWorker:
     """Rank `rank` of `world_size` in pool `pool`, hosting `roles` (a subset of actor,
-    rollout, ref, critic)."""
+    rollout, ref, critic, reward_model)."""
 
     def __init__(self, pool: str, rank: int, world_size: int, roles: list[str], num_threads: int):
         self.pool, self.rank, self.world_size, self.roles = pool, rank, world_size, sorted(roles)
         torch.set_num_threads(num_threads)
-        self.models = None
+        self.colocated: Colocated | None = None
         self.channel: WeightChannel | None = None
 
     def rendezvous_address(self) -> tuple[str, int]:
         """(IP, free port) of this node: rank 0's answer is the group's rendezvous."""
         return node_ip(), free_port()
 
-    def setup(self, config: RecipeConfig, model_path: str, output_dir: str, master_addr: str, master_port: int) -> dict:
-        """Join the group's process group, load the policy and build the hosted roles."""
-        from rlhf.controller.roles import build_models
-        from rlhf.controller.setup import Run, seed_everything
+    def node_id(self) -> str:
+        """The Ray node this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def check_shared_dir(self, directory: str, token: str, write: bool) -> str | None:
+        """Write `token` into a marker file under `directory` (write=True), or read it back:
+        returns what this worker sees there (None: no such file), so the controller can tell
+        whether every node sees the same output directory."""
+        marker = Path(directory) / f".shared-check-{token}"
+        if write:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(token)
+            return token
+        return marker.read_text() if marker.exists() else None
+
+    def setup(self, config: RecipeConfig, model_path: str, master_addr: str, master_port: int,
+              reward_models: dict[str, RewardModelSpec]) -> dict:
+        """Join the group's process group, load the policy and build the hosted roles; returns
+        how every hosted method is dispatched, by role ('process' for the colocated ones)."""
         from rlhf.models.load import load_causal_lm, load_tokenizer
+        from rlhf.workers.build import build_colocated
 
         backend = join_process_group(self.rank, self.world_size, master_addr, master_port, config.distributed.timeout_s)
         # one seed per rank: ranks sample different responses from their shards of prompts
@@ -49,46 +82,19 @@ class RoleWorker:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         trust = config.model.trust_remote_code
         tokenizer = load_tokenizer(model_path, trust)
-        model = load_causal_lm(model_path, device, trust)
-        run = Run(config, Path(output_dir), device, tokenizer, model, None, None, [], [], model_path=model_path, rank=self.rank)
-        self.models = build_models(run, self.roles, dp_size=self.world_size)
-        return {"pid": os.getpid(), "backend": backend, "device": str(device)}
+        model = load_causal_lm(model_path, device, trust) if set(self.roles) & {"actor", "rollout", "ref", "critic"} else None
+        self.colocated = build_colocated(
+            config, self.roles, model=model, tokenizer=tokenizer, model_path=model_path, device=device, rank=self.rank,
+            dp_size=self.world_size, reward_models=reward_models, tag=f"{self.pool}_rank{self.rank}",
+        )
+        tables = {role: dispatch_table(type(self.colocated.role(role))) for role in [*self.roles, "process"]}
+        return {"pid": os.getpid(), "node_id": self.node_id(), "backend": backend, "device": str(device), "dispatch": tables}
 
-    def pid(self) -> int:
-        return os.getpid()
-
-    # rollout
-    def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
-        out = self.models.rollout.generate(prompts, sampling)
-        out.meta.pop("tokenizer", None)  # the controller has its own; do not ship it back
-        return out
-
-    def sleep_rollout(self) -> None:
-        self.models.rollout.sleep()
-
-    def wake_rollout(self) -> None:
-        self.models.rollout.wake()
-
-    # actor
-    def actor_logprobs(self, batch: Batch) -> torch.Tensor:
-        return self.models.actor.compute_logprobs(batch)
-
-    def update_policy(self, batch: Batch, kl_coef: float | None) -> dict[str, float]:
-        metrics = self.models.actor.update_policy(batch, kl_coef=kl_coef)
-        return {**metrics, WEIGHT_KEY: shard_weight(batch, self.models.actor.loss.loss_agg)}
-
-    def actor_weights(self) -> dict[str, torch.Tensor] | None:
-        """The actor's full weights (gathered under ZeRO-3: every rank must call), on rank 0."""
-        weights = {name: tensor.clone() for name, tensor in self.models.actor.named_weights()}
-        return weights if self.rank == 0 else None
-
-    def sync_weights(self) -> int:
-        """Actor → colocated rollout engine, in this process (ZeRO-3: bucket by bucket, a
-        collective over the group)."""
-        return self.models.sync_weights()
-
-    def follow_policy(self, ema: float) -> None:
-        self.models.follow_policy(ema)
+    def call(self, role: str, method: str, args: tuple, kwargs: dict, weight: str | None = None) -> Any:
+        """`role.method(*args, **kwargs)`; with `weight`, (the answer, role.weight(args[0]))."""
+        target = self.colocated.role(role)
+        result = strip_local_meta(getattr(target, method)(*args, **kwargs))
+        return (result, getattr(target, weight)(args[0])) if weight else result
 
     # weights to a rollout pool of its own (see rlhf.distributed.weight_channel)
     def open_weight_channel(self, host: str, port: int, rank: int, size: int, timeout_s: float) -> None:
@@ -97,7 +103,7 @@ class RoleWorker:
 
     def send_weights(self, bucket_bytes: int) -> int:
         """Every actor rank takes part in the ZeRO-3 gathers; rank 0 broadcasts the buckets."""
-        weights = self.models.actor.named_weights()
+        weights = self.colocated.actor.named_weights()
         if self.rank != 0:
             for _ in weights:
                 pass
@@ -106,26 +112,4 @@ class RoleWorker:
 
     def receive_weights(self) -> int:
         """Load one sync's broadcast into this worker's rollout engine; returns the bytes."""
-        return self.models.rollout.update_weights(self.channel.receive())
-
-    # reference and critic
-    def ref_logprobs(self, batch: Batch) -> torch.Tensor:
-        return self.models.ref.compute_logprobs(batch)
-
-    def critic_values(self, batch: Batch) -> torch.Tensor:
-        return self.models.critic.compute_values(batch)
-
-    def update_critic(self, batch: Batch) -> dict[str, float]:
-        return {**self.models.critic.update_critic(batch), WEIGHT_KEY: float(len(batch))}
-
-    def save_state(self, directory: str) -> None:
-        save_models(self.models, Path(directory), f"{self.pool}_rank{self.rank}", writes_shared=self.rank == 0)
-
-    def load_state(self, directory: str) -> None:
-        load_models(self.models, Path(directory), f"{self.pool}_rank{self.rank}")
-
-    def close(self) -> None:
-        """Release what the roles hold outside Python's reach (a vLLM engine)."""
-        rollout = getattr(self.models, "rollout", None)
-        if rollout is not None and hasattr(rollout, "close"):
-            rollout.close()
+        return self.colocated.rollout.update_weights(self.channel.receive())

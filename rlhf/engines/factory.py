@@ -1,4 +1,4 @@
-"""Choose and build the training engine a recipe's `train` section names."""
+"""Build the training engine a recipe's `train` section names, with its model-level options."""
 
 from __future__ import annotations
 
@@ -6,29 +6,20 @@ import torch
 
 from rlhf.config.training_schema import TrainConfig
 from rlhf.engines.base import OptimConfig, TrainingEngine
-from rlhf.engines.torch_engine import TorchEngine
+from rlhf.engines.registry import training_engine
 
 
 def build_engine(
     module: torch.nn.Module, optim: OptimConfig, train: TrainConfig, *, autocast_dtype: torch.dtype | None = None, bucket_mb: int = 256,
     collective_timeout_s: float = 1800.0,
 ) -> TrainingEngine:
-    """A TorchEngine or (importing DeepSpeed only then) a DeepSpeedEngine over `module`;
-    `bucket_mb` bounds the ZeRO-3 gathers of a weight sync (`sync.bucket_mb`), and
-    `collective_timeout_s` every collective (`distributed.timeout_s`)."""
+    """The engine `train.engine` names (:mod:`rlhf.engines.registry`) over `module`; `bucket_mb`
+    bounds the ZeRO-3 gathers of a weight sync (`sync.bucket_mb`), and `collective_timeout_s`
+    every collective (`distributed.timeout_s`)."""
     if train.gradient_checkpointing:
         enable_gradient_checkpointing(module)
-    if train.engine == "torch":
-        return TorchEngine(module, optim, autocast_dtype=autocast_dtype)
-    if train.engine == "deepspeed":
-        from rlhf.engines.deepspeed_engine import DeepSpeedEngine
-
-        return DeepSpeedEngine(
-            module, optim, zero_stage=train.zero_stage, offload_optimizer=train.offload_optimizer,
-            offload_params=train.offload_params, autocast_dtype=autocast_dtype,
-            weight_bucket_bytes=bucket_mb * 2**20, collective_timeout_s=collective_timeout_s,
-        )
-    raise ValueError(f"unknown train.engine {train.engine!r}; valid: torch, deepspeed")
+    return training_engine(train.engine).build(module, optim, train, autocast_dtype=autocast_dtype, bucket_mb=bucket_mb,
+                                               collective_timeout_s=collective_timeout_s)
 
 
 def enable_gradient_checkpointing(module: torch.nn.Module) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from rlhf.config.schema import RecipeConfig
 from rlhf.plan.memory import (
     DTYPE_BYTES,
+    GIB,
     activation_bytes,
     frozen_weight_bytes,
     kv_cache_bytes,
@@ -56,14 +57,18 @@ class Item:
 
 @dataclass(frozen=True)
 class Layout:
-    """Devices and the training engine's sharding settings."""
+    """Devices and the training engine's sharding settings (as its registry entry declares)."""
 
     devices: int = 1
     device_memory_gib: float = 80.0
     engine: str = "torch"
+    """The training engine, described ('torch', 'deepspeed ZeRO-3')."""
+    data_parallel: bool = False
+    """The engine can shard training over several devices."""
     zero_stage: int = 0
     offload_optimizer: bool = False
     offload_params: bool = False
+    gradients_resident: bool = False
     gradient_checkpointing: bool = False
     tensor_parallel: int = 1
 
@@ -76,25 +81,33 @@ class Plan:
     items: list[Item] = field(default_factory=list)
     parameters: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+    """Reasons the run cannot start whatever the peak (a memory budget too small for its use)."""
 
 
 def layout_of(config: RecipeConfig, devices: int | None, device_memory_gib: float | None) -> Layout:
     """The layout of `config`'s train section (absent keys: torch engine, no ZeRO), with the
     device count from the command line, else the actor's pool (`resources.pools`, backend ray),
     else 1; device memory from the command line, else 80 GiB."""
-    train = getattr(config, "train", None)
-    engine = getattr(train, "engine", "torch")
+    from rlhf.engines.registry import training_engine
+    from rlhf.rollout.registry import rollout_engine
+
+    train = config.train
+    engine = training_engine(train.engine)
+    sharding = engine.sharding(train)
     pool = config.resources.pools.get(config.resources.actor)
     recipe_devices = pool.nodes * pool.devices_per_node if pool is not None and config.distributed.backend == "ray" else None
     return Layout(
         devices=devices or recipe_devices or 1,
         device_memory_gib=device_memory_gib or 80.0,
-        engine=engine,
-        zero_stage=getattr(train, "zero_stage", 0) if engine == "deepspeed" else 0,
-        offload_optimizer=engine == "deepspeed" and bool(getattr(train, "offload_optimizer", False)),
-        offload_params=engine == "deepspeed" and bool(getattr(train, "offload_params", False)),
-        gradient_checkpointing=bool(getattr(train, "gradient_checkpointing", False)),
-        tensor_parallel=config.rollout.vllm.tensor_parallel_size if config.rollout.engine == "vllm" else 1,
+        engine=engine.describe(train),
+        data_parallel=engine.data_parallel,
+        zero_stage=sharding.zero_stage,
+        offload_optimizer=sharding.offload_optimizer,
+        offload_params=sharding.offload_params,
+        gradients_resident=sharding.gradients_resident,
+        gradient_checkpointing=train.gradient_checkpointing,
+        tensor_parallel=rollout_engine(config.rollout.engine).ranks_per_engine(config),
     )
 
 
@@ -127,7 +140,7 @@ def trained_items(role: str, shape: ModelShape, num_params: int, layout: Layout,
         state = replace(state, weights=state.weights + base)
     update = f"{role} update"
     # the torch engine frees gradients after each optimizer step; DeepSpeed keeps its buffers
-    grad_phase = update if layout.engine == "torch" else RESIDENT
+    grad_phase = RESIDENT if layout.gradients_resident else update
     items = [
         Item(f"{role} weights", RESIDENT, state.weights, state.host_weights, "offloaded to host" if state.host_weights else ""),
         Item(f"{role} gradients", grad_phase, state.gradients, note="fp32; freed after each step" if grad_phase != RESIDENT else "fp32"),
@@ -150,7 +163,7 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     `shape_of(path, key, trust_remote_code)` resolves other models (reference, critic, reward
     models); tests pass their own. The policy's shape comes from :func:`policy_shape`.
     """
-    from rlhf.config.validate import uses_critic
+    from rlhf.algorithms.advantages import estimator
     from rlhf.models.lora import shares_base_as_reference
 
     plan, shape = Plan(layout), policy_shape(config)
@@ -164,8 +177,8 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     if adapters:
         plan.parameters["actor LoRA adapters"] = adapters
     plan.items += trained_items("actor", shape, actor_params, layout, forward_tokens(config, config.actor.micro_batch_size, seq_len), act_bytes, True, adapters)
-    # 2. the rollout's KV cache (and vLLM's own weight copy)
-    plan.items += rollout_items(config, shape, actor_params, layout, seq_len)
+    # 2. the rollout's KV cache (and the engine's own weight copy, or its whole reservation)
+    plan.items += rollout_items(config, shape, actor_params, layout, seq_len, plan.blockers)
     # 3. the frozen reference, only when a KL term needs it (with LoRA usually the actor's own
     #    base with the adapters switched off: no copy)
     anchor_moves = bool(config.ref.anchor.every or config.ref.anchor.ema)
@@ -175,7 +188,7 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
         plan.items.append(Item("reference weights", RESIDENT, frozen_weight_bytes(
             plan.parameters["reference"], TRAINED_WEIGHT_BYTES, 0, layout.devices), note="frozen fp32 copy of the policy"))
     # 4. the critic, when the advantage estimator needs values
-    if uses_critic(config.algorithm.advantage):
+    if estimator(config.algorithm.advantage).needs_critic:
         critic = shape_of(config.critic.path, "critic.path", config.model.trust_remote_code) if config.critic.path else shape
         outputs = config.critic.hl_gauss.num_bins if config.critic.loss == "hl_gauss" else 1
         plan.parameters["critic"] = scorer_parameters(critic, outputs)
@@ -194,21 +207,41 @@ def forward_tokens(config: RecipeConfig, rows: int, seq_len: int) -> int:
     return rows * seq_len if budget <= 0 else min(rows * seq_len, max(budget, seq_len))
 
 
-def rollout_items(config: RecipeConfig, shape: ModelShape, actor_params: int, layout: Layout, seq_len: int) -> list[Item]:
-    """The KV cache of the sequences one device generates at once (and vLLM's weight copy)."""
+def rollout_items(config: RecipeConfig, shape: ModelShape, actor_params: int, layout: Layout, seq_len: int,
+                  blockers: list[str] | None = None) -> list[Item]:
+    """The KV cache of the sequences one device generates at once, and the engine's own copy of
+    the weights; an engine that reserves a share of device memory up front (vLLM's
+    `gpu_memory_utilization`) is counted at that share, which must hold both (else a blocker)."""
+    from rlhf.engines.registry import training_engine
+    from rlhf.rollout.registry import rollout_engine
+
     rollout, dtype_bytes = config.rollout, DTYPE_BYTES[config.model.dtype]
+    memory = rollout_engine(rollout.engine).memory(config)
     replicas = max(1, layout.devices // layout.tensor_parallel)
     sequences = math.ceil(config.data.train_batch_size * rollout.n / replicas)
     if rollout.micro_batch_size > 0:
         sequences = min(sequences, rollout.micro_batch_size)
     tokens = sequences * seq_len
-    items = [Item("rollout KV cache", "rollout", kv_cache_bytes(
+    kv = Item("rollout KV cache", "rollout", kv_cache_bytes(
         tokens, shape.num_layers, shape.num_kv_heads, shape.head_dim, dtype_bytes, layout.tensor_parallel),
-        note=f"{sequences} sequences x {seq_len} tokens" + (f", TP {layout.tensor_parallel}" if layout.tensor_parallel > 1 else ""))]
-    if rollout.engine == "vllm":
-        items.append(Item("rollout weights (vLLM copy)", "rollout", actor_params * dtype_bytes / layout.tensor_parallel,
-                          note=f"{config.model.dtype}"))
-    return items
+        note=f"{sequences} sequences x {seq_len} tokens" + (f", TP {layout.tensor_parallel}" if layout.tensor_parallel > 1 else ""))
+    # an engine sharing the trainer's module needs a copy when the trainer partitions it (ZeRO-3)
+    copy = memory.weight_copy or training_engine(config.train.engine).partitions_module(config.train)
+    items = [kv] + ([Item("rollout weights (engine copy)", "rollout", actor_params * dtype_bytes / layout.tensor_parallel,
+                          note=f"{config.model.dtype}")] if copy else [])
+    if memory.reserved_share is None:
+        return items
+    reserved = memory.reserved_share * layout.device_memory_gib * GIB
+    needed = sum(item.device_bytes for item in items)
+    phase = "rollout" if memory.released_while_training else RESIDENT
+    if needed > reserved and blockers is not None:
+        blockers.append(
+            f"rollout.vllm.gpu_memory_utilization={memory.reserved_share:g} gives the rollout engine {reserved / GIB:.2f} GiB of "
+            f"{layout.device_memory_gib:g} GiB, less than its weights and KV cache need ({needed / GIB:.2f} GiB): raise it, or lower "
+            "rollout.micro_batch_size / max_new_tokens")
+    note = (f"gpu_memory_utilization {memory.reserved_share:g}: weights + KV cache ({needed / GIB:.2f} GiB) within it"
+            + ("; released while training (sleep mode)" if memory.released_while_training else "; held all run (no sleep mode)"))
+    return [Item("rollout engine reservation", phase, reserved, note=note)]
 
 
 def reward_model_items(config: RecipeConfig, plan: Plan, shape_of: Callable[[str, str, bool], ModelShape]) -> list[Item]:
@@ -242,6 +275,6 @@ def assumptions(layout: Layout) -> list[str]:
          "max_prompt_tokens + max_new_tokens; the frozen reference and reward models are replicated, not sharded"),
         "not counted: CUDA context (~0.5-1 GiB), allocator fragmentation, reward-model and log-prob forward passes",
     ]
-    if layout.engine == "torch" and layout.devices > 1:
-        notes.append("train.engine is torch: no ZeRO sharding, every device holds the full state")
+    if not layout.data_parallel and layout.devices > 1:
+        notes.append(f"train.engine {layout.engine} does not shard: every device holds the full state")
     return notes

@@ -34,7 +34,7 @@ def summarize(plan: Plan) -> dict[str, Any]:
     memory = plan.layout.device_memory_gib * GIB
     counted = [item for item in plan.items if item.phase in (RESIDENT, peak_phase)]
     biggest = sorted(counted, key=lambda item: item.device_bytes, reverse=True)[:3]
-    fits = peak <= memory
+    fits = peak <= memory and not plan.blockers
     return {
         "layout": vars(plan.layout),
         "parameters": plan.parameters,
@@ -49,6 +49,7 @@ def summarize(plan: Plan) -> dict[str, Any]:
         "fits": fits,
         "tight": fits and peak > TIGHT_FRACTION * memory,
         "biggest": [item.name for item in biggest],
+        "blockers": list(plan.blockers),
         "suggestions": [] if fits and peak <= TIGHT_FRACTION * memory else suggestions(plan, biggest),
         "assumptions": plan.notes,
     }
@@ -59,15 +60,15 @@ def suggestions(plan: Plan, biggest: list[Item]) -> list[str]:
     layout, fixes = plan.layout, []
     for item in biggest:
         if item.name.endswith(("optimizer state", "gradients", "weights")) and "reward model" not in item.name:
-            if layout.engine != "deepspeed" and layout.devices > 1:
+            if not layout.data_parallel and layout.devices > 1:
                 fixes.append("train.engine=deepspeed with train.zero_stage=3 shards weights, gradients and optimizer state over the devices")
-            elif layout.engine != "deepspeed":
+            elif not layout.data_parallel:
                 fixes.append("train.engine=deepspeed train.zero_stage=1 train.offload_optimizer=true moves the optimizer state to host memory")
             elif layout.zero_stage < 3 and layout.devices > 1:
                 fixes.append(f"raise train.zero_stage (now {layout.zero_stage}) to shard {item.name} over {layout.devices} devices")
-            if layout.engine == "deepspeed" and not layout.offload_optimizer and item.name.endswith("optimizer state"):
+            if layout.data_parallel and not layout.offload_optimizer and item.name.endswith("optimizer state"):
                 fixes.append("train.offload_optimizer=true moves the optimizer state to host memory")
-            if layout.engine == "deepspeed" and layout.zero_stage >= 3 and not layout.offload_params and item.name.endswith("weights"):
+            if layout.data_parallel and layout.zero_stage >= 3 and not layout.offload_params and item.name.endswith("weights"):
                 fixes.append("train.offload_params=true moves the ZeRO-3 weights to host memory")
         elif item.name.endswith(("activations", "logits")):
             role = item.name.split()[0]
@@ -76,6 +77,9 @@ def suggestions(plan: Plan, biggest: list[Item]) -> list[str]:
             fixes.append(f"lower {role}.micro_batch_size (activations and logits grow linearly with it)")
         elif item.name == "rollout KV cache":
             fixes.append("lower rollout.micro_batch_size (sequences generated at once) or max_new_tokens")
+        elif item.name == "rollout engine reservation":
+            fixes.append("lower rollout.vllm.gpu_memory_utilization (as far as its weights and KV cache allow), or keep "
+                         "rollout.vllm.enable_sleep_mode=true so it is released while training")
         elif "reward model" in item.name:
             fixes.append("run the reward model on its own device, or a smaller reward model")
     fixes.append("use more devices (--devices N) to shard and split the batch")
@@ -96,7 +100,7 @@ def print_report(summary: dict[str, Any], recipe: str) -> None:
     console = Console(highlight=False)
     if not console.is_terminal:  # piped output: rich would wrap the table at 80 columns
         console.width = 120
-    engine = layout["engine"] + (f" ZeRO-{layout['zero_stage']}" if layout["engine"] == "deepspeed" else "")
+    engine = layout["engine"]
     table = Table(title=f"rlhf plan {recipe}: {layout['devices']} device(s) x {layout['device_memory_gib']:g} GiB, {engine}")
     for column, justify in (("item", "left"), ("phase", "left"), ("GiB/device", "right"), ("host GiB", "right"), ("note", "left")):
         table.add_column(column, justify=justify)
@@ -118,6 +122,8 @@ def print_verdict(console: Any, summary: dict[str, Any]) -> None:
     style = "bold red" if not summary["fits"] else ("bold yellow" if summary["tight"] else "bold green")
     console.print(f"[{style}]{verdict}[/]" + (" (tight: over 90% of device memory)" if summary["tight"] else "")
                   + f"; biggest items: {', '.join(summary['biggest'])}")
+    for blocker in summary["blockers"]:
+        console.print(f"[bold red]cannot start:[/] {blocker}")
     for fix in summary["suggestions"]:
         console.print(f"  - {fix}")
     console.print("assumptions:", style="dim")

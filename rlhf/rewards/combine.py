@@ -24,7 +24,7 @@ from rlhf.config.errors import ConfigError
 from rlhf.config.schema import ProcessRewardConfig, RewardConfig
 from rlhf.data.batch import Batch
 from rlhf.rewards.base import RewardOutput, RewardSource
-from rlhf.rewards.registry import build_reward_source
+from rlhf.rewards.registry import MODEL_SOURCES, build_reward_source
 
 
 @dataclass
@@ -97,6 +97,17 @@ class RewardCombiner:
             rewards.append(scale * refine(row_scores.float(), self.process.refine, self.process.eta))
         return place_step_rewards(rewards, ends, num_tokens)
 
+    def model_specs(self) -> dict:
+        """Each model-backed source's RewardModelSpec by source name (what the `reward_model`
+        role must serve)."""
+        return {item.name: item.source.spec for item in self.sources if hasattr(item.source, "spec")}
+
+    def attach_scorers(self, scorer_for) -> None:
+        """Give each model-backed source `scorer_for(name)`: its model served elsewhere."""
+        for item in self.sources:
+            if hasattr(item.source, "attach"):
+                item.source.attach(scorer_for(item.name))
+
     def close(self) -> None:
         """Release what the sources hold (worker processes of verifiers, served models)."""
         for item in self.sources:
@@ -105,20 +116,23 @@ class RewardCombiner:
                 close()
 
 
-def build_combiner(reward: RewardConfig, extra_fields: Collection[str] | None = None) -> RewardCombiner:
+def build_combiner(reward: RewardConfig, extra_fields: Collection[str] | None = None, *, load_models: bool = True) -> RewardCombiner:
     """Every source of the recipe's `reward` section, weighted (see :func:`build_source`)."""
-    sources = [build_source(reward, index, extra_fields) for index in range(len(reward.sources))]
+    sources = [build_source(reward, index, extra_fields, load_models=load_models) for index in range(len(reward.sources))]
     return RewardCombiner(sources, reward.process)
 
 
-def build_source(reward: RewardConfig, index: int, extra_fields: Collection[str] | None = None) -> WeightedSource:
+def build_source(reward: RewardConfig, index: int, extra_fields: Collection[str] | None = None, *, load_models: bool = True) -> WeightedSource:
     """Source `reward.sources.<index>`; a source that cannot be built is a ConfigError naming that key.
 
     `extra_fields` are the dataset's row fields besides prompt and ground truth, when known
-    (a function source checks that the fields its function requires exist).
+    (a function source checks that the fields its function requires exist). With
+    `load_models` False, reward-model sources leave their model to a worker group.
     """
     source = reward.sources[index]
     options = dict(source.kwargs)
+    if source.type in MODEL_SOURCES:
+        options["load_model"] = load_models
     if source.type == "function":
         options = {"path": source.path, "function": source.name, "batched": source.batched, "kwargs": options,
                    "on_error": reward.on_error, "extra_fields": extra_fields, "timeout_s": source.timeout_s}

@@ -29,6 +29,9 @@ those tokens; its scalar `scores` is the smallest step score (the usual PRM aggr
 response without steps), logged as `reward/<name>/mean` but not added to the reward. Steps
 whose marker falls in the part cut off by `max_length` take the score of the first scored step.
 Metrics: `steps_mean` (steps per response), `step_score_mean` (over all steps), `markers_merged`.
+
+As for ORM sources (:mod:`rlhf.rewards.orm`), the model is the `reward_model` role: in this
+process on the local backend, a worker group on Ray.
 """
 
 from __future__ import annotations
@@ -42,20 +45,28 @@ from rlhf.rewards.base import RewardOutput
 from rlhf.rewards.offsets import token_indices_of_chars, valid_ids
 from rlhf.rewards.rm_format import RMFormatter
 from rlhf.rewards.steps import split_steps
-from rlhf.workers.reward_model import RewardModelWorker
+from rlhf.workers.reward_model import (
+    RewardModelSpec,
+    RewardModelWorker,
+    Scorer,
+    check_timeout,
+    load_rm_tokenizer,
+    token_id,
+    within_limit,
+)
 
 PRM_KINDS = ("two_class", "token_tag")
 
 
 class ProcessRewardModelSource:
-    """Scores the steps of each response with a `RewardModelWorker` (see the module docstring)."""
+    """Scores the steps of each response with a process reward model (see the module docstring)."""
 
     def __init__(self, path: str | None = None, kind: str = "two_class", *, step_split: str | None = None,
                  separator: str | None = None, tag: str | None = None, good_token: str | None = None,
                  bad_token: str | None = None, joiner: str = "", template: str | None = None,
                  chat_template: bool = False, system_prompt: str | None = None, batch_size: int = 8,
                  max_length: int | None = None, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
-                 timeout_s: float = 600.0):
+                 timeout_s: float = 600.0, load_model: bool = True):
         if not path:
             raise ValueError("kwargs.path: a prm source needs the process reward model's directory or hub name")
         if kind not in PRM_KINDS:
@@ -64,18 +75,23 @@ class ProcessRewardModelSource:
         if step_split is not None:
             _check_regex(step_split)
         self.step_split, self.joiner = step_split, joiner
-        self.worker = RewardModelWorker(path, kind, batch_size=batch_size, max_length=max_length, dtype=dtype,
-                                        device=device, trust_remote_code=trust_remote_code, timeout_s=timeout_s)
-        self.formatter = RMFormatter(self.worker.tokenizer, "steps", template=template, chat_template=chat_template,
-                                     system_prompt=system_prompt)
+        self.spec = RewardModelSpec(path, kind, batch_size, max_length, dtype, device, trust_remote_code)
+        self.timeout_s = check_timeout(timeout_s)
+        tokenizer = load_rm_tokenizer(path, trust_remote_code)
+        self.formatter = RMFormatter(tokenizer, "steps", template=template, chat_template=chat_template, system_prompt=system_prompt)
         if kind == "two_class":
             self.marker, self.good_id, self.bad_id = separator, None, None
-            self.marker_id = self.worker.token_id(separator, "kwargs.separator")
+            self.marker_id = token_id(tokenizer, separator, "kwargs.separator")
         else:
             self.marker = tag
-            self.marker_id = self.worker.token_id(tag, "kwargs.tag")
-            self.good_id = self.worker.token_id(good_token or "+", "kwargs.good_token")
-            self.bad_id = self.worker.token_id(bad_token or "-", "kwargs.bad_token")
+            self.marker_id = token_id(tokenizer, tag, "kwargs.tag")
+            self.good_id = token_id(tokenizer, good_token or "+", "kwargs.good_token")
+            self.bad_id = token_id(tokenizer, bad_token or "-", "kwargs.bad_token")
+        self.scorer: Scorer | None = RewardModelWorker.from_spec(self.spec, tokenizer) if load_model else None
+
+    def attach(self, scorer: Scorer) -> None:
+        """Score with `scorer` (the reward_model worker group serving this source's model)."""
+        self.scorer = scorer
 
     def score(self, batch: Batch) -> RewardOutput:
         """`scores [B]` (smallest step score), `step_scores` and `step_ends` (B tensors [K_b])."""
@@ -85,7 +101,7 @@ class ProcessRewardModelSource:
         spans = [split_steps(text, self.step_split) for text in responses]
         bodies = [self._body(text, row_spans) for text, row_spans in zip(responses, spans)]
         rows, positions = self.formatter.encode(prompts, [body for body, _ in bodies], [ends for _, ends in bodies])
-        probs = self.worker.within_limit(lambda: self.worker.position_probs(rows, positions, self.good_id, self.bad_id), len(rows))
+        probs = within_limit(lambda: self.scorer.position_probs(rows, positions, self.good_id, self.bad_id), self.timeout_s, self.spec, len(rows))
         step_scores = [_fill_cut_steps(p) for p in probs]
         ids, mask = batch["response_ids"], batch["response_mask"]
         step_ends = [torch.tensor(token_indices_of_chars(tokenizer, valid_ids(ids[i], mask[i]), [end for _, end in spans[i]]), dtype=torch.long)

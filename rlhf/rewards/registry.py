@@ -84,6 +84,10 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
 }
 """Source type -> factory(**kwargs)."""
 
+MODEL_SOURCES = frozenset({"orm", "prm"})
+"""Source types backed by a reward model, which the `reward_model` role serves: their factories
+take `load_model` (False: the model is served by a worker group and attached later)."""
+
 
 def build_reward_source(type_name: str, kwargs: dict[str, Any]) -> RewardSource:
     """Instantiate the source registered as `type_name`; an unknown name lists the valid ones."""
@@ -92,3 +96,16 @@ def build_reward_source(type_name: str, kwargs: dict[str, Any]) -> RewardSource:
     except KeyError:
         raise KeyError(f"unknown reward source {type_name!r}; valid: {', '.join(sorted(REWARD_SOURCES))}") from None
     return factory(**kwargs)
+
+
+def source_type_errors(types: list[str]) -> list[str]:
+    """Messages for `reward.sources.<i>.type` values that name no registered source."""
+    import difflib
+
+    errors = []
+    for index, name in enumerate(types):
+        if name not in REWARD_SOURCES:
+            close = difflib.get_close_matches(name, REWARD_SOURCES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            errors.append(f"reward.sources.{index}.type: unknown value {name!r} ({hint}valid values: {', '.join(REWARD_SOURCES)})")
+    return errors

@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.data.batch import Batch
+from rlhf.dispatch import ALL, ENGINES, dispatch
 from rlhf.rollout.base import SamplingParams, response_mask_from_ids
 from rlhf.rollout.decode import decode
 
@@ -31,6 +32,7 @@ class HFRolloutEngine:
         self.autocast_dtype = autocast_dtype
         self.eos_token_ids = _eos_ids(model, tokenizer)
 
+    @dispatch(ENGINES)
     @torch.no_grad()
     def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
         """Adds `response_ids [B, R]`, `response_mask [B, R]`, `response_text` (and with
@@ -83,9 +85,11 @@ class HFRolloutEngine:
             copied += tensor.numel() * tensor.element_size()
         return copied
 
+    @dispatch(ALL)
     def sleep(self) -> None:
         """HF generate keeps no cache between calls: nothing to free."""
 
+    @dispatch(ALL)
     def wake(self) -> None:
         """Nothing was freed by `sleep`."""
 

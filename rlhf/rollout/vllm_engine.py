@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rlhf.data.batch import Batch
+from rlhf.dispatch import ALL, ENGINES, dispatch
 from rlhf.rollout import vllm_compat
 from rlhf.rollout.base import SamplingParams, response_mask_from_ids
 
@@ -83,6 +84,7 @@ class VLLMRolloutEngine:
         self.seed_stream = random.Random(seed)
 
     @torch.no_grad()
+    @dispatch(ENGINES)
     def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
         """Adds `response_ids [B, R]`, `response_mask [B, R]`, `response_text` (and with
         `sampling.logprobs`, `rollout_logprobs [B, R]`) to `prompts`, and this engine's tokenizer
@@ -191,6 +193,7 @@ class VLLMRolloutEngine:
         self.llm.reset_prefix_cache()
         return counted.bytes
 
+    @dispatch(ALL)
     def sleep(self) -> None:
         """Free the KV cache and move the weights to host memory while the trainer trains.
 
@@ -200,6 +203,7 @@ class VLLMRolloutEngine:
             self.llm.sleep(level=SLEEP_LEVEL)
             self.asleep = {"weights", "kv_cache"}
 
+    @dispatch(ALL)
     def wake(self) -> None:
         """Undo :meth:`sleep` (whatever `update_weights` has not woken already); safe to repeat."""
         if self.asleep:

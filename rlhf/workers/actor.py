@@ -15,6 +15,7 @@ from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
 from rlhf.data.batch import Batch
 from rlhf.data.padding import map_micro_batches
+from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
 from rlhf.engines.base import TrainingEngine
 from rlhf.models.lora import merged_named_weights
 from rlhf.workers.forward import response_logits
@@ -52,6 +53,7 @@ class ActorWorker:
         self.temperature = temperature
         self.shuffle_generator = torch.Generator().manual_seed(seed)
 
+    @dispatch(SPLIT)
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 log-probabilities of `response_ids` under the current policy, in eval
@@ -71,11 +73,7 @@ class ActorWorker:
         finally:
             module.train(was_training)
 
-    def is_single_on_policy_update(self, batch_size: int) -> bool:
-        """True when the update takes exactly one optimiser step over the whole batch: then
-        old logprobs equal the update's own logprobs and need no separate forward pass."""
-        return self.loss.ppo_epochs == 1 and self.loss.mini_batch_size >= batch_size
-
+    @dispatch(SPLIT_EXACT, weight="shard_weight")
     def update_policy(self, batch: Batch, kl_coef: float | None = None) -> dict[str, float]:
         """`ppo_epochs` passes of shuffled mini-batches, one optimiser step each
         (see :func:`rlhf.workers.updates.run_updates`).
@@ -120,6 +118,12 @@ class ActorWorker:
             stats["kl"] = kl.detach()
         self.engine.backward(loss * weight)
         return stats
+
+    def shard_weight(self, shard: Batch) -> float:
+        """What this rank's loss averages over: its valid response tokens for token-mean
+        aggregation, else its sequences (the ranks' metrics are averaged with these weights,
+        so the loss of the whole batch comes out as one process computes it)."""
+        return float(shard["response_mask"].sum()) if self.loss.loss_agg == "token-mean" else float(len(shard))
 
     @property
     def description(self) -> str:

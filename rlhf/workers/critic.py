@@ -14,6 +14,7 @@ import torch
 from rlhf.algorithms.losses import hl_gauss_loss, hl_gauss_value, masked_mean, value_loss
 from rlhf.data.batch import Batch
 from rlhf.data.padding import map_micro_batches
+from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
 from rlhf.engines.base import TrainingEngine
 from rlhf.workers.forward import response_values
 from rlhf.workers.updates import agreement, run_updates
@@ -54,6 +55,7 @@ class CriticWorker:
             return hl_gauss_value(outputs, self.loss.v_min, self.loss.v_max)
         return outputs.squeeze(-1)
 
+    @dispatch(SPLIT)
     @torch.no_grad()
     def compute_values(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 values (0 on padding)."""
@@ -66,6 +68,7 @@ class CriticWorker:
 
         return map_micro_batches(batch, self.loss.micro_batch_size, forward, self.loss.max_tokens, agreement(self.engine, self.loss.max_tokens))
 
+    @dispatch(SPLIT_EXACT, weight="shard_weight")
     def update_critic(self, batch: Batch) -> dict[str, float]:
         """Regress the values on `returns` (needs `values` from before the update, for value
         clipping, and `returns` in `batch`). Metrics are prefixed `critic/`; `explained_var`
@@ -77,6 +80,10 @@ class CriticWorker:
         )
         metrics["explained_var"] = explained_variance(batch["values"], batch["returns"], batch["response_mask"].float()).item()
         return {f"critic/{key}": value for key, value in metrics.items()}
+
+    def shard_weight(self, shard: Batch) -> float:
+        """The value loss is a token mean per mini-batch: ranks weigh alike per sequence."""
+        return float(len(shard))
 
     def _accumulate_micro_batch(self, micro: Batch, weight: float) -> dict[str, torch.Tensor]:
         device = next(self.engine.module.parameters()).device

@@ -9,6 +9,7 @@ import torch
 from rlhf.algorithms.logprobs import logprobs_from_logits
 from rlhf.data.batch import Batch
 from rlhf.data.padding import map_micro_batches
+from rlhf.dispatch import SPLIT, dispatch
 from rlhf.workers.forward import response_logits
 
 
@@ -20,6 +21,7 @@ class RefWorker:
         self.temperature = temperature
         self.micro_batch_size, self.max_tokens = micro_batch_size, max_tokens
 
+    @dispatch(SPLIT)
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 log-probabilities of `response_ids`."""
@@ -58,6 +60,7 @@ class AdapterDisabledRef:
         self.temperature = temperature
         self.micro_batch_size, self.max_tokens = micro_batch_size, max_tokens
 
+    @dispatch(SPLIT)
     @torch.no_grad()
     def compute_logprobs(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 log-probabilities of `response_ids` under the base model."""

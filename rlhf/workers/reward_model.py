@@ -26,11 +26,13 @@ Notation: N rows, T tokens (after padding), V vocabulary, K_i scored positions o
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence, TypeVar
 
 import torch
 
 from rlhf.deadline import CallTimedOut, call_with_timeout
+from rlhf.dispatch import SPLIT, dispatch
 
 T = TypeVar("T")
 
@@ -45,47 +47,111 @@ class RewardModelTimeout(RuntimeError):
     """A reward model did not finish scoring a batch within its `kwargs.timeout_s`."""
 
 
+@dataclass(frozen=True)
+class RewardModelSpec:
+    """What a reward source asks of its model, as plain data (it travels to the worker that
+    serves it): the checkpoint, its kind, and how to run it. Checked when built."""
+
+    path: str
+    kind: str
+    batch_size: int = 8
+    max_length: int | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kwargs.kind: unknown reward model kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"kwargs.batch_size: must be an integer >= 1, got {self.batch_size!r}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1):
+            raise ValueError(f"kwargs.max_length: must be an integer >= 1 or null, got {self.max_length!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"kwargs.dtype: unknown dtype {self.dtype!r}; valid: auto, {', '.join(DTYPES)}")
+
+
+class Scorer(Protocol):
+    """What a reward source calls to score token rows: a :class:`RewardModelWorker` in this
+    process, or a proxy to the `reward_model` worker group that serves the same model."""
+
+    def sequence_scores(self, rows: Sequence[Sequence[int]], positive_id: int | None = None,
+                        negative_id: int | None = None) -> torch.Tensor: ...
+
+    def position_probs(self, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+                       positive_id: int | None = None, negative_id: int | None = None) -> list[torch.Tensor]: ...
+
+
+def check_timeout(timeout_s: float) -> float:
+    """`kwargs.timeout_s` of a reward-model source, as seconds > 0."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"kwargs.timeout_s: must be a number of seconds > 0, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+def within_limit(call: Callable[[], T], timeout_s: float, spec: RewardModelSpec, rows: int) -> T:
+    """`call()`, a scoring pass over `rows` rows, or RewardModelTimeout past `timeout_s`."""
+    try:
+        return call_with_timeout(call, timeout_s)
+    except CallTimedOut:
+        raise RewardModelTimeout(
+            f"the {spec.kind} reward model {spec.path} took longer than kwargs.timeout_s={timeout_s:g} s to score "
+            f"{rows} rows: it hangs, or needs more time (raise kwargs.timeout_s, or lower kwargs.batch_size / max_length)"
+        ) from None
+
+
+def token_id(tokenizer, text: str, key: str) -> int:
+    """The id of `text` when `tokenizer` (a reward model's) encodes it as exactly one token;
+    else a ValueError naming the source kwarg `key` (e.g. 'kwargs.good_token')."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(f"{key}: {text!r} must be a single token of the reward model's tokenizer, "
+                         f"but it encodes to {len(ids)} tokens {pieces}")
+    return ids[0]
+
+
+class RewardModels:
+    """The `reward_model` role of a worker: every model-backed reward source's model, by the
+    source's name. Rows are split over the group's ranks; each rank scores its share."""
+
+    def __init__(self, specs: dict[str, RewardModelSpec]):
+        self.models = {name: RewardModelWorker.from_spec(spec) for name, spec in specs.items()}
+
+    @dispatch(SPLIT)
+    def sequence_scores(self, rows: list[list[int]], name: str, positive_id: int | None = None,
+                        negative_id: int | None = None) -> torch.Tensor:
+        """[N] float32: :meth:`RewardModelWorker.sequence_scores` of model `name`."""
+        return self.models[name].sequence_scores(rows, positive_id, negative_id)
+
+    @dispatch(SPLIT)
+    def position_probs(self, items: list[tuple[list[int], list[int]]], name: str, positive_id: int | None = None,
+                       negative_id: int | None = None) -> list[torch.Tensor]:
+        """N tensors [K_i]: :meth:`RewardModelWorker.position_probs` of model `name` for
+        (row, positions) pairs (split together over the ranks)."""
+        rows, positions = [row for row, _ in items], [pos for _, pos in items]
+        return self.models[name].position_probs(rows, positions, positive_id, negative_id)
+
+
 class RewardModelWorker:
     """A reward model and its own tokenizer, loaded from `path`; see the module docstring."""
 
     def __init__(self, path: str, kind: str, *, batch_size: int = 8, max_length: int | None = None,
-                 dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False, timeout_s: float = 600.0):
-        if kind not in KINDS:
-            raise ValueError(f"kwargs.kind: unknown reward model kind {kind!r}; valid: {', '.join(KINDS)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"kwargs.batch_size: must be an integer >= 1, got {batch_size!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-            raise ValueError(f"kwargs.max_length: must be an integer >= 1 or null, got {max_length!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
-            raise ValueError(f"kwargs.timeout_s: must be a number of seconds > 0, got {timeout_s!r}")
-        self.path, self.timeout_s = path, float(timeout_s)
+                 dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False, tokenizer=None):
+        spec = RewardModelSpec(path, kind, batch_size, max_length, dtype, device, trust_remote_code)
+        self.spec, self.path = spec, path
         self.kind, self.batch_size, self.max_length = kind, batch_size, max_length
         self.device = resolve_device(device)
-        self.tokenizer = load_rm_tokenizer(path, trust_remote_code)
+        self.tokenizer = tokenizer if tokenizer is not None else load_rm_tokenizer(path, trust_remote_code)
         self.model = load_rm_model(path, kind, resolve_dtype(dtype, self.device), trust_remote_code).to(self.device)
         self.model.eval().requires_grad_(False)
         if kind == "classifier":
             self._check_classifier()
 
-    def within_limit(self, call: Callable[[], T], rows: int) -> T:
-        """`call()`, a scoring pass over `rows` rows, or RewardModelTimeout past `timeout_s`."""
-        try:
-            return call_with_timeout(call, self.timeout_s)
-        except CallTimedOut:
-            raise RewardModelTimeout(
-                f"the {self.kind} reward model {self.path} took longer than kwargs.timeout_s={self.timeout_s:g} s to score "
-                f"{rows} rows: it hangs, or needs more time (raise kwargs.timeout_s, or lower kwargs.batch_size / max_length)"
-            ) from None
-
-    def token_id(self, text: str, key: str) -> int:
-        """The id of `text` when the RM tokenizer encodes it as exactly one token; else a
-        ValueError naming the source kwarg `key` (e.g. 'kwargs.good_token')."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            pieces = self.tokenizer.convert_ids_to_tokens(ids)
-            raise ValueError(f"{key}: {text!r} must be a single token of the reward model's tokenizer, "
-                             f"but it encodes to {len(ids)} tokens {pieces}")
-        return ids[0]
+    @classmethod
+    def from_spec(cls, spec: RewardModelSpec, tokenizer=None) -> RewardModelWorker:
+        return cls(spec.path, spec.kind, batch_size=spec.batch_size, max_length=spec.max_length, dtype=spec.dtype,
+                   device=spec.device, trust_remote_code=spec.trust_remote_code, tokenizer=tokenizer)
 
     @torch.no_grad()
     def sequence_scores(self, rows: Sequence[Sequence[int]], positive_id: int | None = None,

@@ -14,7 +14,7 @@ from rlhf.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     drgrpo,
-    estimator_inputs,
+    estimator,
     get_advantage_estimator,
     grpo,
     reinforce_pp_baseline,
@@ -235,7 +235,6 @@ def random_inputs(seed: int, batch: int, length: int, right_padded: bool) -> dic
         "baseline_scores": torch.rand(batch, generator=generator),
         "gamma": 0.9,
         "lam": 0.8,
-        "norm_by_std": True,
     }
 
 
@@ -305,22 +304,31 @@ def test_unknown_estimator_lists_the_valid_ones():
         compute_advantages("ppo2", scores=torch.zeros(1))
 
 
-def test_estimator_inputs_are_the_signature():
-    assert estimator_inputs("gae") == ("token_rewards", "values", "response_mask", "gamma", "lam")
-    assert estimator_inputs("drgrpo") == ("scores", "group_index", "response_mask")
-    assert estimator_inputs("grpo") == ("scores", "group_index", "response_mask", "norm_by_std", "eps")
-    assert estimator_inputs("remax") == ("token_rewards", "baseline_scores", "response_mask")
+def test_estimators_declare_their_inputs_and_what_the_run_must_prepare():
+    assert estimator("gae").inputs == ("token_rewards", "values", "response_mask", "gamma", "lam")
+    assert estimator("grpo").inputs == estimator("drgrpo").inputs == ("scores", "group_index", "response_mask")
+    assert estimator("remax").inputs == ("token_rewards", "baseline_scores", "response_mask")
+    assert {name for name, entry in ADVANTAGE_ESTIMATORS.items() if entry.needs_critic} == {"gae"}
+    assert {name for name, entry in ADVANTAGE_ESTIMATORS.items() if entry.needs_greedy_baseline} == {"remax"}
 
 
-def test_compute_advantages_passes_only_accepted_inputs():
+def test_declared_inputs_are_what_each_function_takes():
+    """The declarations match the functions (every required parameter is declared)."""
+    import inspect
+
+    for name, entry in ADVANTAGE_ESTIMATORS.items():
+        parameters = inspect.signature(entry.fn).parameters
+        required = {key for key, parameter in parameters.items() if parameter.default is inspect.Parameter.empty}
+        assert required <= set(entry.inputs) <= set(parameters), name
+
+
+def test_compute_advantages_passes_only_declared_inputs():
     inputs = random_inputs(seed=0, batch=6, length=4, right_padded=True)
     scores, labels, mask = inputs["scores"], inputs["group_index"], inputs["response_mask"]
-    # drgrpo does not take norm_by_std: it is filtered out, not an error
-    assert torch.equal(compute_advantages("drgrpo", **inputs)[0], drgrpo(scores, labels, mask)[0])
-    # grpo does take it
+    # a key no estimator declares is not passed on, so it cannot switch grpo into Dr. GRPO
     inputs["norm_by_std"] = False
-    assert torch.equal(compute_advantages("grpo", **inputs)[0], drgrpo(scores, labels, mask)[0])
-    # unrelated keys are ignored; defaulted parameters (eps, norm_by_std) may be absent
+    assert torch.equal(compute_advantages("grpo", **inputs)[0], grpo(scores, labels, mask)[0])
+    assert torch.equal(compute_advantages("drgrpo", **inputs)[0], drgrpo(scores, labels, mask)[0])
     minimal = {"scores": scores, "group_index": labels, "response_mask": mask, "unrelated": object()}
     assert torch.equal(compute_advantages("grpo", **minimal)[0], grpo(scores, labels, mask)[0])
 

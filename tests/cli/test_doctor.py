@@ -29,6 +29,16 @@ def test_a_gpu_recipe_on_a_cpu_machine_exits_1_naming_why(capsys):
     assert "resources.pools.gpus: 8 GPUs wanted on a local cluster, 0 here" in err
 
 
+def test_a_ray_recipe_that_wants_more_cpus_than_this_machine_has_fails(capsys):
+    import os
+
+    wanted = (os.cpu_count() or 1) + 1
+    overrides = ["distributed.backend=ray", "train.engine=deepspeed", f"resources.pools.default.devices_per_node={wanted}",
+                 f"actor.mini_batch_size={16 * wanted}", "actor.micro_batch_size=16", f"data.train_batch_size={2 * wanted}", "rollout.n=8"]
+    assert main(["doctor", "quickstart", *overrides]) == 1
+    assert f"resources.pools: {wanted} CPUs wanted by the pools' workers" in capsys.readouterr().err
+
+
 def test_an_engine_that_does_not_import_fails_the_recipe():
     config = load_recipe(None, ["model.path=org/m", "rollout.engine=vllm"])
     engines = {"train.engine=torch": Check("train.engine=torch", True, ""), "rollout.engine=vllm": Check("rollout.engine=vllm", False, "no vllm")}

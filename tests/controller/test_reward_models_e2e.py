@@ -16,7 +16,7 @@ from rlhf.controller.roles import build_roles
 from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import build_run
 from rlhf.controller.step import add_advantages
-from rlhf.controller.timing import PhaseTimer
+from rlhf.timing import PhaseTimer
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream
 from rlhf.logging.jsonl import read_jsonl

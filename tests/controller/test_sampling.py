@@ -14,7 +14,7 @@ from rlhf.config.loader import load_recipe
 from rlhf.controller.roles import build_roles
 from rlhf.controller.sampling import Sampler, informative_samples
 from rlhf.controller.setup import build_run
-from rlhf.controller.timing import PhaseTimer
+from rlhf.timing import PhaseTimer
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream
 from rlhf.rewards.registry import build_reward_source

@@ -9,7 +9,7 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.controller.perf import device_count, throughput
 from rlhf.controller.samples import sample_generations, spread_over_groups
 from rlhf.controller.step import batch_metrics
-from rlhf.controller.timing import phase_shares
+from rlhf.timing import phase_shares
 from rlhf.data.batch import Batch
 
 

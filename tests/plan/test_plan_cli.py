@@ -15,7 +15,7 @@ def test_quickstart_fits(capsys):
 
 
 def test_gsm8k_on_16gb_does_not_fit_and_names_biggest(capsys):
-    assert main(["plan", "gsm8k_grpo_orm", "--devices", "1", "--device-memory-gb", "16"]) == 0
+    assert main(["plan", "gsm8k_grpo_orm", "--devices", "1", "--device-memory-gb", "16"]) == 1  # does not fit: exit 1
     out = capsys.readouterr().out
     assert "does NOT fit" in out
     assert "biggest items: actor activations" in out

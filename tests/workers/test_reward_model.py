@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from rlhf.models.tiny_reward import build_tiny_reward_model
-from rlhf.workers.reward_model import RewardModelWorker
+from rlhf.workers.reward_model import RewardModelWorker, token_id
 
 TEXTS = ["12+30=42", "7", "the sum is 5#", "a#bc#d#"]
 
@@ -42,7 +42,7 @@ def test_verdict_is_a_softmax_at_the_next_token(paths):
     worker = RewardModelWorker(paths["verdict"], "verdict", batch_size=2)
     rows = encode(worker)
     model = AutoModelForCausalLM.from_pretrained(paths["verdict"])
-    yes, no = worker.token_id("Y", "kwargs.verdict_token"), worker.token_id("N", "kwargs.negative_token")
+    yes, no = token_id(worker.tokenizer, "Y", "kwargs.verdict_token"), token_id(worker.tokenizer, "N", "kwargs.negative_token")
     last = torch.stack([alone(model, row)[0, -1] for row in rows])
     torch.testing.assert_close(worker.sequence_scores(rows, yes), last.softmax(-1)[:, yes], atol=1e-6, rtol=1e-5)
     pair = torch.exp(last[:, yes]) / (torch.exp(last[:, yes]) + torch.exp(last[:, no]))
@@ -56,7 +56,7 @@ def marker_positions(rows, marker_id):
 def test_two_class_probabilities_at_the_separators(paths):
     worker = RewardModelWorker(paths["two_class"], "two_class", batch_size=3)
     rows = encode(worker)
-    positions = marker_positions(rows, worker.token_id("#", "kwargs.separator"))
+    positions = marker_positions(rows, token_id(worker.tokenizer, "#", "kwargs.separator"))
     model = AutoModelForTokenClassification.from_pretrained(paths["two_class"])
     probs = worker.position_probs(rows, positions)
     assert [len(p) for p in probs] == [0, 0, 1, 3]
@@ -69,8 +69,8 @@ def test_two_class_probabilities_at_the_separators(paths):
 def test_token_tag_probabilities_over_the_label_tokens(paths):
     worker = RewardModelWorker(paths["verdict"], "token_tag", batch_size=2)
     rows = encode(worker)
-    positions = marker_positions(rows, worker.token_id("#", "kwargs.tag"))
-    good, bad = worker.token_id("+", "kwargs.good_token"), worker.token_id("-", "kwargs.bad_token")
+    positions = marker_positions(rows, token_id(worker.tokenizer, "#", "kwargs.tag"))
+    good, bad = token_id(worker.tokenizer, "+", "kwargs.good_token"), token_id(worker.tokenizer, "-", "kwargs.bad_token")
     model = AutoModelForCausalLM.from_pretrained(paths["verdict"])
     probs = worker.position_probs(rows, positions, good, bad)
     for row, row_positions, row_probs in zip(rows, positions, probs):
@@ -95,7 +95,7 @@ def test_max_length_keeps_the_end_and_cut_positions_are_nan(paths):
 def test_multi_token_strings_are_rejected_by_key(paths):
     worker = RewardModelWorker(paths["verdict"], "verdict")
     with pytest.raises(ValueError, match=r"kwargs.tag: ' ки' must be a single token .* 3 tokens"):
-        worker.token_id(" ки", "kwargs.tag")
+        token_id(worker.tokenizer, " ки", "kwargs.tag")
 
 
 def test_auto_dtype_on_cpu_is_float32_and_the_model_is_frozen(paths):

@@ -1,63 +1,69 @@
-"""Step (2)-(3) of the loop: generate n responses per prompt and score them, with DAPO's
-dynamic sampling and ReMax's greedy baseline when the recipe asks for them.
+"""The synchronous, single-turn rollout source: steps (1)-(3) of the loop as one call.
 
-Samples of one prompt are consecutive (`repeat_interleave`) and share a `group_index`.
+Each step takes the next `data.train_batch_size` prompts of the stream, generates `rollout.n`
+responses to each and scores them, with DAPO's dynamic sampling and ReMax's greedy baseline
+when the recipe asks for them. Samples of one prompt are consecutive (`repeat_interleave`) and
+share a `group_index`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
 from rlhf.algorithms.groups import group_ids, group_mean_std
-from rlhf.controller.samples import SOURCE_SCORES
-from rlhf.controller.setup import Run, sampling_params
-from rlhf.controller.timing import PhaseTimer
+from rlhf.config.schema import DynamicSamplingConfig
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream
 from rlhf.rollout.base import SamplingParams
+from rlhf.rollout.source import SOURCE_SCORES, Sampled
 
 
-@dataclass
-class Sampled:
-    """The batch to train on, every score generated this step (before any filtering, for
-    logging), and the sampling metrics."""
+class SyncRolloutSource:
+    """Turns prompt rows from `stream` into scored RL batches (see the module docstring).
 
-    batch: Batch
-    all_scores: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    Args:
+        stream: batches of `data.train_batch_size` prompt rows.
+        tokenize: prompt rows -> a left-padded prompt Batch.
+        n: responses per prompt.
+        sampling: how responses are sampled.
+        dynamic: DAPO's dynamic sampling settings.
+        with_baseline: also score one greedy response per prompt (ReMax's baseline).
+    """
 
-
-class Sampler:
-    """Turns prompt rows from the stream into a scored RL batch."""
-
-    def __init__(self, run: Run, stream: PromptStream, *, with_baseline: bool):
-        self.run, self.stream, self.with_baseline = run, stream, with_baseline
+    def __init__(self, stream: PromptStream, tokenize: Callable[[list[dict]], Batch], *, n: int, sampling: SamplingParams,
+                 dynamic: DynamicSamplingConfig, with_baseline: bool):
+        self.stream, self.tokenize, self.n, self.sampling = stream, tokenize, n, sampling
+        self.dynamic, self.with_baseline = dynamic, with_baseline
         self.next_group = 0
         self.last: Sampled | None = None
-        """The latest round's result (its batch gets the later steps' fields): the loop
-        takes sample generations from it."""
 
-    def sample(self, roles, timer: PhaseTimer) -> Sampled:
+    def next_batch(self, roles, timer) -> Sampled:
         """One round, or with `data.dynamic_sampling.enabled` as many rounds as it takes
         (at most 1 + max_extra_rounds) to gather data.train_batch_size informative groups."""
-        dynamic = self.run.config.data.dynamic_sampling
-        if not dynamic.enabled:
+        if not self.dynamic.enabled:
             batch, metrics = self.round(roles, timer)
             self.last = Sampled(batch, batch["scores"], metrics)
         else:
-            self.last = self._dynamic(roles, timer, dynamic.max_extra_rounds)
+            self.last = self._dynamic(roles, timer, self.dynamic.max_extra_rounds)
         return self.last
 
-    def round(self, roles, timer: PhaseTimer) -> tuple[Batch, dict[str, float]]:
-        """Generate rollout.n responses for the next prompt batch and score them."""
-        config = self.run.config
-        prompts = self.run.prompts(next(self.stream))
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's position and the next group id."""
+        return {"stream": self.stream.state_dict(), "next_group": self.next_group}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.next_group = int(state["next_group"])
+
+    def round(self, roles, timer) -> tuple[Batch, dict[str, float]]:
+        """Generate n responses for the next prompt batch and score them."""
+        prompts = self.tokenize(next(self.stream))
         prompts.set("group_index", list(range(self.next_group, self.next_group + len(prompts))))
         self.next_group += len(prompts)
         with timer.phase("generate"):
-            batch = roles.rollout.generate(prompts.repeat_interleave(config.rollout.n), sampling_params(config))
+            batch = roles.rollout.generate(prompts.repeat_interleave(self.n), self.sampling)
         with timer.phase("reward"):
             reward = roles.reward.evaluate(batch)
             metrics = reward.metrics
@@ -69,15 +75,15 @@ class Sampler:
                 batch.set("outcome_scores", reward.outcome_scores).set("process_token_rewards", reward.process_token_rewards)
         if self.with_baseline:
             with timer.phase("baseline"):
-                greedy = SamplingParams(max_new_tokens=config.rollout.max_new_tokens, greedy=True)
+                greedy = SamplingParams(max_new_tokens=self.sampling.max_new_tokens, greedy=True)
                 baseline, _, _ = roles.reward.score(roles.rollout.generate(prompts, greedy))
-                batch.set("baseline_scores", baseline.repeat_interleave(config.rollout.n))
+                batch.set("baseline_scores", baseline.repeat_interleave(self.n))
                 metrics["remax/baseline_mean"] = baseline.mean().item()
         return batch, metrics
 
-    def _dynamic(self, roles, timer: PhaseTimer, max_extra_rounds: int) -> Sampled:
+    def _dynamic(self, roles, timer, max_extra_rounds: int) -> Sampled:
         """DAPO's dynamic sampling (Yu et al. 2025, sec. 3.2): keep groups whose rewards differ."""
-        n, wanted = self.run.config.rollout.n, self.run.config.data.train_batch_size
+        n, wanted = self.n, self.stream.batch_size
         kept, dropped, scores, round_metrics = [], [], [], []
         while sum(len(b) for b in kept) < wanted * n and len(round_metrics) <= max_extra_rounds:
             batch, metrics = self.round(roles, timer)

@@ -1,0 +1,77 @@
+"""Checks of a loaded recipe against the parts it names that live above the config: training and
+rollout engines, reward sources and loggers, each asked through its own registry.
+
+`rlhf.config` checks types, ranges and how keys fit together; it imports nothing above it.
+What only the registries know (is `rollout.engine` a registered engine, can that engine run
+with this layout, is `reward.sources.2.type` a source, is `trainer.loggers.1` a logger) is
+checked here, once, by every command before it runs a recipe: errors are collected and raised
+together as one ConfigError (exit status 2), like the config's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from rlhf.config.errors import ConfigError
+from rlhf.config.loader import load_recipe
+from rlhf.config.schema import RecipeConfig
+from rlhf.config.validate import choice_error
+from rlhf.config.validate_distributed import pool_size
+from rlhf.engines.registry import TRAINING_ENGINES
+from rlhf.logging.factory import LOGGERS
+from rlhf.rewards.registry import source_type_errors
+from rlhf.rollout.registry import ROLLOUT_ENGINES
+
+
+def recipe_errors(config: RecipeConfig) -> list[str]:
+    """Every problem of `config` with the registered parts it names."""
+    errors = [*_engine_errors(config), *source_type_errors([source.type for source in config.reward.sources]), *_logger_errors(config.trainer.loggers)]
+    return [error for error in errors if error]
+
+
+def check_recipe(config: RecipeConfig) -> RecipeConfig:
+    """`config`, or a ConfigError listing what :func:`recipe_errors` found."""
+    errors = recipe_errors(config)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return config
+
+
+def load_checked_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
+    """:func:`rlhf.config.loader.load_recipe`, then :func:`check_recipe`."""
+    return check_recipe(load_recipe(path, overrides or []))
+
+
+def _engine_errors(config: RecipeConfig) -> Iterable[str | None]:
+    """The engines are registered, accept their settings, and fit the pools they run on."""
+    train, rollout = config.train, config.rollout
+    yield choice_error("train.engine", train.engine, TRAINING_ENGINES)
+    yield choice_error("rollout.engine", rollout.engine, ROLLOUT_ENGINES)
+    pools = config.resources.pools
+    placed = all(config.resources.pool_of(role) in pools for role in ("actor", "rollout", "critic"))
+    if train.engine in TRAINING_ENGINES:
+        spec = TRAINING_ENGINES[train.engine]
+        yield from spec.option_errors(train)
+        for role in ("actor", "critic"):
+            ranks = pool_size(config, config.resources.pool_of(role)) if placed else 1
+            if ranks > 1 and not spec.data_parallel and (role == "actor" or _has_critic(config)):
+                yield (f"train.engine: {train.engine!r} trains in one process, but resources.pools.{config.resources.pool_of(role)} "
+                       f"has {ranks} workers for the {role}; set train.engine=deepspeed (zero_stage 0-3) for data-parallel training")
+    if rollout.engine in ROLLOUT_ENGINES:
+        ranks = pool_size(config, config.resources.pool_of("rollout")) if placed else 1
+        yield from ROLLOUT_ENGINES[rollout.engine].option_errors(config, ranks)
+
+
+def _has_critic(config: RecipeConfig) -> bool:
+    from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS
+
+    entry = ADVANTAGE_ESTIMATORS.get(config.algorithm.advantage)
+    return entry is not None and entry.needs_critic
+
+
+def _logger_errors(loggers: list[str]) -> Iterable[str | None]:
+    for index, name in enumerate(loggers):
+        yield choice_error(f"trainer.loggers.{index}", name, LOGGERS)
+    if "jsonl" not in loggers:
+        yield "trainer.loggers: must include jsonl (resume, `rlhf export` and `rlhf report` read metrics.jsonl), e.g. [console, jsonl, wandb]"

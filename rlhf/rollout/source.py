@@ -1,0 +1,54 @@
+"""Where the RL loop's samples come from: the `RolloutSource` seam.
+
+Steps (1)-(3) of every RL iteration (take prompts, generate, score) are one call,
+`source.next_batch(roles, timer)`, which returns the scored :class:`Sampled` batch the rest of
+the step trains on. Today's source is synchronous and single-turn
+(:class:`rlhf.rollout.sync_source.SyncRolloutSource`); a multi-turn source (episodes against
+environments) and an asynchronous one (rollout workers streaming into a buffer beside training)
+plug in here without touching the loop: every source yields the same Batch, and a source's
+position in its stream is part of the checkpoint (`state_dict`).
+
+Batch fields a source sets (B sequences, P prompt tokens, R response tokens): `prompt_ids
+[B, P]`, `prompt_mask [B, P]`, `response_ids [B, R]`, `response_mask [B, R]`, `scores [B]`,
+`group_index` (B labels: the prompt of each sample), the rows' own fields, each reward
+source's scores under :data:`SOURCE_SCORES` + name, and with process rewards
+`outcome_scores [B]` and `process_token_rewards [B, R]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from rlhf.data.batch import Batch
+
+SOURCE_SCORES = "source_scores/"
+"""Prefix of the [B] tensors holding each reward source's own (unweighted) scores in a batch."""
+
+
+@dataclass
+class Sampled:
+    """The batch to train on, every score generated this step (before any filtering, for
+    logging), and the sampling metrics."""
+
+    batch: Batch
+    all_scores: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RolloutSource(Protocol):
+    """Yields scored batches to train on, and can save and restore its position."""
+
+    last: Sampled | None
+    """The latest batch it yielded (the loop takes sample generations from it)."""
+
+    def next_batch(self, roles: Any, timer: Any) -> Sampled:
+        """The next scored batch, generated with `roles.rollout` and scored with
+        `roles.reward`; time spent goes into `timer.phase(name)` blocks."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
