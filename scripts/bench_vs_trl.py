@@ -9,16 +9,16 @@ Throughput mode: every arm loads the same randomly initialised char-level Llama 
 the same number of 2-digit-addition prompts per step, samples the same number of responses per
 prompt up to the same length, and makes one AdamW step (same lr, betas, clip) per generation
 batch, without KL:
-  rlhf   the quickstart recipe through `build_run` / `build_roles` and `rl_step` (rlhf.bench.arm_rlhf)
-  trl    `trl.GRPOTrainer.train()`, paused between steps by a callback (rlhf.bench.arm_trl)
-  floor  HF `generate` + one forward/backward/step over the same tokens (rlhf.bench.arm_floor)
+  rlhf   the quickstart recipe through `build_run` / `build_roles` and `rl_step` (rlhf_harness.bench.arm_rlhf)
+  trl    `trl.GRPOTrainer.train()`, paused between steps by a callback (rlhf_harness.bench.arm_trl)
+  floor  HF `generate` + one forward/backward/step over the same tokens (rlhf_harness.bench.arm_floor)
 Each arm runs in its own process; after the warm-up the arms take turns, `--steps-per-round`
 steps at a time. Prints medians of seconds per step and tokens per second (prompt + response
 tokens of the step / step time), the share of the step spent in `generate`, and the ratios
 rlhf/TRL (throughput) and rlhf/floor (step time); writes everything, every step included, as JSON.
 
 Accuracy mode: training wall time until the held-out greedy accuracy reaches a target, rlhf vs
-TRL with the quickstart recipe's settings from one shared SFT warm start (rlhf.bench.accuracy).
+TRL with the quickstart recipe's settings from one shared SFT warm start (rlhf_harness.bench.accuracy).
 The model is the quickstart's (`--config` does not apply).
 
 Timings on a machine shared with other work are noisy: compare runs taken together, not alone.
@@ -35,8 +35,8 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from rlhf.bench.settings import MODEL_SIZES
-    from rlhf.bench.worker import ARMS
+    from rlhf_harness.bench.settings import MODEL_SIZES
+    from rlhf_harness.bench.worker import ARMS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("throughput", "accuracy"), default="throughput", help="what to measure")
@@ -72,9 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def throughput_mode(args: argparse.Namespace, work_dir: Path, processes: dict) -> dict:
-    from rlhf.bench.report import throughput_table
-    from rlhf.bench.settings import BenchSettings
-    from rlhf.bench.throughput import run_throughput
+    from rlhf_harness.bench.report import throughput_table
+    from rlhf_harness.bench.settings import BenchSettings
+    from rlhf_harness.bench.throughput import run_throughput
 
     model_dir = work_dir / "initial_model"
     # one worker writes the checkpoint while the others are still importing their libraries
@@ -95,12 +95,12 @@ def throughput_mode(args: argparse.Namespace, work_dir: Path, processes: dict) -
 
 
 def accuracy_mode(args: argparse.Namespace, work_dir: Path, processes: dict) -> dict:
-    from rlhf.bench.accuracy import (
+    from rlhf_harness.bench.accuracy import (
         quickstart_settings,
         run_accuracy,
         warm_start_checkpoint,
     )
-    from rlhf.bench.report import accuracy_table
+    from rlhf_harness.bench.report import accuracy_table
 
     model_dir = warm_start_checkpoint(Path(args.warm_start or work_dir / "sft-run"), args.threads, args.seed)
     settings = quickstart_settings(model_dir, work_dir, args.threads, args.seed, args.max_steps)
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
     # test process that ran DeepSpeed) would make accelerate join that caller's process group
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         os.environ.pop(name, None)
-    from rlhf.bench.report import environment
-    from rlhf.bench.worker import arm_processes
+    from rlhf_harness.bench.report import environment
+    from rlhf_harness.bench.worker import arm_processes
 
     # the workers start importing their libraries at once
     with tempfile.TemporaryDirectory(prefix="bench-vs-trl-") as work, arm_processes(args.arms) as processes:

@@ -1,6 +1,6 @@
 """Kill anywhere, resume exactly: SIGKILL a tiny quickstart run M times at random moments (a
 share of them inside checkpoint saves), resume it each time with trainer.resume=auto, and
-compare its final metrics.jsonl with an uninterrupted run's (see rlhf/reliability/kill_resume.py).
+compare its final metrics.jsonl with an uninterrupted run's (see scripts/rlhf_harness/faults/kill_resume.py).
 
     python scripts/kill_resume.py --kills 20 --seed 0 --out /tmp/kill_resume.json
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rlhf.reliability.kill_resume import Settings, kill_and_resume
+from rlhf_harness.faults.kill_resume import Settings, kill_and_resume
 
 
 def parse_args() -> argparse.Namespace:

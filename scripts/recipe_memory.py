@@ -2,10 +2,10 @@
 
     python scripts/recipe_memory.py [--recipes quickstart,math_dapo] [--steps 2] [--out recipe_memory.json]
 
-For each top-level recipe in recipes/, its tiny CPU variant (rlhf.bench.tiny_recipes: the hub
+For each top-level recipe in recipes/, its tiny CPU variant (rlhf_harness.tiny_recipes: the hub
 model, datasets and reward models swapped for tiny local ones, as the recipe tests run them)
 runs `--steps` RL steps with `rlhf train` as a subprocess, sampled every `--interval` seconds
-from outside (rlhf.bench.monitor). Reported per recipe, in MiB:
+from outside (rlhf_harness.bench.monitor). Reported per recipe, in MiB:
   main peak   VmHWM of the main process (its peak RSS; sampled, so a peak in the last interval
               before exit could be missed, which on the way out does not happen in practice)
   tree sum    the sum of every process's VmHWM over the tree (verifier workers, DeepSpeed
@@ -26,9 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rlhf.bench.monitor import training_env, watch_run
-from rlhf.bench.procs import MIB
-from rlhf.bench.tiny_recipes import TINY_VARIANTS, tiny_overrides
+from rlhf_harness.bench.monitor import training_env, watch_run
+from rlhf_harness.procs import MIB
+from rlhf_harness.tiny_recipes import TINY_VARIANTS, tiny_overrides
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

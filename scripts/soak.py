@@ -6,7 +6,7 @@ few steps, watched for leaks of memory, file descriptors and processes.
 
 Runs `rlhf train quickstart` (or `--recipe`) as a subprocess with trainer.total_steps=STEPS and
 trainer.eval_every = save_every = sample_every = EVERY, and samples it from outside every
-`--interval` seconds (rlhf.bench.monitor): resident memory (VmRSS of the main process and of its
+`--interval` seconds (rlhf_harness.bench.monitor): resident memory (VmRSS of the main process and of its
 whole tree), open file descriptors, child processes, keyed by the last step in metrics.jsonl.
 Prints RSS at step 1, after the warm-up and at the end, the growth per 100 steps after the warm-up
 (least-squares slope), descriptors at start and end, and processes left after exit; writes it
@@ -36,16 +36,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rlhf.bench.monitor import training_env, watch_run
-from rlhf.bench.soak import report, summarise
-from rlhf.bench.tiny_recipes import tiny_overrides
+from rlhf_harness.bench.monitor import training_env, watch_run
+from rlhf_harness.bench.soak import report, summarise
+from rlhf_harness.tiny_recipes import tiny_overrides
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="further key=value overrides of the recipe")
     parser.add_argument("--recipe", default="quickstart", help="a shipped recipe name or a YAML path")
-    parser.add_argument("--tiny", action="store_true", help="the recipe's tiny CPU variant (rlhf.bench.tiny_recipes: local data, tiny models)")
+    parser.add_argument("--tiny", action="store_true", help="the recipe's tiny CPU variant (rlhf_harness.tiny_recipes: local data, tiny models)")
     parser.add_argument("--steps", type=int, default=200, help="RL steps (trainer.total_steps)")
     parser.add_argument("--every", type=int, default=10, help="steps between evaluations and between checkpoints")
     parser.add_argument("--sft-steps", type=int, default=100, help="SFT warm-start steps at most (0: no SFT)")

@@ -5,14 +5,8 @@ recipe's own. Two RL steps each."""
 from pathlib import Path
 
 import pytest
+from rlhf_harness.tiny_recipes import SMALL, gsm8k_rows, math_rows, single_process, write_jsonl
 
-from rlhf.bench.tiny_recipes import (
-    SMALL,
-    gsm8k_rows,
-    math_rows,
-    single_process,
-    write_jsonl,
-)
 from rlhf.cli.main import main
 from rlhf.data.arithmetic import arithmetic_rows
 from rlhf.logging.jsonl import read_jsonl

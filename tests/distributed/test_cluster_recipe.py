@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from rlhf_harness.tiny_recipes import CLUSTER_LAYOUT
 
-from rlhf.bench.tiny_recipes import CLUSTER_LAYOUT
 from rlhf.cli.main import main
 from rlhf.config.loader import load_recipe
 from rlhf.data.arithmetic import arithmetic_rows

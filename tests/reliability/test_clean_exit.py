@@ -2,7 +2,7 @@
 its own gets SIGINT on its whole process group, as a terminal sends it, once it logged step 2.
 It must finish the step, checkpoint, exit with 130 (what `rlhf.cli.main` returns on
 KeyboardInterrupt) and leave no process of its session, nor any descendant seen during the
-run, alive 15 s later (rlhf.bench.monitor checks, and kills what it finds).
+run, alive 15 s later (rlhf_harness.bench.monitor checks, and kills what it finds).
 
 Backends: the plain torch/HF run, a run with verifier worker processes, a vLLM-engine run and
 (slow: Ray starts its own cluster) a Ray run with one DeepSpeed rank. Each takes 20-25 s on 2
@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from rlhf.bench.monitor import Watch, training_env, watch_run
-from rlhf.bench.tiny_recipes import tiny_overrides
+from rlhf_harness.bench.monitor import Watch, training_env, watch_run
+from rlhf_harness.tiny_recipes import tiny_overrides
 
 NEVER_ENDS = "trainer.total_steps=100000"
 """So that the run is still training when the signal comes."""

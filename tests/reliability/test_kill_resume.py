@@ -4,11 +4,11 @@ of a step, inside its last checkpoint write), resumed each time, ends as an unin
 
 import random
 
+from rlhf_harness.faults.kill_plan import KillPlan, Timings, choose_kill
+from rlhf_harness.faults.kill_resume import Settings, kill_and_resume
 from tiny_helpers import comparable_metrics
 
 from rlhf.logging.jsonl import read_jsonl
-from rlhf.reliability.kill_plan import KillPlan, Timings, choose_kill
-from rlhf.reliability.kill_resume import Settings, kill_and_resume
 
 PLANS = [KillPlan("startup", 0, 1.0), KillPlan("checkpoint", 2, 0.0), KillPlan("step", 3, 0.0), KillPlan("checkpoint", 4, 0.0)]
 

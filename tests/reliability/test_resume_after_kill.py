@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rlhf_harness.faults.kill_resume import TINY
 from tiny_helpers import comparable_metrics, interrupt_rl_step
 
 from rlhf.cli.main import main
@@ -13,7 +14,6 @@ from rlhf.config.schema import ModelConfig
 from rlhf.controller.checkpoint import prune_checkpoints, save_checkpoint
 from rlhf.logging.jsonl import read_jsonl
 from rlhf.models.load import resolve_model_path
-from rlhf.reliability.kill_resume import TINY
 
 ARGS = [*TINY, "sft.max_steps=2", "trainer.total_steps=4", "trainer.save_every=2"]
 LOGS = ("metrics.jsonl", "samples.jsonl", "sft_metrics.jsonl")

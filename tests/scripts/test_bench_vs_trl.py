@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from rlhf.bench.arm_floor import group_advantages
-from rlhf.bench.common import build_initial_model, mask_after_eos
-from rlhf.bench.memory import PhasePeaks
-from rlhf.bench.throughput import arm_ratios, summarise_arm
+from rlhf_harness.bench.arm_floor import group_advantages
+from rlhf_harness.bench.common import build_initial_model, mask_after_eos
+from rlhf_harness.bench.memory import PhasePeaks
+from rlhf_harness.bench.throughput import arm_ratios, summarise_arm
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_vs_trl.py"
 

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from rlhf.bench.tiny_recipes import TINY_VARIANTS, tiny_overrides
+from rlhf_harness.tiny_recipes import TINY_VARIANTS, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "recipe_memory.py"

@@ -1,7 +1,7 @@
-"""scripts/soak.py and its parts (rlhf.bench.monitor, rlhf.bench.soak): the arithmetic by hand,
-the watcher on commands whose behaviour is known, and a short soak of the quickstart recipe
-(20 steps, evaluation, checkpoints and samples every 5) that must hold no more file
-descriptors at the end than after the warm-up and leave no process behind."""
+"""scripts/soak.py and its parts (rlhf_harness.bench.monitor, rlhf_harness.bench.soak): the
+arithmetic by hand, the watcher on commands whose behaviour is known, and a short soak of the
+quickstart recipe (20 steps, evaluation, checkpoints and samples every 5) that must hold no more
+file descriptors at the end than after the warm-up and leave no process behind."""
 
 import json
 import os
@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rlhf.bench.monitor import StepReader, Watch, watch_run
-from rlhf.bench.soak import slope, summarise
+from rlhf_harness.bench.monitor import StepReader, Watch, watch_run
+from rlhf_harness.bench.soak import slope, summarise
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "soak.py"
 MIB = 2**20

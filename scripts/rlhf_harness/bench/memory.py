@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rlhf.bench.procs import MIB, rss_bytes
+from rlhf_harness.procs import MIB, rss_bytes
 
 
 class PhasePeaks:

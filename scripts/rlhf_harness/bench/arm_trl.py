@@ -40,9 +40,9 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 from trl import GRPOConfig, GRPOTrainer
 
-from rlhf.bench.common import StepRecord, greedy_accuracy, scores, train_rows
-from rlhf.bench.memory import PhasePeaks
-from rlhf.bench.settings import BenchSettings
+from rlhf_harness.bench.common import StepRecord, greedy_accuracy, scores, train_rows
+from rlhf_harness.bench.memory import PhasePeaks
+from rlhf_harness.bench.settings import BenchSettings
 
 
 class StepGate(TrainerCallback):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from rlhf.reliability.kill_plan import KillPlan
+from rlhf_harness.faults.kill_plan import KillPlan
 
 COMPARED = ("metrics.jsonl", "samples.jsonl", "sft_metrics.jsonl")
 """Run files whose records must equal the reference's (wall-clock keys aside)."""

@@ -21,12 +21,12 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rlhf.bench.settings import BenchSettings
+from rlhf_harness.bench.settings import BenchSettings
 
 ARMS = {
-    "rlhf": "rlhf.bench.arm_rlhf:RlhfArm",
-    "trl": "rlhf.bench.arm_trl:TrlArm",
-    "floor": "rlhf.bench.arm_floor:FloorArm",
+    "rlhf": "rlhf_harness.bench.arm_rlhf:RlhfArm",
+    "trl": "rlhf_harness.bench.arm_trl:TrlArm",
+    "floor": "rlhf_harness.bench.arm_floor:FloorArm",
 }
 """Arm name -> its class, imported only in the worker that runs it."""
 COMMANDS = ("run", "accuracy")
@@ -67,7 +67,7 @@ def build_when_asked(conn, cls: type):
     # imported here, in the worker: the driver imports this module too and must stay light
     import torch
 
-    from rlhf.bench.common import build_initial_model
+    from rlhf_harness.bench.common import build_initial_model
 
     while True:
         command, args = conn.recv()

@@ -24,15 +24,15 @@ from dataclasses import asdict
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlhf.bench.common import (
+from rlhf_harness.bench.common import (
     StepRecord,
     greedy_accuracy,
     mask_after_eos,
     scores,
     train_rows,
 )
-from rlhf.bench.memory import PhasePeaks
-from rlhf.bench.settings import BenchSettings
+from rlhf_harness.bench.memory import PhasePeaks
+from rlhf_harness.bench.settings import BenchSettings
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:

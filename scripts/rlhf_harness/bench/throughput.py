@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import statistics
 
-from rlhf.bench.settings import BenchSettings
-from rlhf.bench.worker import ArmProcess, build_arms
+from rlhf_harness.bench.settings import BenchSettings
+from rlhf_harness.bench.worker import ArmProcess, build_arms
 
 
 def interleaved_steps(processes: dict[str, ArmProcess], warmup: int, rounds: int, steps_per_round: int) -> dict[str, list[dict]]:

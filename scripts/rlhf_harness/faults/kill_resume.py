@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rlhf.reliability.kill_plan import (
+from rlhf_harness.faults.kill_plan import (
     KillPlan,
     Timings,
     choose_kill,
@@ -34,7 +34,7 @@ from rlhf.reliability.kill_plan import (
     survivors,
     watch_and_kill,
 )
-from rlhf.reliability.run_state import (
+from rlhf_harness.faults.run_state import (
     ends_in_partial_line,
     first_difference,
     inspect_checkpoints,
@@ -44,7 +44,7 @@ from rlhf.reliability.run_state import (
     snapshot,
     without_wall_clock,
 )
-from rlhf.reliability.verdict import COMPARED, Kill, describe, summarize
+from rlhf_harness.faults.verdict import COMPARED, Kill, describe, summarize
 
 TINY = [
     "sft.max_steps=3", "sft.eval_every=2", "sft.val_size=16", "data.eval.size=16", "data.train_batch_size=4", "rollout.n=4",

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhf.bench.procs import (
+from rlhf_harness.procs import (
     ProcessId,
     all_stats,
     descendants,

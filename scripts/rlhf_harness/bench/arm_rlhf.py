@@ -12,9 +12,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from rlhf.bench.common import StepRecord, greedy_accuracy
-from rlhf.bench.memory import MemoryPhaseTimer, PhasePeaks
-from rlhf.bench.settings import BenchSettings
 from rlhf.config.loader import load_recipe
 from rlhf.controller.roles import build_roles
 from rlhf.controller.sampling import Sampler
@@ -23,7 +20,11 @@ from rlhf.controller.step import rl_step
 from rlhf.timing import PhaseTimer
 from rlhf.data.prompts import PromptStream
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
+from rlhf_harness.bench.common import StepRecord, greedy_accuracy
+from rlhf_harness.bench.memory import MemoryPhaseTimer, PhasePeaks
+from rlhf_harness.bench.settings import BenchSettings
+
+QUICKSTART = Path(__file__).resolve().parents[3] / "recipes" / "quickstart.yaml"
 
 
 def recipe_overrides(settings: BenchSettings) -> list[str]:

@@ -1,7 +1,8 @@
 """The verdict of a soak run (`scripts/soak.py`, issue 8 §6): does a long run hold on to memory,
 file descriptors or processes it should have let go?
 
-From the samples of :mod:`rlhf.bench.monitor` (a few per second, keyed by the last logged step):
+From the samples of :mod:`rlhf_harness.bench.monitor` (a few per second, keyed by the last logged
+step):
     (1) resident memory of the main process: at the first RL step, after the warm-up, at the end
         (before the last step), and its growth per 100 steps after the warm-up, the slope of a
         least-squares line through (step, RSS): one number that a single evaluation or
@@ -19,8 +20,8 @@ status, or a run that stopped short.
 
 from __future__ import annotations
 
-from rlhf.bench.monitor import Watch
-from rlhf.bench.procs import MIB
+from rlhf_harness.bench.monitor import Watch
+from rlhf_harness.procs import MIB
 
 MIN_FIT_STEPS = 50
 """Fewest steps the growth fit must span to be judged: over a few steps the slope is noise."""

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlhf.bench.arm_rlhf import QUICKSTART
-from rlhf.bench.common import test_rows
-from rlhf.bench.settings import BenchSettings
-from rlhf.bench.worker import ArmProcess, build_arms
 from rlhf.config.loader import load_recipe
+
+from rlhf_harness.bench.arm_rlhf import QUICKSTART
+from rlhf_harness.bench.common import test_rows
+from rlhf_harness.bench.settings import BenchSettings
+from rlhf_harness.bench.worker import ArmProcess, build_arms
 
 
 def warm_start_checkpoint(run_dir: Path, threads: int, seed: int) -> Path:

@@ -1,7 +1,8 @@
 """The shipped recipes shrunk to a CPU: the hub model, datasets and reward models swapped for
 tiny local ones, everything else (reward sources, refinement, algorithm, backend) the recipe's
 own. Used by the recipe tests (tests/controller/test_user_recipes.py,
-tests/distributed/test_cluster_recipe.py) and by `scripts/recipe_memory.py`.
+tests/distributed/test_cluster_recipe.py, tests/reliability/test_clean_exit.py) and by
+`scripts/recipe_memory.py` and `scripts/soak.py --tiny`.
 
 `tiny_overrides(recipe, work_dir)` writes the data (and the tiny reward models) a recipe needs
 under `work_dir` and returns the `key=value` overrides of its tiny variant; `model.path` then

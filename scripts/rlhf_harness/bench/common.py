@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from rlhf.bench.settings import MAX_POSITIONS, MODEL_SIZES
 from rlhf.data.arithmetic import arithmetic_rows
 from rlhf.models.tiny import build_tiny_model
 from rlhf.rewards.arithmetic import arithmetic_score
+
+from rlhf_harness.bench.settings import MAX_POSITIONS, MODEL_SIZES
 
 
 @dataclass
@@ -35,8 +36,9 @@ class StepRecord:
     phases: dict[str, float] = field(default_factory=dict)
     """Further phase timings the arm reports (rlhf's `time/*_s`)."""
     peak_memory_mib: dict[str, float] = field(default_factory=dict)
-    """Peak memory (MiB) per phase and of the whole `step` (:class:`rlhf.bench.memory.PhasePeaks`:
-    RSS of the arm's process on the CPU, tensor bytes allocated on a GPU)."""
+    """Peak memory (MiB) per phase and of the whole `step`
+    (:class:`rlhf_harness.bench.memory.PhasePeaks`: RSS of the arm's process on the CPU, tensor
+    bytes allocated on a GPU)."""
 
 
 def train_rows() -> list[dict]:

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
-from rlhf.bench.procs import session_members
 from rlhf.controller.checkpoint import checkpoint_root
-from rlhf.reliability.run_state import Snapshot, last_logged_step, pointer_step
+
+from rlhf_harness.faults.run_state import Snapshot, last_logged_step, pointer_step
+from rlhf_harness.procs import session_members
 
 KINDS = {"startup": 0.3, "step": 0.4, "checkpoint": 0.3}
 """Kinds of kill moment and their probabilities."""

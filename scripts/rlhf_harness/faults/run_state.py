@@ -2,7 +2,7 @@
 temporary leftovers and the last step it logged.
 
 Everything here only reads the run directory (see :mod:`rlhf.controller.checkpoint` for the
-layout); the driver of :mod:`rlhf.reliability.kill_resume` calls it after every kill.
+layout); the driver of :mod:`rlhf_harness.faults.kill_resume` calls it after every kill.
 """
 
 from __future__ import annotations

@@ -1,0 +1,12 @@
+"""Benchmark rlhf against TRL's GRPOTrainer and a plain-PyTorch floor (`scripts/bench_vs_trl.py`).
+
+Each arm runs in its own process (:mod:`rlhf_harness.bench.worker`), so no arm inherits
+another's global torch state; the driver interleaves their steps and reports medians
+(:mod:`rlhf_harness.bench.report`) and each phase's peak memory
+(:mod:`rlhf_harness.bench.memory`). TRL is imported only by :mod:`rlhf_harness.bench.arm_trl`.
+
+Memory and leaks of whole runs, watched from outside (:mod:`rlhf_harness.bench.monitor` over
+:mod:`rlhf_harness.procs`): `scripts/soak.py` (:mod:`rlhf_harness.bench.soak`) and
+`scripts/recipe_memory.py` over the recipes' tiny CPU variants
+(:mod:`rlhf_harness.tiny_recipes`).
+"""
