@@ -13,12 +13,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rlhf.config.loader import load_recipe
+from rlhf.controller.loop import rollout_source
 from rlhf.controller.roles import build_roles
-from rlhf.controller.sampling import Sampler
 from rlhf.controller.setup import build_run
 from rlhf.controller.step import rl_step
 from rlhf.timing import PhaseTimer
-from rlhf.data.prompts import PromptStream
 
 from rlhf_harness.bench.common import StepRecord, greedy_accuracy
 from rlhf_harness.bench.memory import MemoryPhaseTimer, PhasePeaks
@@ -48,8 +47,7 @@ class RlhfArm:
         config = load_recipe(QUICKSTART, recipe_overrides(settings))
         self.rl_run = build_run(config, "bench-vs-trl")  # sets the thread count, seeds, loads the model
         self.roles = build_roles(self.rl_run)
-        stream = PromptStream(self.rl_run.train_rows, settings.prompts, settings.seed)
-        self.sampler = Sampler(self.rl_run, stream, with_baseline=False)
+        self.source = rollout_source(self.rl_run)  # data.train_batch_size prompts per step, seeded by trainer.seed
         # every phase of rl_step (generate, reward, logprob passes, update, ...) records its peak memory
         self.peaks = PhasePeaks(self.rl_run.device.type)
         self.timer = MemoryPhaseTimer(PhaseTimer(), self.peaks)
@@ -64,7 +62,7 @@ class RlhfArm:
         self.steps_done += 1
         start = time.perf_counter()
         with self.peaks.phase("step"):
-            metrics = rl_step(self.rl_run, self.roles, self.sampler, self.timer, self.steps_done)
+            metrics = rl_step(self.rl_run, self.roles, self.source, self.timer, self.steps_done)
         phases = self.timer.pop()  # the loop pops the timer every step too
         seconds = time.perf_counter() - start
         return StepRecord(
