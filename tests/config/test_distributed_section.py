@@ -4,20 +4,21 @@ import pytest
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
+from rlhf.controller.preflight import load_checked_recipe
 from rlhf.config.validate_distributed import pool_size
 
 RAY2 = ["model.path=org/some-model", "distributed.backend=ray", "resources.pools.default.devices_per_node=2", "train.engine=deepspeed"]
 
 
 def test_defaults_are_one_local_process():
-    config = load_recipe(None, ["model.path=org/some-model"])
+    config = load_checked_recipe(None, ["model.path=org/some-model"])
     assert config.distributed.backend == "local" and config.resources.actor == "default"
     assert config.resources.pool_of("ref") == config.resources.pool_of("critic") == config.resources.pool_of("rollout") == "default"
     assert pool_size(config, "default") == 1
 
 
 def test_a_named_pool_sizes_the_group_and_hosts_the_roles_that_name_it():
-    config = load_recipe(None, [*RAY2, "resources.pools.big={nodes: 2, devices_per_node: 4}", "resources.actor=big", "resources.critic=default"])
+    config = load_checked_recipe(None, [*RAY2, "resources.pools.big={nodes: 2, devices_per_node: 4}", "resources.actor=big", "resources.critic=default"])
     assert pool_size(config, "big") == 8
     assert config.resources.pool_of("ref") == "big" and config.resources.pool_of("critic") == "default"
 
@@ -35,16 +36,16 @@ def test_a_named_pool_sizes_the_group_and_hosts_the_roles_that_name_it():
 ])
 def test_inconsistent_layouts_are_refused(overrides, message):
     with pytest.raises(ConfigError) as error:
-        load_recipe(None, [*RAY2, *overrides])
+        load_checked_recipe(None, [*RAY2, *overrides])
     assert message in str(error.value)
 
 
 def test_tensor_parallel_vllm_needs_ray_and_validates_with_it():
     with pytest.raises(ConfigError, match="tensor_parallel_size: 2 needs distributed.backend=ray"):
-        load_recipe(None, ["model.path=org/some-model", "rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"])
-    load_recipe(None, [*RAY2, "rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"])
+        load_checked_recipe(None, ["model.path=org/some-model", "rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"])
+    load_checked_recipe(None, [*RAY2, "rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"])
 
 
 def test_the_local_backend_ignores_the_pools():
     # two devices in a pool mean nothing to one process: no divisibility demands
-    load_recipe(None, ["model.path=org/some-model", "resources.pools.default.devices_per_node=2", "actor.mini_batch_size=7", "actor.micro_batch_size=7", "data.train_batch_size=7", "rollout.n=1"])
+    load_checked_recipe(None, ["model.path=org/some-model", "resources.pools.default.devices_per_node=2", "actor.mini_batch_size=7", "actor.micro_batch_size=7", "data.train_batch_size=7", "rollout.n=1"])

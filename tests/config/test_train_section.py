@@ -5,6 +5,7 @@ import pytest
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig
 from rlhf.config.validate import validate
+from rlhf.controller.preflight import check_recipe
 
 
 def recipe(**train) -> RecipeConfig:
@@ -16,8 +17,14 @@ def recipe(**train) -> RecipeConfig:
     return config
 
 
+def checked(config: RecipeConfig) -> None:
+    """Both layers of checks: the config's own, then the engines' (rlhf.controller.preflight)."""
+    validate(config)
+    check_recipe(config)
+
+
 def test_defaults_are_the_torch_engine():
-    validate(recipe())
+    checked(recipe())
     assert recipe().train.engine == "torch"
 
 
@@ -30,11 +37,11 @@ def test_defaults_are_the_torch_engine():
 ])
 def test_invalid_train_settings_name_the_key(train: dict, message: str):
     with pytest.raises(ConfigError, match=message):
-        validate(recipe(**train))
+        checked(recipe(**train))
 
 
 def test_deepspeed_zero3_with_offload_is_valid():
-    validate(recipe(engine="deepspeed", zero_stage=3, offload_optimizer=True, offload_params=True))
+    checked(recipe(engine="deepspeed", zero_stage=3, offload_optimizer=True, offload_params=True))
 
 
 def test_rlhf_train_runs_zero_3_with_a_separate_rollout_copy_that_gets_synced(tmp_path):

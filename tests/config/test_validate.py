@@ -8,6 +8,7 @@ import pytest
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
+from rlhf.controller.preflight import load_checked_recipe
 from rlhf.config.schema import ModelConfig, RecipeConfig, RewardConfig
 from rlhf.config.validate import validate
 
@@ -17,7 +18,7 @@ MODEL = "model.path=org/some-model"
 def error_of(*overrides: str) -> str:
     """The ConfigError message of a recipe with a model path and ``overrides``."""
     with pytest.raises(ConfigError) as info:
-        load_recipe(None, [MODEL, *overrides])
+        load_checked_recipe(None, [MODEL, *overrides])
     return str(info.value)
 
 
@@ -57,7 +58,7 @@ def test_range_rules_name_the_key(override, message):
 
 
 def test_zero_is_allowed_where_it_means_off():
-    cfg = load_recipe(None, [MODEL, "trainer.total_steps=0", "trainer.eval_every=0",
+    cfg = load_checked_recipe(None, [MODEL, "trainer.total_steps=0", "trainer.eval_every=0",
                              "rollout.top_k=0", "rollout.micro_batch_size=0",
                              "actor.clip_low=0", "sft.stop_at_accuracy=1"])
     assert cfg.trainer.total_steps == 0
@@ -108,11 +109,11 @@ def test_every_registered_name_is_accepted():
     from rlhf.algorithms.losses import LOSS_AGG_MODES
 
     for name in ADVANTAGE_ESTIMATORS:
-        load_recipe(None, [MODEL, f"algorithm.advantage={name}"])
+        load_checked_recipe(None, [MODEL, f"algorithm.advantage={name}"])
     for name in KL_ESTIMATORS:
-        load_recipe(None, [MODEL, f"algorithm.kl.kind={name}"])
+        load_checked_recipe(None, [MODEL, f"algorithm.kl.kind={name}"])
     for name in LOSS_AGG_MODES:
-        load_recipe(None, [MODEL, f"actor.loss_agg={name}"])
+        load_checked_recipe(None, [MODEL, f"actor.loss_agg={name}"])
 
 
 def test_registry_stand_in_is_read_at_validation_time(monkeypatch):
@@ -142,7 +143,7 @@ def test_batch_checks_skip_sizes_already_out_of_range():
 
 def test_pretrained_model_needs_a_path():
     with pytest.raises(ConfigError, match=r"^model\.path: must name .* model\.source is "):
-        load_recipe(None, ["model.path= "])
+        load_checked_recipe(None, ["model.path= "])
 
 
 TINY = ("model.source=tiny", "data.max_prompt_tokens=32")
@@ -165,7 +166,7 @@ def test_tiny_context_must_hold_prompt_and_response():
 
 
 def test_tiny_shape_is_ignored_for_pretrained_models():
-    load_recipe(None, [MODEL, "model.tiny.num_heads=3", "data.max_prompt_tokens=1000"])
+    load_checked_recipe(None, [MODEL, "model.tiny.num_heads=3", "data.max_prompt_tokens=1000"])
 
 
 def test_reward_sources_must_not_be_empty():
@@ -176,7 +177,7 @@ def test_reward_sources_must_not_be_empty():
 def test_reward_source_names_must_be_distinct():
     message = error_of("reward.sources=[{type: arithmetic}, {type: arithmetic}]")
     assert message.startswith("reward.sources.0 and reward.sources.1 are both named 'arithmetic'")
-    load_recipe(None, [MODEL, "reward.sources=[{type: arithmetic}, {type: arithmetic, name: b}]"])
+    load_checked_recipe(None, [MODEL, "reward.sources=[{type: arithmetic}, {type: arithmetic, name: b}]"])
 
 
 def test_all_problems_are_reported_together():
@@ -210,9 +211,9 @@ def test_new_keys_name_the_key(overrides, message):
 
 
 def test_dual_clip_and_policy_loss_accept_their_valid_values():
-    cfg = load_recipe(None, [MODEL, "actor.dual_clip=3", "actor.policy_loss=gspo", "critic.loss=hl_gauss"])
+    cfg = load_checked_recipe(None, [MODEL, "actor.dual_clip=3", "actor.policy_loss=gspo", "critic.loss=hl_gauss"])
     assert cfg.actor.dual_clip == 3.0
-    load_recipe(None, [MODEL, "actor.dual_clip=null", "actor.policy_loss=ppo"])
+    load_checked_recipe(None, [MODEL, "actor.dual_clip=null", "actor.policy_loss=ppo"])
 
 
 @pytest.mark.parametrize("anchor", ["ref.anchor.every=10", "ref.anchor.ema=0.5"])
@@ -220,7 +221,7 @@ def test_anchor_needs_a_kl_term(anchor):
     assert error_of(anchor) == (
         "ref.anchor: a dynamic anchor moves the reference model, which exists only with a "
         "KL term; set algorithm.kl.coef > 0 or remove ref.anchor")
-    load_recipe(None, [MODEL, anchor, "algorithm.kl.coef=0.01"])
+    load_checked_recipe(None, [MODEL, anchor, "algorithm.kl.coef=0.01"])
 
 
 def test_dynamic_sampling_needs_groups():
@@ -228,7 +229,7 @@ def test_dynamic_sampling_needs_groups():
     assert error_of("data.dynamic_sampling.enabled=true", "rollout.n=1", *sizes) == (
         "data.dynamic_sampling.enabled: needs rollout.n >= 2 (a group of one sample always "
         "has equal rewards), got rollout.n=1")
-    load_recipe(None, [MODEL, "data.dynamic_sampling.enabled=false", "rollout.n=1", *sizes])
+    load_checked_recipe(None, [MODEL, "data.dynamic_sampling.enabled=false", "rollout.n=1", *sizes])
 
 
 # 6 prompts * 5 samples = 30 sequences: the actor's batches divide it, the critic's may not
@@ -247,4 +248,4 @@ def test_critic_micro_batch_must_divide_its_mini_batch_with_gae():
 
 
 def test_critic_batch_sizes_are_ignored_without_a_critic():
-    load_recipe(None, [MODEL, "algorithm.advantage=grpo", *THIRTY, "critic.mini_batch_size=4", "critic.micro_batch_size=3"])
+    load_checked_recipe(None, [MODEL, "algorithm.advantage=grpo", *THIRTY, "critic.mini_batch_size=4", "critic.micro_batch_size=3"])

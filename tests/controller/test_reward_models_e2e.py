@@ -13,12 +13,11 @@ from rlhf.cli.main import RECIPES_DIR, main
 from rlhf.config.loader import load_recipe
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.roles import build_roles
-from rlhf.controller.sampling import Sampler
+from rlhf.controller.loop import rollout_source
 from rlhf.controller.setup import build_run
 from rlhf.controller.step import add_advantages
 from rlhf.timing import PhaseTimer
 from rlhf.data.batch import Batch
-from rlhf.data.prompts import PromptStream
 from rlhf.logging.jsonl import read_jsonl
 from rlhf.models.tiny_reward import build_tiny_reward_model
 
@@ -60,7 +59,7 @@ def test_dynamic_sampling_keeps_the_process_rewards_of_whole_groups(tmp_path: Pa
     overrides = [*SMALL, "data.dynamic_sampling.max_extra_rounds=1", f"trainer.output_dir={tmp_path / 'run'}",
                  "reward.process.eta=1.0", prm_sources(reward_models["two_class"])]
     run = build_run(load_recipe(RECIPES_DIR / "algorithms" / "dapo.yaml", overrides), "test")
-    sampled = Sampler(run, PromptStream(run.train_rows, 4, 0), with_baseline=False).sample(build_roles(run), PhaseTimer())
+    sampled = rollout_source(run).next_batch(build_roles(run), PhaseTimer())
     batch = sampled.batch
     process, mask = batch["process_token_rewards"], batch["response_mask"]
     assert process.shape == mask.shape and len(batch) == 16

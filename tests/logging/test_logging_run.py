@@ -14,6 +14,7 @@ from wandb_records import history, offline_runs
 from rlhf.cli.main import main
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
+from rlhf.controller.preflight import load_checked_recipe
 from rlhf.controller import loop
 from rlhf.logging.jsonl import read_jsonl
 
@@ -101,9 +102,9 @@ def test_mlflow_run_holds_every_step_in_one_run(run_dir):
 def test_loggers_must_include_jsonl_and_names_are_checked(tmp_path):
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
     with pytest.raises(ConfigError, match="trainer.loggers: must include jsonl"):
-        load_recipe(recipe, ["trainer.loggers=[console]"])
+        load_checked_recipe(recipe, ["trainer.loggers=[console]"])
     with pytest.raises(ConfigError, match=r"trainer.loggers.2: unknown value 'tensorbord' \(did you mean 'tensorboard'"):
-        load_recipe(recipe, ["trainer.loggers=[console,jsonl,tensorbord]"])
+        load_checked_recipe(recipe, ["trainer.loggers=[console,jsonl,tensorbord]"])
 
 
 def test_a_missing_logger_package_stops_train_before_any_work(tmp_path, monkeypatch, capsys):

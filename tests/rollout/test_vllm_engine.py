@@ -102,9 +102,9 @@ def test_sampled_logprobs_equal_trainer_logprobs(engine, policy, prompts, temper
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_greedy_logprobs_pass_the_weight_sync_check(engine, policy, prompts, temperature):
-    # the probe of the sync check: greedy tokens, logprobs at the actor's temperature
+    # the probe of the sync check: greedy tokens, logprobs at the sampling (and actor) temperature
     # (at 0.5 the engine rescores the greedy tokens: vLLM's greedy logprobs are at 1)
-    gap = check_weight_sync(engine, make_actor(policy[1], temperature), prompts, SamplingParams(max_new_tokens=10), tolerance=1e-3)
+    gap = check_weight_sync(engine, make_actor(policy[1], temperature), prompts, SamplingParams(temperature=temperature, max_new_tokens=10), tolerance=1e-3)
     assert gap < 1e-3
 
 

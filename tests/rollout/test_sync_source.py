@@ -12,11 +12,11 @@ from rlhf.algorithms.token_rewards import outcome_token_rewards
 from rlhf.cli.main import RECIPES_DIR
 from rlhf.config.loader import load_recipe
 from rlhf.controller.roles import build_roles
-from rlhf.controller.sampling import Sampler, informative_samples
+from rlhf.controller.loop import rollout_source
+from rlhf.rollout.sync_source import informative_samples
 from rlhf.controller.setup import build_run
 from rlhf.timing import PhaseTimer
 from rlhf.data.batch import Batch
-from rlhf.data.prompts import PromptStream
 from rlhf.rewards.registry import build_reward_source
 
 # ---- informative_samples ----------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_dynamic_sampling_returns_whole_groups_informative_first(tmp_path: Path,
     overrides = [*SMALL, f"data.dynamic_sampling.max_extra_rounds={max_extra_rounds}", f"trainer.output_dir={tmp_path / 'run'}"]
     run = build_run(load_recipe(RECIPES_DIR / "algorithms" / "dapo.yaml", overrides), "test")
     wanted, n = 4, 4
-    sampled = Sampler(run, PromptStream(run.train_rows, wanted, 0), with_baseline=False).sample(build_roles(run), PhaseTimer())
+    sampled = rollout_source(run).next_batch(build_roles(run), PhaseTimer())
     batch, metrics = sampled.batch, sampled.metrics
 
     rounds = metrics["dynamic_sampling/rounds"]
