@@ -16,9 +16,10 @@ DESCRIPTION = (
 )
 
 
-def register(commands) -> None:
-    """Add the `report` subcommand to the `rlhf` parser's subcommands."""
-    sub = commands.add_parser("report", help="an HTML page of a run: plots, numbers, sample generations, config", description=DESCRIPTION)
+def register(add_parser) -> None:
+    """Add the `report` subcommand with `add_parser` (the `rlhf` parser's subcommands' add_parser,
+    which gives it the options common to every command)."""
+    sub = add_parser("report", help="an HTML page of a run: plots, numbers, sample generations, config", description=DESCRIPTION)
     sub.add_argument("run", metavar="RUN", help="the run directory (trainer.output_dir)")
     sub.add_argument("--out", default=None, metavar="FILE", help="the HTML file to write (default: RUN/report.html)")
     sub.set_defaults(handler=cmd_report)
