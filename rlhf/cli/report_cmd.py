@@ -1,6 +1,7 @@
 """`rlhf report RUN [--out FILE]`: one self-contained HTML page of a run: plots of reward,
-accuracy, KL, entropy, response length, throughput and phase times, the final and best
-numbers, sample generations and the config (see :mod:`rlhf.report.page`).
+accuracy, KL, entropy, response length, throughput and phase times, the SFT stage's loss and
+validation accuracy (an `rlhf sft` run has only these), the final and best numbers, sample
+generations and the config (see :mod:`rlhf.report.page`).
 
 Imports matplotlib only when the command runs (`rlhf --help` stays instant).
 """
@@ -12,7 +13,8 @@ import argparse
 DESCRIPTION = (
     "Write one self-contained HTML page of a run directory (open it in any browser, offline): plots of reward, "
     "held-out accuracy and pass@k, KL, entropy, response length, throughput and phase times; the final and best "
-    "numbers; sample generations from samples.jsonl; the run's config."
+    "numbers; sample generations from samples.jsonl; the run's config. A run with an SFT stage (or an SFT-only run of "
+    "`rlhf sft`) also gets its loss, gradient norm and validation accuracy."
 )
 
 
