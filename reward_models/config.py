@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.schema import TinyModelConfig
+from rlhf.config.schema import RecipeConfig, Seed, TinyModelConfig
 
 KINDS = ("orm_pairs", "orm_labels", "prm")
 """orm_pairs: Bradley–Terry on chosen/rejected; orm_labels: BCE on 0/1 labels; prm: per-step labels."""
@@ -56,7 +56,7 @@ class RMDataConfig:
     """Synthetic: share of operand pairs held out (as in builtin:arithmetic; disjoint pairs)."""
     error_fraction: float = 0.5
     """Synthetic orm_labels/prm: share of examples with a corrupted answer or an injected error."""
-    seed: int = 0
+    seed: Seed = 0
     """Synthetic: seed of the operand split and of the corruptions (0: the RL task's split)."""
 
 
@@ -87,7 +87,7 @@ class RMTrainConfig:
     """Longest tokenized training example; longer ones are dropped (held-out ones are kept)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the head's initialisation, the tiny model and the data order."""
     log_every: int = 50
     """Log the training loss every this many steps."""
@@ -127,15 +127,27 @@ def load_rm_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> RM
 
 
 def is_rm_recipe_file(path: str | Path) -> bool:
-    """Whether the YAML file at ``path`` is a reward-model recipe: its top level names a
-    `kind`, which RL recipes don't have. An unreadable file is not (its loader reports why)."""
+    """Whether the YAML file at ``path`` is a reward-model recipe (see :func:`is_rm_recipe_data`).
+    An unreadable file is not (its loader reports why)."""
     import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
+    return is_rm_recipe_data(data)
+
+
+def is_rm_recipe_data(data: object) -> bool:
+    """Whether recipe data is a reward-model recipe: its top level names a `kind`, which RL
+    recipes don't have."""
     return isinstance(data, dict) and "kind" in data
+
+
+def rl_only_keys() -> set[str]:
+    """Top-level sections of an RL recipe that a reward-model recipe does not have (`trainer`,
+    `rollout`, `reward`, ...): a file naming one is an RL recipe."""
+    return {f.name for f in fields(RecipeConfig)} - {f.name for f in fields(RMRecipeConfig)}
 
 
 def validate_rm(config: RMRecipeConfig) -> None:

@@ -19,13 +19,14 @@ DESCRIPTION = (
 )
 
 
-def register(commands) -> None:
-    """Add the `eval` subcommand to the `rlhf` parser's subcommands."""
-    sub = commands.add_parser("eval", help="pass@1 (greedy), pass@k, maj@k and the inference-scaling curve of a model or run",
+def register(add_parser) -> None:
+    """Add the `eval` subcommand with `add_parser` (the `rlhf` parser's subcommands' add_parser,
+    which gives it the options common to every command)."""
+    sub = add_parser("eval", help="pass@1 (greedy), pass@k, maj@k and the inference-scaling curve of a model or run",
                               description=DESCRIPTION)
     sub.add_argument("model_or_run", metavar="MODEL_OR_RUN", help="a run directory (trainer.output_dir) or a Hugging Face model directory")
     sub.add_argument("recipe", metavar="RECIPE", nargs="?", help="with a model: the recipe giving rewards, data and sampling (a YAML path or a shipped recipe)")
-    sub.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe, e.g. rollout.temperature=0.6 data.eval.size=200")
+    sub.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides of the recipe, e.g. rollout.temperature=0.6 data.eval.size=200")
     sub.add_argument("--data", default=None, metavar="PATH_OR_HUB", help="evaluation prompts: a .jsonl/.parquet file, a hub dataset or builtin:arithmetic (default: the recipe's data.eval)")
     sub.add_argument("--k", default=None, metavar="K,K,...", help="k values of pass@k and maj@k, e.g. 1,4,16 (default: trainer.eval_k; none: greedy only)")
     sub.add_argument("--n", type=int, default=None, help="samples per prompt, >= every k (default: the largest k); more give lower-variance estimates")
@@ -35,13 +36,13 @@ def register(commands) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlhf.cli.main import resolve_recipe
+    from rlhf.cli.recipes import RL, resolve_recipe_for
     from rlhf.controller.evaluation import check_plan, evaluate_target, resolve_target
 
     recipe, overrides = split_recipe([*([args.recipe] if args.recipe else []), *args.overrides])
     ks = parse_ks(args.k)
     is_run = (Path(args.model_or_run) / "config.yaml").is_file()  # a run's recipe is its own: no lookup
-    target = resolve_target(args.model_or_run, resolve_recipe(recipe) if recipe and not is_run else recipe, overrides, args.data, args.step)
+    target = resolve_target(args.model_or_run, resolve_recipe_for(recipe, RL, "rlhf eval") if recipe and not is_run else recipe, overrides, args.data, args.step)
     plan = check_plan(target.config, ks, args.n)
     out = Path(args.out) if args.out else default_out(target.model, target.run_checkpoint)
     report = evaluate_target(target, plan, out)

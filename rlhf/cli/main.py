@@ -1,44 +1,39 @@
 """`rlhf train | sft | rm | validate | plan | export | eval | report | doctor | recipes`: run recipes from the command line.
 
+After the command's name, options, `key.sub=value` overrides and `--debug` go in any order.
 Exit status: 0 success, 2 a usage or config error (one-paragraph message, no traceback),
 1 a runtime failure (one paragraph naming what failed; tracebacks, a failing reward function's
-included, only with --debug). Importing this module imports neither torch
-nor any backend, so `rlhf --help` is instant.
+included, only with --debug); a very long message is cut in the middle. Importing this module
+imports neither torch nor any backend, so `rlhf --help` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from rlhf.cli import eval_cmd
 from rlhf.cli import report_cmd
+from rlhf.cli.recipes import RECIPES_DIR, RL, RM, print_recipes, resolve_recipe, resolve_recipe_for
 from rlhf.config.errors import ConfigError
 
 if TYPE_CHECKING:
     from rlhf.config.schema import RecipeConfig
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
-"""Shipped recipes (a source checkout or editable install)."""
+__all__ = ["RECIPES_DIR", "build_parser", "main", "resolve_recipe", "shorten"]
 
-
-def resolve_recipe(name: str) -> Path:
-    """A recipe path as given, or the shipped recipe of that name (`quickstart`)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = RECIPES_DIR / f"{name.removesuffix('.yaml')}.yaml"
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(f"recipe {name!r} is neither a file nor a shipped recipe (see `rlhf recipes`)")
+MAX_MESSAGE_CHARS = 2000
+"""Longest error line printed; a longer message keeps its start and end (see :func:`shorten`)."""
 
 
 def load(args: argparse.Namespace):
+    """The RL recipe of `args` (path, config), checked against the registries; a reward-model
+    recipe is refused naming `rlhf rm`."""
     from rlhf.controller.preflight import load_checked_recipe
 
-    path = resolve_recipe(args.recipe)
+    path = resolve_recipe_for(args.recipe, RL, f"rlhf {args.command}")
     return path, load_checked_recipe(path, args.overrides)
 
 
@@ -62,7 +57,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     from reward_models.config import load_rm_recipe
     from reward_models.run import run_rm_recipe
 
-    run_rm_recipe(load_rm_recipe(resolve_recipe(args.recipe), args.overrides))
+    run_rm_recipe(load_rm_recipe(resolve_recipe_for(args.recipe, RM, "rlhf rm"), args.overrides))
     return 0
 
 
@@ -142,52 +137,88 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    import yaml
-
-    for path in sorted(RECIPES_DIR.rglob("*.yaml")):
-        with path.open() as handle:
-            description = (yaml.safe_load(handle) or {}).get("description", "")
-        print(f"{str(path.relative_to(RECIPES_DIR).with_suffix('')):<32} {description}")
+    print_recipes()
     return 0
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of one subcommand: positionals (RECIPE, overrides) and options in any order,
+    e.g. `rlhf eval RUN --k 1,4 data.eval.size=50` or `rlhf train quickstart --debug x=1`.
+
+    It parses with argparse's intermixed mode, which cannot run on the top-level parser
+    (subparsers are not supported there) but can on each subcommand's; argparse's own messages
+    for real mistakes (an unknown option, a missing RECIPE) are unchanged.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the two passes of the intermixed parse come back here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def add_common_options(parser: argparse.ArgumentParser, default) -> None:
+    """Options of every command, given before the command's name or anywhere after it
+    (`default`: False on the top-level parser; SUPPRESS on a subcommand's, so that leaving the
+    option out there keeps what was given before the name)."""
+    parser.add_argument("--debug", action="store_true", default=default, help="show full tracebacks on errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlhf", description="Reinforcement learning for open LLMs: run a recipe YAML, override keys with key.sub=value.")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_common_options(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    add_common_options(common, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
+    add = functools.partial(commands.add_parser, parents=[common])
     for name, handler, text in (
         ("train", cmd_train, "run a recipe: optional SFT warm start, then RL"),
         ("sft", cmd_sft, "run only the supervised warm start of a recipe"),
         ("rm", cmd_rm, "train a reward model (ORM or PRM) from a reward-model recipe (recipes/rm/)"),
         ("validate", cmd_validate, "check a recipe and overrides (and import its reward functions) without training"),
     ):
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = add(name, help=text, description=text)
         sub.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")
-        sub.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. trainer.total_steps=50")
+        sub.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides, e.g. trainer.total_steps=50")
         sub.set_defaults(handler=handler)
-    plan = commands.add_parser("plan", help="estimate memory per device (weights, optimizer, activations, KV cache) and whether it fits",
-                               description="Estimate a recipe's memory per device and whether it fits, before launching it.")
+    add_plan(add)
+    add_export(add)
+    doctor = add("doctor", help="versions, GPUs, usable engines; with a recipe: can it run here (exit 1 if not)",
+                 description="Report versions, GPUs and usable engines; with RECIPE, exit 1 when it cannot run here.")
+    doctor.add_argument("recipe", nargs="?", help="a recipe YAML path or the name of a shipped recipe")
+    doctor.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides")
+    doctor.set_defaults(handler=cmd_doctor)
+    eval_cmd.register(add)
+    report_cmd.register(add)
+    add("recipes", help="list the shipped recipes, grouped by the command that runs them").set_defaults(handler=cmd_recipes)
+    return parser
+
+
+def add_plan(add) -> None:
+    """The `plan` subcommand (`add`: the subcommands' add_parser)."""
+    plan = add("plan", help="estimate memory per device (weights, optimizer, activations, KV cache) and whether it fits",
+               description="Estimate a recipe's memory per device and whether it fits, before launching it.")
     plan.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")
-    plan.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. actor.micro_batch_size=4")
+    plan.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides, e.g. actor.micro_batch_size=4")
     plan.add_argument("--devices", type=int, default=None, help="number of devices (default: the recipe's, else 1)")
     plan.add_argument("--device-memory-gb", type=float, default=None, help="memory per device in GiB (default 80)")
     plan.add_argument("--json", action="store_true", help="print the estimate as JSON")
     plan.set_defaults(handler=cmd_plan)
-    export = commands.add_parser("export", help="write a run's policy as a Hugging Face model (safetensors + tokenizer)",
-                                 description="Write the actor of a run's checkpoint as a Hugging Face model directory.")
+
+
+def add_export(add) -> None:
+    """The `export` subcommand (`add`: the subcommands' add_parser)."""
+    export = add("export", help="write a run's policy as a Hugging Face model (safetensors + tokenizer)",
+                 description="Write the actor of a run's checkpoint as a Hugging Face model directory.")
     export.add_argument("run", help="the run directory (trainer.output_dir)")
     export.add_argument("out", help="the directory to write (must not hold a model)")
     export.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
     export.set_defaults(handler=cmd_export)
-    doctor = commands.add_parser("doctor", help="versions, GPUs, usable engines; with a recipe: can it run here (exit 1 if not)",
-                                 description="Report versions, GPUs and usable engines; with RECIPE, exit 1 when it cannot run here.")
-    doctor.add_argument("recipe", nargs="?", help="a recipe YAML path or the name of a shipped recipe")
-    doctor.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    doctor.set_defaults(handler=cmd_doctor)
-    eval_cmd.register(commands)
-    report_cmd.register(commands)
-    commands.add_parser("recipes", help="list the shipped recipes").set_defaults(handler=cmd_recipes)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,18 +228,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {shorten(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
-        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
+        print(f"interrupted: {shorten(str(interrupt))}" if str(interrupt) else "interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a runtime failure: one line unless --debug
         if args.debug:
             raise
         # a message that carries a traceback of its own (a failing reward function) ends with it: cut there
         summary = str(error).split("\nTraceback (most recent call last):", 1)[0].rstrip()
-        print(f"error: {type(error).__name__}: {summary} (run with --debug for the full traceback)", file=sys.stderr)
+        print(f"error: {type(error).__name__}: {shorten(summary)} (run with --debug for the full traceback)", file=sys.stderr)
         return 1
+
+
+def shorten(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`message`, or when longer than `limit` characters its start and its end around a note of
+    how much was cut: a huge message (a 1 MB repr in an exception) stays a readable error line,
+    and what names the culprit (usually the start; a value's own end) is kept."""
+    if len(message) <= limit:
+        return message
+    head, tail = limit * 3 // 4, limit // 4
+    return f"{message[:head]} [... {len(message) - head - tail} characters cut ...] {message[-tail:]}"
 
 
 if __name__ == "__main__":

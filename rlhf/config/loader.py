@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.schema import RecipeConfig
+from rlhf.config.schema import RecipeConfig, Seed
 from rlhf.config.validate import is_python_file, validate
 from rlhf.config.yaml_text import MAX_DEPTH, parse_yaml, plain_copy, read_yaml_file
 
@@ -39,8 +39,14 @@ __all__ = ["apply_override", "config_from_dict", "field_docs", "from_dict", "loa
            "load_recipe", "recipe_from_dict", "save_resolved", "to_dict"]
 
 _SCALAR_NAMES = {int: "an integer", float: "a float", bool: "a boolean (true or false)",
-                 str: "a string"}
+                 str: "a string", Seed: "an integer"}
 _INVALID = object()
+
+INT_RANGE = (-(2**63), 2**63 - 1)
+"""Integers a recipe may hold: what fits in 64 bits (torch tensors, C libraries)."""
+SEED_RANGE = (0, 2**31 - 1)
+"""Seeds a recipe may hold: numpy and vLLM take 0 to 2**32 - 1 (torch and `random` take more);
+the rest of that range is room for the per-rank offsets added to a seed."""
 
 
 
@@ -168,14 +174,21 @@ def apply_override(data: dict[str, Any], text: str) -> None:
 
 
 def _list_index(items: list, name: str, where: str, source: str) -> int:
-    """The list index that override segment ``name`` stands for."""
-    if not (name.isascii() and name.isdigit()):
+    """The list index that override segment ``name`` stands for: 0 to len - 1 (no negative
+    indices: ``-1`` would name another item once the list grows)."""
+    try:
+        index = int(name) if name.isascii() else None
+    except ValueError:
+        index = None
+    if index is None:
         raise ConfigError(f"{source}: {where} is a list; address an item by its index, "
                           f"like {where}.0.{name}")
-    if int(name) >= len(items):
-        raise ConfigError(f"{source}: {where} has {len(items)} item(s), so there is no "
-                          f"{where}.{name} (set the whole list with {where}=[...])")
-    return int(name)
+    if 0 <= index < len(items):
+        return index
+    problem = "negative indices are not supported" if index < 0 else f"there is no item {index}"
+    valid = {0: "it is empty", 1: f"its only item is {where}.0"}.get(len(items), f"its items are {where}.0 to {where}.{len(items) - 1}")
+    raise ConfigError(f"{source}: {where} is a list and {problem}: {valid} "
+                      f"(or set the whole list with {where}=[...])")
 
 
 def from_dict(data: Any, cls: type, where: str = "") -> Any:
@@ -249,13 +262,27 @@ def _convert_dict(value: Any, tp: Any, path: str) -> dict:
 
 
 def _scalar(value: Any, tp: type, path: str, described: Any) -> Any:
-    """A scalar field's value; a mismatch is reported as 'expected <described>'."""
-    converted = _coerce(value, tp)
+    """A scalar field's value; a mismatch is reported as 'expected <described>', an integer
+    out of range (:data:`INT_RANGE`, :data:`SEED_RANGE`) with the range."""
+    converted = _coerce(value, int if tp is Seed else tp)
     if converted is _INVALID:
         hint = " (YAML reads yes/no/on/off as booleans: quote it)" if tp is str and (
             isinstance(value, bool)) else ""
         raise ConfigError(f"{path}: expected {_describe(described)}, got {_show(value)}{hint}")
+    if tp in (int, Seed):
+        _check_range(converted, tp, path)
     return converted
+
+
+def _check_range(number: int, tp: type, path: str) -> None:
+    """An integer field's value within :data:`INT_RANGE` (a seed: :data:`SEED_RANGE`)."""
+    low, high = SEED_RANGE if tp is Seed else INT_RANGE
+    if low <= number <= high:
+        return
+    if tp is Seed:
+        raise ConfigError(f"{path}: {_show(number)} is not a usable seed; a seed is a whole number from {low} to {high} "
+                          "(numpy and vLLM take seeds below 2**32, and per-rank offsets are added to it)")
+    raise ConfigError(f"{path}: {_show(number)} does not fit in a 64-bit integer ({low} to {high})")
 
 
 def _coerce(value: Any, tp: type) -> Any:

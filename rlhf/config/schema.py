@@ -12,10 +12,14 @@ Units: batch sizes count *sequences* (one prompt with one response) unless the n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NewType, Optional
 
 from rlhf.config.distributed_schema import DistributedConfig, ResourcesConfig
 from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, SyncConfig, TrainConfig  # noqa: F401 (sections)
+
+Seed = NewType("Seed", int)
+"""A random seed: an integer the loader accepts only in the range every seeded library takes
+(:data:`rlhf.config.loader.SEED_RANGE`); any other integer field must fit in 64 bits."""
 
 
 @dataclass
@@ -100,7 +104,7 @@ class ArithmeticTaskConfig:
     """Digits per operand; operands are zero-padded to this width."""
     test_fraction: float = 0.1
     """Share of all operand pairs held out for evaluation (never seen in training)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the train/held-out split (independent of trainer.seed)."""
 
 
@@ -262,7 +266,7 @@ class TrainerConfig:
 
     total_steps: int = 100
     """RL steps (one generation batch and its policy update each)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of model init, data order and sampling."""
     output_dir: str = ""
     """Run directory ('': runs/<recipe name>-<timestamp>)."""

@@ -31,6 +31,10 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None) ->
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"rlhf export: {str(run_dir)!r} is not a run directory (no config.yaml)")
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"rlhf export: OUT {str(out)!r} cannot be a model directory: {str(existing)!r} is an existing file; "
+                          "choose a directory to write the model into")
     if (out / "config.json").exists():
         raise ConfigError(f"rlhf export: {str(out)!r} already holds a model; choose another directory")
     checkpoint = pick_checkpoint(run_dir, step)
@@ -50,18 +54,33 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None) ->
 
 def pick_checkpoint(run_dir: Path, step: int | None, command: str = "rlhf export") -> Path:
     """`checkpoints/step_<step>`, or the one `checkpoints/latest` names (`command` starts the
-    error messages)."""
+    error messages). A checkpoint counts when it holds the actor's part (`actor/`)."""
     root = checkpoint_root(run_dir)
     if step is not None:
-        path = root / f"step_{step:06d}"
-    elif (root / LATEST).exists():
-        path = root / (root / LATEST).read_text().strip()
+        name = f"step_{step:06d}"
+    elif (root / LATEST).is_file():
+        name = (root / LATEST).read_text(encoding="utf-8", errors="replace").strip()
+        if not name:
+            raise ConfigError(f"{command}: {str(root / LATEST)!r} is empty; pass --step S to choose a checkpoint "
+                              f"(complete ones: {', '.join(complete_checkpoints(root)) or 'none'})")
     else:
         raise ConfigError(f"{command}: {str(run_dir)!r} has no checkpoint (checkpoints/latest is missing)")
-    if not (path / "actor").is_dir():
-        have = sorted(p.name for p in root.glob("step_*")) if root.exists() else []
-        raise ConfigError(f"{command}: no checkpoint {path.name} in {str(root)!r} (have: {', '.join(have) or 'none'})")
-    return path
+    path = root / name
+    if (path / "actor").is_dir():
+        return path
+    complete = ", ".join(complete_checkpoints(root)) or "none"
+    if path.is_dir():
+        held = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+        raise ConfigError(
+            f"{command}: checkpoint {str(path)!r} is incomplete: it has no actor/ (it holds {held}; complete checkpoints: {complete}). "
+            "The actor's part was written somewhere else: with distributed.backend=ray, trainer.output_dir must be on a filesystem "
+            "every node shares, and a relative one is resolved by each worker from its own working directory")
+    raise ConfigError(f"{command}: no checkpoint {name} in {str(root)!r} (complete checkpoints: {complete})")
+
+
+def complete_checkpoints(root: Path) -> list[str]:
+    """Names of the checkpoints under `root` that hold the actor's part, oldest first."""
+    return sorted(p.name for p in root.glob("step_*") if (p / "actor").is_dir()) if root.is_dir() else []
 
 
 def load_actor_weights(model: torch.nn.Module, actor_dir: Path) -> None:

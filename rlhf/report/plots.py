@@ -1,7 +1,9 @@
 """PNG plots of a run's metrics, drawn on matplotlib's Agg canvas (no display, no pyplot state).
 
 Each plot gathers the metric keys that match its pattern; a plot whose keys the run never
-logged is skipped with a note instead of drawn empty.
+logged, or logged as zero throughout only because a feature was off (the old-vs-new policy KL
+of a run without a KL penalty and with one update per batch), is not drawn: it comes back with
+a note saying why.
 """
 
 from __future__ import annotations
@@ -20,17 +22,35 @@ class PlotSpec:
     title: str
     ylabel: str
     pattern: str
+    zero_means_off: str = ""
+    """Keys (a regular expression) whose series, when zero throughout, only say that a feature
+    was off: they are left out ('': none)."""
+    off_note: str = ""
+    """Why the plot is not drawn when nothing but such series remained."""
+    x: str = "step"
+    """The records' step key (the x axis)."""
+    xlabel: str = "RL step"
 
 
 PLOTS = (
     PlotSpec("Reward", "reward", r"reward/mean|reward/[^/]+/mean|eval/reward"),
     PlotSpec("Held-out accuracy", "accuracy", r"eval/(accuracy|pass@\d+|maj@\d+)"),
-    PlotSpec("KL divergence", "KL", r"kl/sequence_mean|actor/kl|actor/approx_kl"),
+    # kl/sequence_mean and actor/kl are logged only with a KL penalty; approx_kl (old vs new
+    # policy) always, and it is zero when each batch gets a single update
+    PlotSpec("KL divergence", "KL", r"kl/sequence_mean|actor/kl|actor/approx_kl", zero_means_off=r"actor/approx_kl",
+             off_note="no KL penalty (algorithm.kl.coef 0), and actor/approx_kl is zero throughout (one policy update per batch)"),
     PlotSpec("Policy entropy", "nats per token", r"actor/entropy"),
     PlotSpec("Response length", "tokens", r"response_length/(mean|max)|eval/(sampled_)?response_length"),
     PlotSpec("Throughput", "tokens / s (perf/throughput: per device)", r"perf/throughput|perf/tokens_per_s"),
 )
 """The metric plots of a report, in page order (phase times are drawn by :func:`phase_plot`)."""
+
+SFT_PLOTS = (
+    PlotSpec("SFT loss", "NLL per response token", r"sft/loss", x="sft/step", xlabel="SFT step"),
+    PlotSpec("SFT validation accuracy", "greedy accuracy", r"sft/val_accuracy", x="sft/step", xlabel="SFT step"),
+    PlotSpec("SFT gradient norm", "gradient norm", r"sft/grad_norm", x="sft/step", xlabel="SFT step"),
+)
+"""The plots of the supervised stage (sft_metrics.jsonl), against the SFT step."""
 
 SMOOTH_FROM = 20
 """Series with at least this many points also get a trailing-mean line (raw points stay faint)."""
@@ -49,12 +69,16 @@ class Plot:
 
 
 def metric_plot(spec: PlotSpec, records: list[dict]) -> Plot:
-    """The lines of every key matching `spec.pattern`, against the RL step."""
+    """The lines of every key matching `spec.pattern`, against the step key `spec.x`."""
     pattern = re.compile(spec.pattern)
-    lines = merge_equal({key: series(records, key) for key in metric_keys(records) if pattern.fullmatch(key)})
+    lines = merge_equal({key: series(records, key, spec.x) for key in metric_keys(records, spec.x) if pattern.fullmatch(key)})
     if not lines:
         return Plot(spec.title, note=f"not plotted: the run logged no metric matching {spec.pattern}")
-    figure, axis = _figure(spec.title, spec.ylabel)
+    if spec.zero_means_off:
+        lines = {label: points for label, points in lines.items() if any(points[1]) or not re.fullmatch(spec.zero_means_off, label)}
+        if not lines:
+            return Plot(spec.title, note=f"not plotted: {spec.off_note}")
+    figure, axis = _figure(spec.title, spec.ylabel, spec.xlabel)
     for label, (steps, values) in lines.items():
         _draw_line(axis, label, steps, values)
     axis.legend(fontsize=8, loc="best", framealpha=0.7)
@@ -102,14 +126,14 @@ def _draw_line(axis, label: str, steps: list[int], values: list[float]) -> None:
     axis.plot(steps, smooth, color=raw.get_color(), linewidth=1.8, label=f"{label} (mean of {window})")
 
 
-def _figure(title: str, ylabel: str):
+def _figure(title: str, ylabel: str, xlabel: str = "RL step"):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 3.8), layout="constrained")
     FigureCanvasAgg(figure)
     axis = figure.add_subplot()
-    axis.set(title=title, xlabel="RL step", ylabel=ylabel)
+    axis.set(title=title, xlabel=xlabel, ylabel=ylabel)
     axis.grid(alpha=0.3)
     return figure, axis
 

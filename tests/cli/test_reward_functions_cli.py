@@ -66,3 +66,11 @@ def test_function_failing_mid_run_exits_1_and_keeps_earlier_metrics(tmp_path, ca
     assert "RewardFunctionError: reward function 'score'" in err and "raised on sample 2" in err
     assert "RuntimeError: the judge is unreachable" in err and str(tmp_path / "rewards.py") in err
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1]
+
+
+def test_a_huge_message_from_a_reward_function_is_cut_and_names_the_function(tmp_path, capsys):
+    recipe = write_run(tmp_path, 'def score(prompt, response, ground_truth):\n    raise ValueError("x" * 1_000_000 + " the end")\n')
+    assert main(["train", str(recipe), f"trainer.output_dir={tmp_path / 'run'}", *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert len(err) < 2200 and err.startswith("error: RewardFunctionError: reward function 'score'")
+    assert "characters cut ...]" in err and err.rstrip().endswith("(run with --debug for the full traceback)")

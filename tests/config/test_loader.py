@@ -118,12 +118,23 @@ def test_list_item_override():
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("reward.sources.3.weight=2", "reward.sources has 1 item(s), so there is no reward.sources.3"),
-    ("reward.sources.weight=2", "reward.sources is a list; address an item by its index"),
+    ("reward.sources.3.weight=2", "reward.sources is a list and there is no item 3: its only item is reward.sources.0 "
+     "(or set the whole list with reward.sources=[...])"),
+    ("reward.sources.-1.weight=2", "reward.sources is a list and negative indices are not supported: its only item is "
+     "reward.sources.0 (or set the whole list with reward.sources=[...])"),
+    ("trainer.eval_k.0=4", "trainer.eval_k is a list and there is no item 0: it is empty"),
+    ("reward.sources.weight=2", "reward.sources is a list; address an item by its index, like reward.sources.0.weight"),
     ("actor.lr.x=1", "actor.lr is 1e-06, which has no key 'x'"),
 ])
 def test_override_path_errors(override, message):
     assert error_of(override).startswith(f"override {override!r}: {message}")
+
+
+def test_list_index_errors_name_the_valid_range():
+    two = "reward.sources=[{type: arithmetic}, {type: arithmetic, name: b}]"
+    for index in ("2", "-2"):
+        assert "its items are reward.sources.0 to reward.sources.1" in error_of(two, f"reward.sources.{index}.weight=2")
+    assert load(two, "reward.sources.1.weight=3").reward.sources[1].weight == 3.0
 
 
 def test_mapping_override_merges():
@@ -187,6 +198,26 @@ def test_wrong_type_message():
 ])
 def test_strict_scalars(override, message):
     assert error_of(override) == message
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.total_steps=99999999999999999999",
+     "trainer.total_steps: 99999999999999999999 does not fit in a 64-bit integer (-9223372036854775808 to 9223372036854775807)"),
+    ("trainer.eval_k=[1, -9223372036854775809]", "trainer.eval_k.1: -9223372036854775809 does not fit in a 64-bit integer"),
+    ("data.train.size=18446744073709551616", "data.train.size: 18446744073709551616 does not fit in a 64-bit integer"),
+    ("trainer.seed=99999999999999999999", "trainer.seed: 99999999999999999999 is not a usable seed; a seed is a whole number "
+     "from 0 to 2147483647 (numpy and vLLM take seeds below 2**32"),
+    ("trainer.seed=-1", "trainer.seed: -1 is not a usable seed"),
+    ("trainer.seed=2147483648", "trainer.seed: 2147483648 is not a usable seed"),
+    ("data.arithmetic.seed=4294967296", "data.arithmetic.seed: 4294967296 is not a usable seed"),
+])
+def test_out_of_range_integers_name_the_key(override, message):
+    assert error_of(override).startswith(message)
+
+
+def test_integers_at_the_edges_of_their_range_load():
+    cfg = load("trainer.seed=2147483647", "trainer.total_steps=9223372036854775807", "data.arithmetic.seed=0")
+    assert (cfg.trainer.seed, cfg.trainer.total_steps) == (2**31 - 1, 2**63 - 1)
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):

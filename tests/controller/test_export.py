@@ -1,6 +1,7 @@
 """`rlhf export RUN OUT`: the checkpointed actor as a Hugging Face model that reproduces the
 run's final evaluation (torch engine, and DeepSpeed ZeRO-3 shards merged offline)."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,4 +58,30 @@ def test_export_errors_name_the_culprit(tmp_path: Path, capsys):
     capsys.readouterr()
     assert main(["export", str(run_dir), str(tmp_path / "out"), "--step", "7"]) == 2
     err = capsys.readouterr().err
-    assert "no checkpoint step_000007" in err and "(have: step_000001)" in err
+    assert "no checkpoint step_000007" in err and "(complete checkpoints: step_000001)" in err
+    # OUT an existing file (or below one): refused before anything is loaded, the file untouched
+    existing = tmp_path / "model.bin"
+    existing.write_text("mine")
+    for out in (existing, existing / "sub"):
+        assert main(["export", str(run_dir), str(out)]) == 2
+        assert f"rlhf export: OUT '{out}' cannot be a model directory: '{existing}' is an existing file" in capsys.readouterr().err
+    assert existing.read_text() == "mine"
+
+
+def test_export_and_eval_of_a_relative_run_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "quickstart", "trainer.output_dir=relrun", *ARGS, "sft.enabled=false", "trainer.total_steps=1"]) == 0
+    assert main(["export", "relrun", "X"]) == 0 and (tmp_path / "X" / "model.safetensors").exists()
+    # a checkpoint whose actor part is missing (a Ray worker wrote it under its own working
+    # directory) is named as incomplete, not as absent
+    shutil.rmtree(tmp_path / "relrun" / "checkpoints" / "step_000001" / "actor")
+    capsys.readouterr()
+    for command in (["export", "relrun", "Y"], ["eval", "relrun"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{command[0]}: checkpoint 'relrun/checkpoints/step_000001' is incomplete: it has no actor/ (it holds loop.pt" in err
+        assert "complete checkpoints: none" in err and "a filesystem every node shares" in err
+    assert not (tmp_path / "Y").exists()
+    (tmp_path / "relrun" / "checkpoints" / "latest").write_text("\n")
+    assert main(["export", "relrun", "Y"]) == 2
+    assert "checkpoints/latest' is empty; pass --step S" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import re
 
 from rlhf.cli.main import main
-from rlhf.report.plots import PLOTS
+from rlhf.report.plots import PLOTS, SFT_PLOTS
 
 TINY = [
     "sft.enabled=false", "trainer.total_steps=2", "trainer.num_threads=1", "data.eval.size=8", "data.train_batch_size=3",
@@ -24,6 +24,17 @@ def test_report_of_a_tiny_run_has_every_plot_and_the_samples(tmp_path, capsys):
     assert main(["report", str(run), "--out", str(out)]) == 0 and out.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_report_of_an_sft_only_run(tmp_path, capsys):
+    run = tmp_path / "sft-run"
+    assert main(["sft", "quickstart", f"trainer.output_dir={run}", "trainer.num_threads=1", "sft.max_steps=3", "sft.eval_every=2",
+                 "sft.val_size=2", "sft.batch_size=8"]) == 0
+    assert not (run / "metrics.jsonl").exists()
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page) == [spec.title for spec in SFT_PLOTS]
+    assert "an SFT-only run (rlhf sft, no RL steps): 3 SFT steps" in page and "<td>sft/loss</td>" in page
+
+
 def test_a_missing_run_directory_is_a_usage_error_naming_it(tmp_path, capsys):
     missing = tmp_path / "no-such-run"
     assert main(["report", str(missing)]) == 2
@@ -33,7 +44,7 @@ def test_a_missing_run_directory_is_a_usage_error_naming_it(tmp_path, capsys):
 def test_a_directory_without_metrics_is_a_usage_error_naming_it(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("{}\n")
     assert main(["report", str(tmp_path)]) == 2
-    assert f"'{tmp_path}' is not a run directory: it has no metrics.jsonl" in capsys.readouterr().err
+    assert f"'{tmp_path}' is not a run directory: it has no metrics.jsonl (written by `rlhf train`) and no sft_metrics.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
 
 

@@ -67,7 +67,51 @@ def test_missing_metrics_and_files_are_notes_not_errors(tmp_path):
     page = render(load_run(run))
     assert set(images(page)) == {"Reward"}
     assert page.count("not plotted") == len(PLOTS)  # every other metric plot and the phase times
+    assert "<figcaption>" not in page  # a plot not drawn is one line of note, not an empty figure
     assert "no samples.jsonl" in page and "no config.yaml" in page and "no summary.json" in page
+    assert "SFT" not in page
+
+
+def test_the_kl_plot_of_a_run_without_kl_is_left_out_with_the_reason(tmp_path):
+    # no KL penalty: no kl/sequence_mean, and one update per batch: approx_kl zero throughout
+    records = [{**{k: v for k, v in record.items() if k != "kl/sequence_mean"}, "actor/approx_kl": 0.0} for record in full_records(5)]
+    page = render(load_run(write_run(tmp_path / "off", records)))
+    assert "KL divergence" not in images(page) and len(images(page)) == len(PLOTS)
+    assert "KL divergence: not plotted: no KL penalty (algorithm.kl.coef 0), and actor/approx_kl is zero throughout" in page
+    # a KL penalty that stayed zero (the policy never moved) is still a KL worth drawing
+    zero_kl = [{"step": step, "kl/sequence_mean": 0.0, "actor/approx_kl": 0.0} for step in (1, 2)]
+    assert metric_plot(PLOTS[2], zero_kl).png is not None
+    assert metric_plot(PLOTS[0], [{"step": 1, "reward/mean": 0.0}]).png is not None  # so is a zero reward
+
+
+def sft_records(steps: int = 6) -> list[dict]:
+    """What `rlhf sft` writes: a loss record per step and a validation record every 3 steps."""
+    records = []
+    for step in range(steps + 1):
+        if step % 3 == 0:
+            records.append({"sft/step": step, "sft/val_accuracy": step / 10})
+        if step < steps:
+            records.append({"sft/step": step + 1, "sft/loss": 4.0 - step / 2, "sft/grad_norm": 5.0 - step / 3})
+    return records
+
+
+def test_an_sft_only_run_gets_its_curves_and_config(tmp_path):
+    run = tmp_path / "sft-run"
+    run.mkdir()
+    (run / "sft_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_records()))
+    (run / "config.yaml").write_text("description: sft only\nsft:\n  enabled: true\n")
+    page = render(load_run(run))
+    assert set(images(page)) == {"SFT loss", "SFT validation accuracy", "SFT gradient norm"}
+    assert "an SFT-only run (rlhf sft, no RL steps): 6 SFT steps; validation accuracy 0 → 0.6" in page
+    assert re.search(r"<td>sft/loss</td><td class=num>4</td><td class=num>1.5</td>", page)
+    assert "no samples.jsonl: an SFT-only run generates no samples" in page and "sft only" in page
+    assert "not plotted" not in page and "no summary.json" not in page
+
+
+def test_a_run_with_a_warm_start_shows_both_stages(tmp_path):
+    run = write_run(tmp_path / "run", full_records(5))
+    (run / "sft_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_records()))
+    assert set(images(render(load_run(run)))) == {spec.title for spec in PLOTS} | {"Phase times", "SFT loss", "SFT validation accuracy", "SFT gradient norm"}
 
 
 def test_equal_series_are_drawn_once_with_both_names():

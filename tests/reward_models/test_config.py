@@ -3,7 +3,7 @@ status 2 on config errors, and `rlhf validate` / `rlhf recipes` knowing reward-m
 
 import pytest
 
-from reward_models.config import RMRecipeConfig, is_rm_recipe_file, load_rm_recipe
+from reward_models.config import RMRecipeConfig, is_rm_recipe_data, is_rm_recipe_file, load_rm_recipe, rl_only_keys
 from rlhf.cli.main import RECIPES_DIR, main
 from rlhf.config.errors import ConfigError
 
@@ -55,8 +55,15 @@ def test_rm_bad_key_exits_2_without_training(tmp_path, capsys):
 
 def test_rm_missing_recipe_and_rl_recipe_exit_2(capsys):
     assert main(["rm", "no_such_recipe"]) == 2
+    assert "'no_such_recipe' is neither a file nor a shipped recipe" in capsys.readouterr().err
     assert main(["rm", "quickstart"]) == 2
-    assert "unknown key" in capsys.readouterr().err
+    assert "is an RL recipe: run it with `rlhf train quickstart`" in capsys.readouterr().err
+
+
+def test_rl_only_sections_tell_the_recipe_kinds_apart():
+    assert {"trainer", "rollout", "reward", "actor"} <= rl_only_keys()
+    assert not rl_only_keys() & {"description", "model", "data", "train", "kind", "steps", "output_dir"}
+    assert is_rm_recipe_data({"kind": "prm"}) and not is_rm_recipe_data({"trainer": {}}) and not is_rm_recipe_data(None)
 
 
 def test_validate_accepts_rm_recipes_and_checks_their_overrides(capsys):
