@@ -18,17 +18,11 @@ from typing import Any, Callable
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import DatasetConfig
-from rlhf.rewards.answers import last_boxed
-
-
-def _after_hashes(text: str) -> str | None:
-    """GSM8K: the answer after the last '####' (e.g. '... #### 1,600' -> '1,600')."""
-    return text.rsplit("####", 1)[1].strip() if "####" in text else None
-
+from rlhf.data.answers import after_hashes, last_boxed
 
 EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "none": lambda text: text,
-    "gsm8k": _after_hashes,
+    "gsm8k": after_hashes,
     "boxed": last_boxed,
 }
 """`data.*.answer_extractor`: reference field text -> the answer, or None when it has none."""
