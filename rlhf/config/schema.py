@@ -68,10 +68,11 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    """One prompt dataset: a local jsonl/parquet file, a hub dataset, or 'builtin:<name>'."""
+    """One prompt dataset: a local file, a hub dataset, or 'builtin:<name>'."""
 
     path: str = ""
-    """'builtin:arithmetic', a .jsonl/.parquet file, or a Hugging Face dataset name."""
+    """'builtin:arithmetic', a local .jsonl/.json/.csv/.tsv/.parquet file (UTF-8 text), or a
+    Hugging Face dataset name."""
     name: Optional[str] = None
     """Dataset configuration name for hub datasets (e.g. 'main' for openai/gsm8k)."""
     split: str = "train"
