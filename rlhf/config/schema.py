@@ -55,7 +55,8 @@ class ModelConfig:
     source: str = "pretrained"
     """'pretrained': load model.path in Hugging Face format; 'tiny': build a random tiny model."""
     path: str = ""
-    """A local directory or hub name of a causal LM (with its tokenizer)."""
+    """A local directory or hub name of a causal LM (with its tokenizer); with source 'tiny',
+    '' (build it in the run directory) or a tiny model of the same sizes built earlier."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model, used only when model.source is 'tiny'."""
     dtype: str = "float32"
