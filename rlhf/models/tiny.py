@@ -137,6 +137,8 @@ def tiny_model_mismatch(directory: str | Path, *, hidden_size: int, num_layers: 
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError) as error:
         return f"its config.json cannot be read ({error})"
+    if not isinstance(config, dict):
+        return "its config.json is not a JSON object"
     expected = {
         "model_type": "llama", "hidden_size": hidden_size, "num_hidden_layers": num_layers, "num_attention_heads": num_heads,
         "num_key_value_heads": num_heads, "intermediate_size": intermediate_size, "max_position_embeddings": max_position_embeddings,
