@@ -57,3 +57,15 @@ def interrupt_rl_step(patcher, step_to_fail: int, *, sigterm: bool = False) -> N
         return real_step(run, roles, sampler, timer, step, *rest, **kwargs)
 
     patcher.setattr(loop, "rl_step", interrupted)
+
+
+def cache_hub_model(cache, repo_id: str, files=("config.json", "model.safetensors")) -> None:
+    """Lay out `repo_id`'s main revision in the Hugging Face cache directory `cache` as
+    `hf download` does (the files hold '{}': enough to be found, not to be loaded)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (snapshot / name).write_text("{}")

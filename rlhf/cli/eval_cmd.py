@@ -27,7 +27,7 @@ def register(add_parser) -> None:
     sub.add_argument("model_or_run", metavar="MODEL_OR_RUN", help="a run directory (trainer.output_dir) or a Hugging Face model directory")
     sub.add_argument("recipe", metavar="RECIPE", nargs="?", help="with a model: the recipe giving rewards, data and sampling (a YAML path or a shipped recipe)")
     sub.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides of the recipe, e.g. rollout.temperature=0.6 data.eval.size=200")
-    sub.add_argument("--data", default=None, metavar="PATH_OR_HUB", help="evaluation prompts: a .jsonl/.parquet file, a hub dataset or builtin:arithmetic (default: the recipe's data.eval)")
+    sub.add_argument("--data", default=None, metavar="PATH_OR_HUB", help="evaluation prompts: a .jsonl/.csv/.parquet file, a hub dataset or builtin:arithmetic (default: the recipe's data.eval)")
     sub.add_argument("--k", default=None, metavar="K,K,...", help="k values of pass@k and maj@k, e.g. 1,4,16 (default: trainer.eval_k; none: greedy only)")
     sub.add_argument("--n", type=int, default=None, help="samples per prompt, >= every k (default: the largest k); more give lower-variance estimates")
     sub.add_argument("--out", default=None, help="output directory (default: RUN/eval/step_N for a run, evals/<model name> for a model)")

@@ -64,13 +64,21 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from reward_models.config import is_rm_recipe_file, load_rm_recipe
 
+    from rlhf.models.reachable import model_reachable, unreachable_models
+
     path = resolve_recipe(args.recipe)
     if is_rm_recipe_file(path):
         config = load_rm_recipe(path, args.overrides)
+        ok, detail = model_reachable(config.model.path) if config.model.source == "pretrained" else (True, "")
+        if not ok:
+            raise ConfigError(f"model.path: {detail}")
         print(f"{path}: valid reward-model recipe ({config.description or 'no description'})")
         return 0
     path, config = load(args)
     check_reward_functions(config)
+    problems = unreachable_models(config)
+    if problems:  # what `rlhf train` would fail on after a download attempt, said now
+        raise ConfigError("; ".join(problems))
     print(f"{path}: valid ({config.description or 'no description'})")
     return 0
 
@@ -180,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", cmd_train, "run a recipe: optional SFT warm start, then RL"),
         ("sft", cmd_sft, "run only the supervised warm start of a recipe"),
         ("rm", cmd_rm, "train a reward model (ORM or PRM) from a reward-model recipe (recipes/rm/)"),
-        ("validate", cmd_validate, "check a recipe and overrides (and import its reward functions) without training"),
+        ("validate", cmd_validate, "check a recipe and overrides, its reward functions and that its models can be loaded here; train nothing"),
     ):
         sub = add(name, help=text, description=text)
         sub.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")

@@ -59,7 +59,8 @@ class ModelConfig:
     source: str = "pretrained"
     """'pretrained': load model.path in Hugging Face format; 'tiny': build a random tiny model."""
     path: str = ""
-    """A local directory or hub name of a causal LM (with its tokenizer)."""
+    """A local directory or hub name of a causal LM (with its tokenizer); with source 'tiny',
+    '' (build it in the run directory) or a tiny model of the same sizes built earlier."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model, used only when model.source is 'tiny'."""
     dtype: str = "float32"
@@ -72,10 +73,11 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    """One prompt dataset: a local jsonl/parquet file, a hub dataset, or 'builtin:<name>'."""
+    """One prompt dataset: a local file, a hub dataset, or 'builtin:<name>'."""
 
     path: str = ""
-    """'builtin:arithmetic', a .jsonl/.parquet file, or a Hugging Face dataset name."""
+    """'builtin:arithmetic', a local .jsonl/.json/.csv/.tsv/.parquet file (UTF-8 text), or a
+    Hugging Face dataset name."""
     name: Optional[str] = None
     """Dataset configuration name for hub datasets (e.g. 'main' for openai/gsm8k)."""
     split: str = "train"

@@ -9,30 +9,32 @@ offline by changing only the paths, and a new recipe can read the files with the
       train: {path: data/gsm8k/train.parquet}      # prompt_key: prompt, answer_key: ground_truth
 
 Used by `scripts/prepare_gsm8k.py` and `scripts/prepare_math.py`; a source is a hub dataset
-name or a local .jsonl/.parquet file in the dataset's own format.
+name or a local file (.jsonl, .json, .csv, .tsv, .parquet) in the dataset's own format.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterable
 
+from rlhf.config.errors import ConfigError
 from rlhf.data.fields import EXTRACTORS
+from rlhf.data.files import is_local_data_file, read_rows
 
 Converter = Callable[[dict], dict]
 
 
 def read_source(source: str, split: str, name: str | None = None) -> list[dict]:
-    """The rows of a local .jsonl/.parquet file, or of `split` of the hub dataset `source`."""
-    path = Path(source)
-    if path.suffix == ".jsonl":
-        with path.open() as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+    """The rows of a local data file (:mod:`rlhf.data.files`: .jsonl, .json, .csv, .tsv,
+    .parquet), or of `split` of the hub dataset `source`. A file that cannot be read stops
+    with a message naming it (and the row, when one row is the problem)."""
+    if is_local_data_file(source):
+        try:
+            return read_rows(Path(source), "source")
+        except ConfigError as error:
+            raise SystemExit(f"error: {error}") from None
     import datasets
 
-    if path.suffix == ".parquet":
-        return [dict(row) for row in datasets.load_dataset("parquet", data_files=str(path), split="train")]
     return [dict(row) for row in datasets.load_dataset(source, name, split=split)]
 
 

@@ -1,14 +1,13 @@
 """Prompt datasets: load rows, drop over-long prompts, turn rows into token batches, iterate
 in a seeded order.
 
-Rows come from a hub dataset, a local jsonl/parquet file or a builtin task; the field mapping
-of :mod:`rlhf.data.fields` gives each `prompt`, `ground_truth`, `data_source` and keeps every
-other field for reward functions.
+Rows come from a hub dataset, a local file (:mod:`rlhf.data.files`: jsonl, json, csv, tsv,
+parquet) or a builtin task; the field mapping of :mod:`rlhf.data.fields` gives each `prompt`,
+`ground_truth`, `data_source` and keeps every other field for reward functions.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +18,7 @@ from rlhf.config.errors import ConfigError
 from rlhf.config.schema import ArithmeticTaskConfig, DataConfig, DatasetConfig
 from rlhf.data.batch import Batch
 from rlhf.data.fields import apply_template, map_rows
+from rlhf.data.files import is_local_data_file, read_rows
 
 
 def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
@@ -27,8 +27,8 @@ def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str
     'data.train'), used in error messages."""
     if dataset.path.startswith("builtin:"):
         rows = _builtin_rows(dataset, arithmetic, key)
-    elif dataset.path.endswith((".jsonl", ".json")):
-        rows = _jsonl_rows(Path(dataset.path), key)
+    elif is_local_data_file(dataset.path):
+        rows = read_rows(Path(dataset.path), f"{key}.path")
     else:
         rows = _hf_rows(dataset, key)
     rows = rows[: dataset.size] if dataset.size is not None else rows
@@ -49,32 +49,11 @@ def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key:
         raise ConfigError(f"{key}.split: {error}") from None
 
 
-def _jsonl_rows(path: Path, key: str) -> list[dict]:
-    if not path.is_file():
-        raise ConfigError(f"{key}.path: file {str(path)!r} does not exist")
-    rows = []
-    with path.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{key}.path: {path}:{line_number} is not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{key}.path: {path}:{line_number} is not a JSON object")
-            rows.append(row)
-    return rows
-
-
 def _hf_rows(dataset: DatasetConfig, key: str) -> list[dict]:
     import datasets
 
     try:
-        if Path(dataset.path).suffix == ".parquet":
-            loaded = datasets.load_dataset("parquet", data_files=dataset.path, split="train")
-        else:
-            loaded = datasets.load_dataset(dataset.path, dataset.name, split=dataset.split)
+        loaded = datasets.load_dataset(dataset.path, dataset.name, split=dataset.split)
     except Exception as error:  # datasets raises many types; the message is what matters
         # on one line: datasets' messages may span several
         raise ConfigError(f"{key}.path: could not load dataset {dataset.path!r}: {' '.join(str(error).split())}") from None

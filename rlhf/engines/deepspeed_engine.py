@@ -35,6 +35,7 @@ import torch
 from rlhf.engines.base import OptimConfig, lr_multiplier
 from rlhf.engines.buckets import buckets
 from rlhf.engines.guards import is_finite, poison_if_nonfinite
+from rlhf.engines.launcher_env import check_launcher_env
 from rlhf.engines.safe_load import weights_only_loads
 from rlhf.models.lora import is_lora_model
 
@@ -59,10 +60,13 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
     collective that waits longer than `timeout_s` (a dead or hung peer) raises instead of
     hanging (`distributed.timeout_s`; Ray workers join their group with it beforehand).
 
-    A single process without launcher variables becomes rank 0 of a world of 1 on a free port.
+    A single process without launcher variables becomes rank 0 of a world of 1 on a free port;
+    variables left over in the environment that cannot be right stop it at once
+    (:func:`rlhf.engines.launcher_env.check_launcher_env`).
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
+    check_launcher_env()
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")

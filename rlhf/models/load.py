@@ -26,20 +26,19 @@ def warn_remote_code(path: str, key: str = "model.trust_remote_code") -> None:
 
 
 def resolve_model_path(model: ModelConfig, output_dir: Path, seed: int) -> str:
-    """The directory or hub name to load: `model.path`, or a freshly built tiny model."""
+    """The directory or hub name to load: `model.path` for a pretrained model; for
+    `model.source: tiny`, the tiny model built (once) in `<output_dir>/init_model`, or the one
+    built earlier that `model.path` names (see :func:`check_tiny_model_path`)."""
     if model.source == "pretrained":
+        return model.path
+    if model.path:
+        check_tiny_model_path(model)
         return model.path
     from rlhf.models.tiny import build_tiny_model
 
     quiet_transformers()
     tiny = model.tiny
-    target = Path(model.path) if model.path else output_dir / "init_model"
-    if not target.exists() and not target.is_absolute() and not target.parent.exists():
-        # `Qwen/Qwen2.5-0.5B-Instruct` left over from a hub recipe would become a local directory
-        raise ConfigError(
-            f"model.path: {model.path!r} is not a local directory, and with model.source=tiny it names where the "
-            f"tiny model is built; give a directory whose parent exists, or model.path='' to build it in the run directory"
-        )
+    target = output_dir / "init_model"
     if not (target / "config.json").exists():
         # a new directory is built aside and renamed into place: a launch killed mid-build must
         # not leave a config.json without weights, which every later launch would try to load
@@ -51,6 +50,31 @@ def resolve_model_path(model: ModelConfig, output_dir: Path, seed: int) -> str:
         if building != target:
             os.replace(building, target)
     return str(target)
+
+
+def check_tiny_model_path(model: ModelConfig) -> None:
+    """A ConfigError unless `model.path` (with `model.source: tiny`) holds the tiny model of
+    `model.tiny`'s sizes, built earlier (e.g. a run's `init_model/`).
+
+    Nothing is ever built at `model.path`: someone who names a directory or hub model there
+    means to train that model, and a random tiny one trained in its place (or written into
+    their model's directory) would be a silent, costly mistake."""
+    from rlhf.models.tiny import tiny_model_mismatch
+
+    tiny = model.tiny
+    path = Path(model.path).expanduser()
+    reason = tiny_model_mismatch(
+        path, hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, num_heads=tiny.num_heads,
+        intermediate_size=tiny.intermediate_size, max_position_embeddings=tiny.max_position_embeddings,
+    )
+    if reason is None:
+        return
+    what = "is not a local directory" if not path.exists() else f"does not hold this recipe's tiny model ({reason})"
+    raise ConfigError(
+        f"model.path: {model.path!r} {what}; model.source=tiny trains a random tiny model and builds nothing at model.path. "
+        f"To train the model you meant, set model.source=pretrained (model.path names its directory or hub name); "
+        f"to train the tiny model, set model.path='' (it is built in the run directory)"
+    )
 
 
 def quiet_transformers() -> None:

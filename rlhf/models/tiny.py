@@ -9,12 +9,13 @@ with no network access. At the defaults the model has about 0.34M parameters.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from rlhf.models.tokenizer import build_char_tokenizer
+from rlhf.models.tokenizer import CHARACTERS, SPECIAL_TOKENS, build_char_tokenizer
 
 
 def tiny_llama_config(
@@ -115,6 +116,36 @@ def build_tiny_model(
     model.save_pretrained(out_path)  # safetensors is the default format
     tokenizer.save_pretrained(out_path)
     return out_path
+
+
+def tiny_model_mismatch(directory: str | Path, *, hidden_size: int, num_layers: int, num_heads: int,
+                        intermediate_size: int, max_position_embeddings: int) -> str | None:
+    """Why `directory` does not hold the tiny model ``build_tiny_model`` writes with these
+    sizes, or None when it does (any seed: the weights are not compared).
+
+    The model is recognised by its files (config, weights, tokenizer) and by its
+    ``config.json``: a tied-embedding Llama with exactly these sizes over the character
+    tokenizer's vocabulary. Reading that file is all it costs.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return "it is not a directory" if directory.exists() else "it does not exist"
+    missing = [name for name in ("config.json", "model.safetensors", "tokenizer.json") if not (directory / name).is_file()]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        return f"its config.json cannot be read ({error})"
+    if not isinstance(config, dict):
+        return "its config.json is not a JSON object"
+    expected = {
+        "model_type": "llama", "hidden_size": hidden_size, "num_hidden_layers": num_layers, "num_attention_heads": num_heads,
+        "num_key_value_heads": num_heads, "intermediate_size": intermediate_size, "max_position_embeddings": max_position_embeddings,
+        "vocab_size": len(SPECIAL_TOKENS) + len(CHARACTERS), "tie_word_embeddings": True,
+    }
+    differences = [f"{name} {config.get(name)!r} (the tiny model's: {value!r})" for name, value in expected.items() if config.get(name) != value]
+    return f"its config.json has {', '.join(differences)}" if differences else None
 
 
 def count_parameters(model: torch.nn.Module) -> int:

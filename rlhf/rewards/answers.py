@@ -1,15 +1,16 @@
-"""Final-answer extraction from model responses and reference solutions (pure string functions).
+"""Final-answer extraction from model responses (pure string functions).
 
-Used by the built-in verifiers (`rlhf.rewards.verifiers`): `last_boxed` finds a LaTeX
-`\\boxed{...}` answer, `gsm8k_final_answer` finds a GSM8K-style answer, `normalize_number`
-turns the text of an answer into a float.
+Used by the built-in verifiers (`rlhf.rewards.verifiers`) and majority voting:
+`gsm8k_final_answer` finds a GSM8K-style answer in a response, `normalize_number` turns the
+text of an answer into a float. Reading a reference solution (`last_boxed`,
+`gsm8k_ground_truth`) belongs to the data package: :mod:`rlhf.data.answers`.
 """
 
 from __future__ import annotations
 
 import re
 
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
+from rlhf.data.answers import last_boxed
 
 _NUMBER = re.compile(
     r"""(?:(?<![\w)\]}])(?P<sign>[-−]))?   # a minus sign, unless it is a subtraction (`x - 3`, `2-1`)
@@ -26,48 +27,6 @@ _NUMBER = re.compile(
 
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{\s*([-−]?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is", re.IGNORECASE)
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last `\\boxed{...}` or `\\fbox{...}` in `text`, or None.
-
-    Braces nest (`\\boxed{\\frac{1}{2}}` -> `\\frac{1}{2}`); an unclosed box is ignored and the
-    previous complete one, if any, is returned. `\\boxed 5` (no braces) gives `5`.
-    """
-    starts = sorted(i for command in _BOX_COMMANDS for i in _find_all(text, command))
-    for start in reversed(starts):
-        content = _box_content(text, start)
-        if content is not None:
-            return content.strip()
-    return None
-
-
-def _find_all(text: str, needle: str) -> list[int]:
-    positions, start = [], text.find(needle)
-    while start != -1:
-        positions.append(start)
-        start = text.find(needle, start + 1)
-    return positions
-
-
-def _box_content(text: str, start: int) -> str | None:
-    """The braced argument of the box command at `start`, or None if it is not closed."""
-    command = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
-    i = start + len(command)
-    if i < len(text) and text[i] == " ":  # `\boxed 5`: a one-token argument
-        match = re.match(r"\s*([^\s$]+)", text[i:])
-        return match.group(1) if match else None
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{" and text[j - 1] != "\\":
-            depth += 1
-        elif text[j] == "}" and text[j - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
 
 
 def gsm8k_final_answer(response: str) -> str | None:
@@ -113,11 +72,3 @@ def normalize_number(text: str | None) -> float | None:
             return None
         return sign * int(match.group("num")) / denominator
     return sign * float(match.group("value").replace(",", ""))
-
-
-def gsm8k_ground_truth(ground_truth: str) -> str:
-    """The answer of a GSM8K reference: the text after its last `####`, else the whole string
-    (already a bare answer such as "18"), stripped."""
-    if "####" in ground_truth:
-        return ground_truth.rsplit("####", 1)[1].strip()
-    return ground_truth.strip()

@@ -12,7 +12,8 @@ import math
 import re
 import threading
 
-from rlhf.rewards.answers import gsm8k_final_answer, gsm8k_ground_truth, last_boxed, normalize_number
+from rlhf.data.answers import gsm8k_ground_truth, last_boxed
+from rlhf.rewards.answers import gsm8k_final_answer, normalize_number
 
 MATH_VERIFY_TIMEOUT_S = 2
 """math-verify's own limit (whole seconds, it uses `signal.alarm`) for one parse or one

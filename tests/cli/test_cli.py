@@ -4,10 +4,15 @@ import os
 import subprocess
 import sys
 
+import huggingface_hub.constants
 import pytest
 
+from reward_models.config import is_rm_recipe_file
 from rlhf.cli.main import RECIPES_DIR, build_parser, main, shorten
 from rlhf.config.errors import ConfigError
+from rlhf.config.loader import load_recipe
+from rlhf.models.reachable import recipe_models
+from tiny_helpers import cache_hub_model
 
 SHIPPED = sorted(RECIPES_DIR.rglob("*.yaml"))
 
@@ -26,7 +31,12 @@ def test_help_exits_zero(capsys):
 
 
 @pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.stem)
-def test_every_shipped_recipe_validates(recipe, capsys):
+def test_every_shipped_recipe_validates(recipe, capsys, tmp_path, monkeypatch):
+    # validate checks that the recipe's hub models can be loaded here: offline, from the cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    if not is_rm_recipe_file(recipe):
+        for _, path in recipe_models(load_recipe(recipe)):
+            cache_hub_model(tmp_path, path)
     assert main(["validate", str(recipe)]) == 0
     assert "valid" in capsys.readouterr().out
 

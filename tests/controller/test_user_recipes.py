@@ -24,7 +24,7 @@ def test_gsm8k_grpo_orm_tiny(tmp_path: Path, sums):
     orm = build_tiny_reward_model(tmp_path / "orm", "classifier", seed=0)
     out = tmp_path / "run"
     args = [
-        *SMALL, f"model.path={tmp_path / 'policy'}", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null", "data.eval.name=null",
+        *SMALL, "model.path=", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null", "data.eval.name=null",
         "data.eval.split=train", f"reward.sources.1.kwargs={{path: {orm}, kind: classifier, chat_template: true, batch_size: 4}}",
         "reward.sources.0.kwargs={num_workers: 1}", f"trainer.output_dir={out}",
     ]
@@ -39,7 +39,7 @@ def test_math_ppo_prm_clip_delta_tiny(tmp_path: Path, sums):
     prm = build_tiny_reward_model(tmp_path / "prm", "two_class", seed=0)
     out = tmp_path / "run"
     args = [
-        *SMALL, f"model.path={tmp_path / 'policy'}", f"data.train.path={data}", f"data.eval.path={data}", "data.eval.split=train",
+        *SMALL, "model.path=", f"data.train.path={data}", f"data.eval.path={data}", "data.eval.split=train",
         f"reward.sources.1.kwargs={{path: {prm}, kind: two_class, separator: '#', chat_template: true, batch_size: 4}}",
         "reward.sources.0.kwargs={num_workers: 1, timeout_s: 5.0}", f"trainer.output_dir={out}",
     ]

@@ -34,7 +34,7 @@ def test_the_8_gpu_recipe_runs_on_two_cpu_workers(tmp_path: Path, ray_cluster):
     engine = "vllm" if _vllm_available() else "hf"
     out = tmp_path / "run"
     args = [
-        *CPU_LAYOUT, f"model.path={tmp_path / 'policy'}", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null",
+        *CPU_LAYOUT, "model.path=", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null",
         "data.eval.name=null", "data.eval.split=train", f"rollout.engine={engine}", "reward.sources.0.kwargs={num_workers: 1}",
         f"trainer.output_dir={out}",
     ]

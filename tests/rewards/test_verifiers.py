@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlhf.data.batch import Batch
-from rlhf.rewards.answers import gsm8k_ground_truth
+from rlhf.data.answers import gsm8k_ground_truth
 from rlhf.rewards.registry import REWARD_SOURCES, build_reward_source
 from rlhf.rewards.verifiers import gsm8k_score, math_score, normalize_answer
 
