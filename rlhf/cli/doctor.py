@@ -102,8 +102,47 @@ def recipe_checks(config, engines: dict[str, Check]) -> list[Check]:
     if config.trainer.device == "cuda" and not torch.cuda.is_available():
         checks.append(Check("trainer.device=cuda", False, "torch sees no CUDA device"))
     checks += resource_checks(config)
+    checks += reachability_checks(config)
     checks += memory_checks(config)
     return checks
+
+
+def reachability_checks(config) -> list[Check]:
+    """The models and datasets the recipe loads by path, each reachable from here or not
+    (a local file or directory, the Hugging Face cache, or the hub when online)."""
+    from rlhf.controller.preflight import recipe_models
+    from rlhf.models.reachable import model_reachable
+
+    checks = []
+    for key, path in recipe_models(config):
+        ok, detail = model_reachable(path)
+        checks.append(Check(key, ok, detail))
+    for key, dataset in (("data.train.path", config.data.train), ("data.eval.path", config.data.eval)):
+        if dataset.path:
+            checks.append(Check(key, *dataset_reachable(dataset.path)))
+    return checks
+
+
+def dataset_reachable(path: str) -> tuple[bool, str]:
+    """(reachable, why): a builtin task, a local data file, or a hub dataset (in the cache
+    when the hub is switched off)."""
+    from pathlib import Path
+
+    from rlhf.data.files import is_local_data_file
+    from rlhf.models.reachable import hub_offline
+
+    if path.startswith("builtin:"):
+        return True, "built in"
+    if is_local_data_file(path) or Path(path).exists():
+        return (True, "local file") if Path(path).is_file() else (False, f"no such file: {path}")
+    if not hub_offline():
+        return True, f"hub dataset {path} (downloaded when not cached)"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    cached = Path(HF_HUB_CACHE) / f"datasets--{path.replace('/', '--')}"
+    if cached.is_dir():
+        return True, f"hub dataset {path}, in the cache"
+    return False, f"hub dataset {path} is not in the cache and the hub is off (HF_HUB_OFFLINE); download it where the hub is reachable"
 
 
 def resource_checks(config) -> list[Check]:

@@ -64,7 +64,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from reward_models.config import is_rm_recipe_file, load_rm_recipe
 
-    from rlhf.models.reachable import model_reachable, unreachable_models
+    from rlhf.controller.preflight import unreachable_models
+    from rlhf.models.reachable import model_reachable
 
     path = resolve_recipe(args.recipe)
     if is_rm_recipe_file(path):

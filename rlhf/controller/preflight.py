@@ -6,6 +6,9 @@ What only the registries know (is `rollout.engine` a registered engine, can that
 with this layout, is `reward.sources.2.type` a source, is `trainer.loggers.1` a logger) is
 checked here, once, by every command before it runs a recipe: errors are collected and raised
 together as one ConfigError (exit status 2), like the config's own.
+
+Whether the models a recipe names can be loaded from here (:func:`unreachable_models`) is
+checked by `rlhf validate`, `rlhf doctor` and before a run creates its directory.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from rlhf.config.validate import choice_error
 from rlhf.config.validate_distributed import pool_size
 from rlhf.engines.registry import TRAINING_ENGINES
 from rlhf.logging.factory import LOGGERS
-from rlhf.rewards.registry import source_type_errors
+from rlhf.models.load import check_tiny_model_path
+from rlhf.models.reachable import HUB_TIMEOUT_S, model_reachable
+from rlhf.rewards.registry import MODEL_SOURCES, source_type_errors
 from rlhf.rollout.registry import ROLLOUT_ENGINES
 
 
@@ -75,3 +80,36 @@ def _logger_errors(loggers: list[str]) -> Iterable[str | None]:
         yield choice_error(f"trainer.loggers.{index}", name, LOGGERS)
     if "jsonl" not in loggers:
         yield "trainer.loggers: must include jsonl (resume, `rlhf export` and `rlhf report` read metrics.jsonl), e.g. [console, jsonl, wandb]"
+
+
+def recipe_models(config: RecipeConfig) -> list[tuple[str, str]]:
+    """(recipe key, path) of every model a run of `config` loads by path: the policy (source
+    pretrained), the reference (with a KL term), the critic (when the estimator needs one)
+    and the reward models of orm/prm sources."""
+    models = [("model.path", config.model.path)] if config.model.source == "pretrained" else []
+    if config.ref.path and config.algorithm.kl.coef > 0:
+        models.append(("ref.path", config.ref.path))
+    if config.critic.path and _has_critic(config):
+        models.append(("critic.path", config.critic.path))
+    for index, source in enumerate(config.reward.sources):
+        path = source.kwargs.get("path") if source.type in MODEL_SOURCES else None
+        if isinstance(path, str) and path:
+            models.append((f"reward.sources.{index}.kwargs.path", path))
+    return models
+
+
+def unreachable_models(config: RecipeConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
+    """'key: detail' for every model of `config` that cannot be loaded here (see
+    :func:`recipe_models`), and for a `model.path` that does not hold the tiny model of a
+    `model.source: tiny` recipe; [] when every one can."""
+    problems = []
+    if config.model.source == "tiny" and config.model.path:
+        try:
+            check_tiny_model_path(config.model)
+        except ConfigError as error:
+            problems.append(str(error))
+    for key, path in recipe_models(config):
+        ok, detail = model_reachable(path, timeout_s=timeout_s)
+        if not ok:
+            problems.append(f"{key}: {detail}")
+    return problems

@@ -17,8 +17,9 @@ import yaml
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import save_resolved, to_dict
 from rlhf.config.schema import RecipeConfig
-from rlhf.controller.preflight import check_recipe
+from rlhf.controller.preflight import check_recipe, unreachable_models
 from rlhf.data.batch import Batch
+from rlhf.engines.registry import training_engine
 from rlhf.data.prompts import drop_long_prompts, load_rows, prompt_batch
 from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.rewards.combine import RewardCombiner, build_combiner
@@ -119,6 +120,11 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     With the Ray backend the workers load the model; this process loads it only for the SFT
     warm start (which then hands its weights to the workers through `model_path`)."""
     check_recipe(config)
+    problems = unreachable_models(config)
+    if problems:  # before the run directory exists: a failed start leaves nothing behind
+        raise ConfigError("; ".join(problems))
+    if config.distributed.backend == "local":
+        training_engine(config.train.engine).check_environment()
     trainer = config.trainer
     if trainer.num_threads > 0:
         torch.set_num_threads(trainer.num_threads)

@@ -53,6 +53,9 @@ class TrainingEngineSpec:
     """Messages for `train.*` keys this engine cannot honour."""
     availability: Callable[[], tuple[bool, str]]
     """(usable here, why or what): `rlhf doctor`."""
+    check_environment: Callable[[], None] = lambda: None
+    """Raises a ConfigError for what in this process's environment would break a local run
+    (before the run creates its directory)."""
 
     def describe(self, train: TrainConfig) -> str:
         """The engine and its sharding, for messages ('deepspeed ZeRO-3')."""
@@ -87,6 +90,12 @@ def _deepspeed_option_errors(train: TrainConfig) -> Iterable[str]:
         yield f"train.offload_params: needs train.zero_stage 3 (got {train.zero_stage})"
 
 
+def _deepspeed_environment() -> None:
+    from rlhf.engines.launcher_env import check_launcher_env
+
+    check_launcher_env()
+
+
 def _deepspeed_availability() -> tuple[bool, str]:
     try:
         importlib.import_module("deepspeed")
@@ -110,7 +119,7 @@ TRAINING_ENGINES: dict[str, TrainingEngineSpec] = {
         name="deepspeed", summary="DeepSpeed ZeRO stages 0-3 with optional CPU offload (pip install deepspeed)",
         build=_build_deepspeed, data_parallel=True, partitions_module=lambda train: train.zero_stage == 3,
         sharding=lambda train: Sharding(train.zero_stage, train.offload_optimizer, train.offload_params, gradients_resident=True),
-        option_errors=_deepspeed_option_errors, availability=_deepspeed_availability,
+        option_errors=_deepspeed_option_errors, availability=_deepspeed_availability, check_environment=_deepspeed_environment,
     ),
 }
 """`train.engine` -> its entry."""

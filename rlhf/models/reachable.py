@@ -5,19 +5,15 @@ or a Hugging Face hub name. :func:`model_reachable` answers before anything is l
 this order: a local directory with a `config.json`; a hub model whose config and weights are
 in the Hugging Face cache; else, unless the hub is switched off (`HF_HUB_OFFLINE` /
 `TRANSFORMERS_OFFLINE`), one metadata request to the hub with a short timeout.
-:func:`unreachable_models` applies it to every model a recipe loads, naming the recipe key.
-
-`rlhf validate` uses it; so can `rlhf doctor` and a run before it creates its directory.
+:func:`rlhf.controller.preflight.unreachable_models` applies it to every model a recipe loads,
+naming the recipe key (for `rlhf validate`, `rlhf doctor` and a run before it creates its
+directory).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rlhf.config.schema import RecipeConfig
 
 HUB_TIMEOUT_S = 5.0
 """Longest wait for the hub's answer about one model."""
@@ -97,41 +93,3 @@ def _ask_hub(repo_id: str, timeout_s: float, endpoint: str | None) -> tuple[bool
             f"is reachable (`hf download {repo_id}`) or set model paths to a local directory"
         )
     return True, f"hub model {repo_id}, not cached yet: it will be downloaded"
-
-
-def recipe_models(config: RecipeConfig) -> list[tuple[str, str]]:
-    """(recipe key, path) of every model a run of `config` loads by path: the policy (source
-    pretrained), the reference (with a KL term), the critic (when the estimator needs one)
-    and the reward models of orm/prm sources."""
-    from rlhf.config.validate import uses_critic
-
-    models = [("model.path", config.model.path)] if config.model.source == "pretrained" else []
-    if config.ref.path and config.algorithm.kl.coef > 0:
-        models.append(("ref.path", config.ref.path))
-    if config.critic.path and uses_critic(config.algorithm.advantage):
-        models.append(("critic.path", config.critic.path))
-    for index, source in enumerate(config.reward.sources):
-        path = source.kwargs.get("path") if source.type in ("orm", "prm") else None
-        if isinstance(path, str) and path:
-            models.append((f"reward.sources.{index}.kwargs.path", path))
-    return models
-
-
-def unreachable_models(config: RecipeConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
-    """'key: detail' for every model of `config` that cannot be loaded here (see
-    :func:`recipe_models`), and for a `model.path` that does not hold the tiny model of a
-    `model.source: tiny` recipe; [] when every one can."""
-    problems = []
-    if config.model.source == "tiny" and config.model.path:
-        from rlhf.config.errors import ConfigError
-        from rlhf.models.load import check_tiny_model_path
-
-        try:
-            check_tiny_model_path(config.model)
-        except ConfigError as error:
-            problems.append(str(error))
-    for key, path in recipe_models(config):
-        ok, detail = model_reachable(path, timeout_s=timeout_s)
-        if not ok:
-            problems.append(f"{key}: {detail}")
-    return problems

@@ -5,8 +5,8 @@ tests/distributed/test_cluster_recipe.py, tests/reliability/test_clean_exit.py) 
 `scripts/recipe_memory.py` and `scripts/soak.py --tiny`.
 
 `tiny_overrides(recipe, work_dir)` writes the data (and the tiny reward models) a recipe needs
-under `work_dir` and returns the `key=value` overrides of its tiny variant; `model.path` then
-names where the tiny policy is built, `trainer.output_dir` is `<work_dir>/run`.
+under `work_dir` and returns the `key=value` overrides of its tiny variant; the tiny policy is
+built in the run directory, `trainer.output_dir` is `<work_dir>/run`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def math_rows(sums: list[dict]) -> tuple[list[dict], list[dict]]:
 def single_process(work_dir: Path, train: str, test: str) -> list[str]:
     """A one-GPU recipe on local data in one CPU process with the HF rollout engine."""
     return [
-        *SMALL, f"model.path={work_dir / 'policy'}", f"data.train.path={train}", f"data.eval.path={test}", "data.train.name=null",
+        *SMALL, "model.path=", f"data.train.path={train}", f"data.eval.path={test}", "data.train.name=null",
         "data.eval.name=null", "data.eval.split=train", "rollout.engine=hf", "trainer.device=auto", "trainer.save_every=0",
         "train.gradient_checkpointing=false", f"trainer.output_dir={work_dir / 'run'}",
     ]
@@ -87,7 +87,7 @@ def _gsm8k_grpo_orm(work_dir: Path) -> list[str]:
     data = write_jsonl(work_dir / "gsm8k.jsonl", gsm8k_rows(sums()))
     orm = build_tiny_reward_model(work_dir / "orm", "classifier", seed=0)
     return [
-        *SMALL, f"model.path={work_dir / 'policy'}", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null", "data.eval.name=null",
+        *SMALL, "model.path=", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null", "data.eval.name=null",
         "data.eval.split=train", f"reward.sources.1.kwargs={{path: {orm}, kind: classifier, chat_template: true, batch_size: 4}}",
         "reward.sources.0.kwargs={num_workers: 1}", f"trainer.output_dir={work_dir / 'run'}",
     ]
@@ -100,7 +100,7 @@ def _math_ppo_prm_clip_delta(work_dir: Path) -> list[str]:
     data = write_jsonl(work_dir / "math.jsonl", rows)
     prm = build_tiny_reward_model(work_dir / "prm", "two_class", seed=0)
     return [
-        *SMALL, f"model.path={work_dir / 'policy'}", f"data.train.path={data}", f"data.eval.path={data}", "data.eval.split=train",
+        *SMALL, "model.path=", f"data.train.path={data}", f"data.eval.path={data}", "data.eval.split=train",
         f"reward.sources.1.kwargs={{path: {prm}, kind: two_class, separator: '#', chat_template: true, batch_size: 4}}",
         "reward.sources.0.kwargs={num_workers: 1, timeout_s: 5.0}", f"trainer.output_dir={work_dir / 'run'}",
     ]
@@ -135,7 +135,7 @@ def _gsm8k_grpo_qwen2_5_7b(work_dir: Path) -> list[str]:
     data = write_jsonl(work_dir / "gsm8k.jsonl", gsm8k_rows(sums()))
     engine = "vllm" if vllm_available() else "hf"
     return [
-        *CLUSTER_LAYOUT, f"model.path={work_dir / 'policy'}", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null",
+        *CLUSTER_LAYOUT, "model.path=", f"data.train.path={data}", f"data.eval.path={data}", "data.train.name=null",
         "data.eval.name=null", "data.eval.split=train", f"rollout.engine={engine}", "reward.sources.0.kwargs={num_workers: 1}",
         f"trainer.output_dir={work_dir / 'run'}",
     ]

@@ -11,7 +11,7 @@ from reward_models.config import is_rm_recipe_file
 from rlhf.cli.main import RECIPES_DIR, build_parser, main, shorten
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
-from rlhf.models.reachable import recipe_models
+from rlhf.controller.preflight import recipe_models
 from tiny_helpers import cache_hub_model
 
 SHIPPED = sorted(RECIPES_DIR.rglob("*.yaml"))

@@ -12,7 +12,8 @@ import pytest
 
 from rlhf.cli.main import RECIPES_DIR, main
 from rlhf.config.loader import load_recipe
-from rlhf.models.reachable import model_reachable, recipe_models, unreachable_models
+from rlhf.controller.preflight import recipe_models, unreachable_models
+from rlhf.models.reachable import model_reachable
 from rlhf.models.tiny import build_tiny_model
 from tiny_helpers import cache_hub_model
 
