@@ -1,6 +1,7 @@
 """Stopping a run whose reward function hangs: Ctrl-C (SIGINT to the whole process group, as a
-terminal sends it) stops it at once with exit status 130, and neither that nor a SIGKILL of
-the trainer leaves the function's worker process behind. Real `rlhf train` processes."""
+terminal sends it) stops it at once with exit status 130, SIGTERM once the hung call reaches
+its timeout_s and the step ends, and neither these nor a SIGKILL of the trainer leave the
+function's worker process behind. Real `rlhf train` processes."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ import os, time
 from pathlib import Path
 
 def score(prompt, response, ground_truth):
-    Path(__file__).with_name("started").write_text(str(os.getpid()))
+    started = Path(__file__).with_name("started")
+    if started.exists():  # only the first call hangs
+        return 0.0
+    started.write_text(str(os.getpid()))
     while True:
         try:
             time.sleep(10)
@@ -78,6 +82,24 @@ def test_ctrl_c_stops_a_run_whose_reward_function_hangs(tmp_path, in_eval):
         assert run.returncode == 130, err
         assert time.monotonic() - started < 10
         assert "interrupted" in err and "Traceback" not in err
+        assert not wait_gone(family, 5.0), "a process of the run outlived it"
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+
+
+def test_sigterm_stops_the_run_after_the_hung_call_times_out(tmp_path):
+    run = start_run(tmp_path, "reward.on_error=zero", "reward.sources.0.timeout_s=3")
+    try:
+        family = wait_until_hanging(run, tmp_path)
+        started = time.monotonic()
+        os.killpg(run.pid, signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 130, err
+        assert time.monotonic() - started < 3 + 10
+        assert "stopped by signal 15 after step 1" in err
+        assert (tmp_path / "run" / "checkpoints" / "latest").exists()
         assert not wait_gone(family, 5.0), "a process of the run outlived it"
     finally:
         if run.poll() is None:
