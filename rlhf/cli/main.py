@@ -93,7 +93,7 @@ def check_reward_functions(config: RecipeConfig) -> None:
 
     for index, source in enumerate(config.reward.sources):
         if source.type == "function":
-            build_source(config.reward, index)
+            build_source(config.reward, index).source.close()  # its worker process has done its part
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ every error, at build time (ConfigError) and while scoring (RewardFunctionError)
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def build_error(path, name="score", extra_fields=None, **options) -> str:
     return str(info.value)
 
 
+RECORDS = """
+import json
+def record(call):  # the function runs in a worker process: it tells the test what it got through a file
+    with open(__file__ + ".calls", "a") as handle:
+        handle.write(json.dumps(call) + "\\n")
+"""
+
+
+def records(path: Path) -> list:
+    """What the functions of `path` passed to `record`, in order."""
+    return [json.loads(line) for line in Path(f"{path}.calls").read_text().splitlines()]
+
+
 EXACT = """
 def score(prompt, response, ground_truth, **extra):
     return 1.0 if response.strip() == ground_truth else 0.0
@@ -64,30 +78,28 @@ def test_per_sample_function_scores_each_response(tmp_path):
 
 
 def test_batched_function_gets_lists_once(tmp_path):
-    path = write(tmp_path, """
-        CALLS = []
+    path = write(tmp_path, RECORDS + textwrap.dedent("""
         def score(prompts, responses, ground_truths, **extra):
-            CALLS.append((prompts, responses, ground_truths, extra))
+            record([prompts, responses, ground_truths, extra])
             return [float(len(r)) for r in responses]
-    """)
+    """))
     built = source(path, batched=True)
     assert built.score(batch(["a", "bb", "ccc"], ["x", "y", "z"])).scores.tolist() == [1.0, 2.0, 3.0]
-    (call,) = built.fn.__globals__["CALLS"]
-    assert call == (["q0", "q1", "q2"], ["a", "bb", "ccc"], ["x", "y", "z"], {"data_source": ["arith"] * 3})
+    (call,) = records(path)
+    assert call == [["q0", "q1", "q2"], ["a", "bb", "ccc"], ["x", "y", "z"], {"data_source": ["arith"] * 3}]
 
 
 def test_kwargs_and_extra_fields_arrive(tmp_path):
-    path = write(tmp_path, """
-        SEEN = []
+    path = write(tmp_path, RECORDS + textwrap.dedent("""
         def score(prompt, response, ground_truth, **extra):
-            SEEN.append((prompt, extra))
+            record([prompt, extra])
             return extra["bonus"] * extra["difficulty"]
-    """)
+    """))
     built = source(path, kwargs={"bonus": 2.0})
     output = built.score(batch(["a", "b"], difficulty=[1, 3]))
     assert output.scores.tolist() == [2.0, 6.0]
     # the dataset prompt (not the chat-rendered one); no loop bookkeeping among the extras
-    assert built.fn.__globals__["SEEN"][1] == ("q1", {"data_source": "arith", "difficulty": 3, "bonus": 2.0})
+    assert records(path)[1] == ["q1", {"data_source": "arith", "difficulty": 3, "bonus": 2.0}]
 
 
 def test_function_without_var_keyword_gets_only_what_it_names(tmp_path):
@@ -137,8 +149,8 @@ def test_numpy_like_and_bool_results_are_numbers(tmp_path):
 
 def test_batched_function_may_return_a_tensor_of_dicts_or_numbers(tmp_path):
     path = write(tmp_path, """
-        import torch
         def as_tensor(prompts, responses, ground_truths):
+            import torch  # here, so that only this function's worker imports torch
             return torch.arange(len(responses), dtype=torch.float32)
         def as_dicts(prompts, responses, ground_truths):
             return [{"score": 1.0, "n": len(r)} for r in responses]

@@ -1,6 +1,7 @@
 """`timeout_s` of function reward sources: a call that never returns fails its sample(s) with a
-message naming the function and the limit, from the main thread (SIGALRM timer) and from any
-other (daemon thread, abandoned); a SIGALRM someone else set is left alone."""
+message naming the function and the limit, from the main thread and from any other (the
+worker process is killed either way). `rlhf.deadline.call_with_timeout` (rollout and reward
+model timeouts): a SIGALRM someone else set is left alone."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_a_per_sample_call_that_never_returns_names_the_function_sample_and_limi
     assert time.monotonic() - started < 5
     message = str(info.value)
     assert f"reward function 'score' ({path}) did not return within its timeout_s of 0.2 s on sample 1" in message
-    assert "abandoned" in message and "\n" not in message
+    assert "was stopped (its worker process killed" in message and "\n" not in message
     assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
@@ -68,7 +69,7 @@ def test_a_batched_call_that_never_returns_fails_the_batch(tmp_path):
         FunctionSource(str(path), "batch_score", batched=True, timeout_s=0.2).score(batch(["a", "b"]))
 
 
-def test_off_the_main_thread_the_call_is_abandoned(tmp_path):
+def test_off_the_main_thread_the_call_is_stopped_too(tmp_path):
     path = write(tmp_path)
     source = FunctionSource(str(path), "score", timeout_s=0.2)
     caught: list[BaseException] = []
@@ -85,8 +86,12 @@ def test_off_the_main_thread_the_call_is_abandoned(tmp_path):
     assert not worker.is_alive()
     assert len(caught) == 1 and isinstance(caught[0], RewardFunctionError)
     assert "did not return within its timeout_s of 0.2 s on sample 0" in str(caught[0])
-    # the abandoned call sleeps on in a daemon thread
-    assert any(thread.name == "call-with-timeout" and thread.daemon for thread in threading.enumerate())
+    # the call ran in a worker process, which was killed: nothing sleeps on in this process
+    assert not any(thread.name == "call-with-timeout" for thread in threading.enumerate())
+    assert source.process.pid is None
+    assert source.score(batch(["ok"])).scores.tolist() == [1.0]  # a fresh worker takes the next call
+    assert source.process.starts == 2
+    source.close()
 
 
 def test_a_call_that_swallows_the_timeout_still_fails(tmp_path):
