@@ -136,15 +136,19 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     train_rows = load_rows(data.train, data.arithmetic, "data.train")
     eval_rows = load_rows(data.eval, data.arithmetic, "data.eval") if data.eval.path else []
     reward = build_reward(config, row_fields(train_rows, eval_rows), load_models=config.distributed.backend != "ray")
-    output_dir = prepare_output_dir(config, recipe_name).resolve()
-    device = pick_device(trainer.device)
-    model_path = resolve_model_path(config.model, output_dir, trainer.seed)
-    tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
-    train_rows, eval_rows, data_stats = fit_prompts(config, tokenizer, train_rows, eval_rows)
-    model, rollout = None, None
-    if config.distributed.backend == "local" or config.sft.enabled:
-        model = load_causal_lm(model_path, device, config.model.trust_remote_code)
-        rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
+    try:
+        output_dir = prepare_output_dir(config, recipe_name).resolve()
+        device = pick_device(trainer.device)
+        model_path = resolve_model_path(config.model, output_dir, trainer.seed)
+        tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
+        train_rows, eval_rows, data_stats = fit_prompts(config, tokenizer, train_rows, eval_rows)
+        model, rollout = None, None
+        if config.distributed.backend == "local" or config.sft.enabled:
+            model = load_causal_lm(model_path, device, config.model.trust_remote_code)
+            rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
+    except BaseException:
+        reward.close()  # reward functions and verifiers run in worker processes
+        raise
     eval_prompts = [tokenize_prompts(config, tokenizer, eval_rows[i : i + data.eval_batch_size]) for i in range(0, len(eval_rows), data.eval_batch_size)]
     return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path, data_stats=data_stats)
 

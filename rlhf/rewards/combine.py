@@ -118,8 +118,14 @@ class RewardCombiner:
 
 def build_combiner(reward: RewardConfig, extra_fields: Collection[str] | None = None, *, load_models: bool = True) -> RewardCombiner:
     """Every source of the recipe's `reward` section, weighted (see :func:`build_source`)."""
-    sources = [build_source(reward, index, extra_fields, load_models=load_models) for index in range(len(reward.sources))]
-    return RewardCombiner(sources, reward.process)
+    combiner = RewardCombiner([], reward.process)
+    try:
+        for index in range(len(reward.sources)):
+            combiner.sources.append(build_source(reward, index, extra_fields, load_models=load_models))
+    except BaseException:
+        combiner.close()  # the sources built so far may hold worker processes
+        raise
+    return combiner
 
 
 def build_source(reward: RewardConfig, index: int, extra_fields: Collection[str] | None = None, *, load_models: bool = True) -> WeightedSource:
