@@ -68,3 +68,37 @@ def test_a_vllm_run_resumes_exactly(tmp_path: Path, monkeypatch):
     monkeypatch.undo()
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *args]) == 0
     assert comparable_metrics(read_jsonl(out / "metrics.jsonl")) == comparable_metrics(read_jsonl(straight_run / "metrics.jsonl"))
+
+
+def test_a_checkpoint_with_a_part_missing_is_never_marked_latest(tmp_path: Path, monkeypatch, capsys):
+    """On a cluster each rank writes its own file into the run directory; one written elsewhere
+    (a disk of its own node) leaves a hole. Simulated here by a roles object that expects the
+    file of a second rank: the save stops naming it, and `latest` keeps the last complete one."""
+    from rlhf.controller import roles as roles_module
+
+    out = tmp_path / "run"
+    real_build = roles_module.build_roles
+
+    def build_with_a_missing_rank(run):
+        built = real_build(run)
+        expected = built.processes.checkpoint_parts
+        if run.config.trainer.total_steps == 4:  # the second launch: rank 1 "writes elsewhere"
+            monkeypatch.setattr(built.processes, "checkpoint_parts", lambda: [*expected(), "process_default_rank1.pt"])
+        return built
+
+    monkeypatch.setattr("rlhf.controller.loop.build_roles", build_with_a_missing_rank)
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS, "trainer.total_steps=2"]) == 0
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint step_000004 is incomplete: process_default_rank1.pt missing" in err
+    assert "trainer.output_dir must be on a filesystem every node shares" in err
+    assert (out / "checkpoints" / "latest").read_text() == "step_000002"
+    assert not (out / "checkpoints" / "step_000004").exists()
+
+
+def test_an_empty_latest_pointer_is_named(tmp_path: Path, capsys, straight):
+    out = tmp_path / "run"
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS, "trainer.total_steps=2"]) == 0
+    (out / "checkpoints" / "latest").write_text("")
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", *ARGS]) == 2
+    assert f"trainer.resume: {out / 'checkpoints' / 'latest'} names '', which is no checkpoint" in capsys.readouterr().err

@@ -22,7 +22,7 @@ CPU_LAYOUT = CLUSTER_LAYOUT
 def test_the_8_gpu_recipe_validates_and_plans_8_devices():
     config = load_recipe("recipes/gsm8k_grpo_qwen2.5-7b.yaml")
     layout = layout_of(config, None, None)
-    assert (layout.devices, layout.engine, layout.zero_stage) == (8, "deepspeed", 3)
+    assert (layout.devices, layout.engine, layout.zero_stage, layout.data_parallel) == (8, "deepspeed ZeRO-3", 3, True)
     assert config.distributed.backend == "ray" and config.rollout.engine == "vllm"
 
 
