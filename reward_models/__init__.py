@@ -1,4 +1,4 @@
-"""Outcome and process reward models: their training (`rlhf rm RECIPE`, issue 4).
+"""Outcome and process reward models: their training (`rlhf rm RECIPE`).
 
     config.py      the recipe schema and its checks
     synthetic.py   pairs, labelled responses and step-labelled solutions from the addition task

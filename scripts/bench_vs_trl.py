@@ -1,4 +1,4 @@
-"""Benchmark rlhf against TRL's GRPOTrainer and a plain-PyTorch floor (issue 7 §1).
+"""Benchmark rlhf against TRL's GRPOTrainer and a plain-PyTorch floor.
 
     python scripts/bench_vs_trl.py [--config tiny|small|large] [--threads 2] [--arms rlhf,trl,floor]
         [--warmup 2] [--rounds 3] [--steps-per-round 2] [--out bench_vs_trl.json]

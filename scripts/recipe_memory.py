@@ -1,4 +1,4 @@
-"""Peak resident memory of every shipped recipe's tiny CPU variant (issue 7 §4).
+"""Peak resident memory of every shipped recipe's tiny CPU variant.
 
     python scripts/recipe_memory.py [--recipes quickstart,math_dapo] [--steps 2] [--out recipe_memory.json]
 

@@ -1,4 +1,4 @@
-"""Soak test (issue 8 §6): a long run of the tiny recipe, with evaluation and checkpoints every
+"""Soak test: a long run of the tiny recipe, with evaluation and checkpoints every
 few steps, watched for leaks of memory, file descriptors and processes.
 
     python scripts/soak.py [--steps 200] [--every 10] [--sft-steps 100] [--warmup 20]

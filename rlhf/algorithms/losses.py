@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from rlhf.algorithms.aggregation import LOSS_AGG_MODES, aggregate, masked_mean  # noqa: F401  (public here too)
-from rlhf.algorithms.logprobs import entropy_from_logits  # noqa: F401  (public here too, issue 3's name)
+from rlhf.algorithms.logprobs import entropy_from_logits  # noqa: F401  (also public here, where it was first defined)
 from rlhf.algorithms.value import hl_gauss_bin_centers, hl_gauss_loss, hl_gauss_targets, hl_gauss_value, value_loss  # noqa: F401
 
 def clipped_surrogate(

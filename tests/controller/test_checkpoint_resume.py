@@ -1,4 +1,4 @@
-"""Checkpoints and exact resume (issue 6 §4): N steps, a crash or a SIGTERM, and a resume to 2N
+"""Checkpoints and exact resume: N steps, a crash or a SIGTERM, and a resume to 2N
 give the metrics of 2N steps straight; checkpoints are complete or absent, and pruned."""
 
 from pathlib import Path

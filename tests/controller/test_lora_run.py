@@ -1,4 +1,4 @@
-"""LoRA end to end (issue 6 §6): `rlhf train quickstart model.lora.rank=4` trains only the
+"""LoRA end to end: `rlhf train quickstart model.lora.rank=4` trains only the
 adapter with the torch engine and with DeepSpeed ZeRO-2 and ZeRO-3, leaves the base weights
 bit for bit as loaded, passes the weight-sync probe after every sync, checkpoints only the
 adapter, resumes exactly, and `rlhf export` writes a merged model that plain transformers load."""

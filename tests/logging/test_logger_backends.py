@@ -1,4 +1,4 @@
-"""Each logging backend for real (issue 6 §5): what it writes is read back with the backend's
+"""Each logging backend for real: what it writes is read back with the backend's
 own reader; NaN and inf never crash one; a resumed logger continues the same run."""
 
 import json

@@ -1,5 +1,5 @@
-"""A tiny training run with every logger, a crash after the checkpoint of step 2 and a resume
-(issue 6 §5): metrics.jsonl, samples.jsonl, tensorboard, wandb (offline) and mlflow (file
+"""A tiny training run with every logger, a crash after the checkpoint of step 2 and a resume:
+metrics.jsonl, samples.jsonl, tensorboard, wandb (offline) and mlflow (file
 store) all hold the run, each from the resume point on; throughput and phase shares."""
 
 import json

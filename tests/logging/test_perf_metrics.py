@@ -1,5 +1,5 @@
 """perf/throughput (veRL's definition) and the share of step time per phase, with hand-made
-numbers (issue 6 §5)."""
+numbers."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""LoRA through PEFT (issue 6 §6), piece by piece on the tiny model: wrapping and its errors,
+"""LoRA through PEFT, piece by piece on the tiny model: wrapping and its errors,
 merged weights for the rollout engine, what the optimiser and a checkpoint hold, the
 reference with the adapter switched off. The end-to-end runs are in
 tests/controller/test_lora_run.py."""

@@ -1,4 +1,4 @@
-"""Security of loading (issue: reliability and security §5): a checkpoint's own Python code runs
+"""Security of loading: a checkpoint's own Python code runs
 only when the recipe turns `trust_remote_code` on, and then a warning names the model; a run
 directory whose checkpoint was tampered with to run a command refuses to resume, and the
 command never runs."""

@@ -1,4 +1,4 @@
-"""Bad input, swept (issue 8 §2): one table of malformed inputs, each run through `rlhf` in
+"""Bad input, swept: one table of malformed inputs, each run through `rlhf` in
 process (a few also through a real `python -m rlhf.cli.main` process).
 
 Every case must end with exit status 2 (a usage or config error) or 1 (a runtime failure), a

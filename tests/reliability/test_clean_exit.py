@@ -1,4 +1,4 @@
-"""Ctrl-C in the middle of training (issue 8 §6): a run started as a subprocess in a session of
+"""Ctrl-C in the middle of training: a run started as a subprocess in a session of
 its own gets SIGINT on its whole process group, as a terminal sends it, once it logged step 2.
 It must finish the step, checkpoint, exit with 130 (what `rlhf.cli.main` returns on
 KeyboardInterrupt) and leave no process of its session, nor any descendant seen during the

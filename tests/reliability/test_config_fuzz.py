@@ -1,4 +1,4 @@
-"""Property tests of the config loader and the override parser (issue 8 §2, bad input swept).
+"""Property tests of the config loader and the override parser (bad input swept).
 
 Whatever a recipe file or a `key.sub=value` override holds (random bytes, mutated shipped
 recipes, deep nesting, huge numbers, odd unicode, YAML tags that would run code), the only

@@ -1,4 +1,4 @@
-"""Kill anywhere, resume exactly (issue 8 §1), the short version of scripts/kill_resume.py: a
+"""Kill anywhere, resume exactly, the short version of scripts/kill_resume.py: a
 tiny run SIGKILLed four times (during startup, inside its first checkpoint write, in the middle
 of a step, inside its last checkpoint write), resumed each time, ends as an uninterrupted one."""
 

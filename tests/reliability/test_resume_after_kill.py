@@ -1,4 +1,4 @@
-"""Regressions found by killing runs (issue 8 §1, scripts/kill_resume.py): what a kill at an
+"""Regressions found by killing runs (scripts/kill_resume.py): what a kill at an
 unlucky moment leaves behind must never stop the same command from resuming."""
 
 import json

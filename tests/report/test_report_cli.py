@@ -1,4 +1,4 @@
-"""`rlhf report RUN [--out FILE]` on a real tiny run, and its errors (issue 6 §5)."""
+"""`rlhf report RUN [--out FILE]` on a real tiny run, and its errors."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""The report page from hand-written run files (issue 6 §5): embedded PNG plots, escaped
+"""The report page from hand-written run files: embedded PNG plots, escaped
 samples, numbers and config; metrics a run never logged are skipped with a note."""
 
 import base64

@@ -85,7 +85,7 @@ def test_sync_check_passes_on_the_shared_module(model, tokenizer):
 
 
 def test_sync_check_catches_a_corrupted_copy(model, tokenizer):
-    """Issue 5 §6(d): the rollout engine holds a copy whose sync went wrong (one weight scaled)."""
+    """The rollout engine holds a copy whose sync went wrong (one weight scaled)."""
     stale = copy.deepcopy(model)
     with torch.no_grad():
         stale.model.layers[0].mlp.down_proj.weight.mul_(1.5)

@@ -1,4 +1,4 @@
-"""Peak memory per phase of a step, inside one process (issue 7 §4): the benchmark's arms wrap
+"""Peak memory per phase of a step, inside one process: the benchmark's arms wrap
 their phases (generate, update, logprob passes) in `PhasePeaks.phase(name)`.
 
 Two sources, one code path:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 MODEL_SIZES: dict[str, dict[str, int]] = {
     # for the smoke test only: numbers from it mean nothing
     "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},
-    # 2.65M parameters: the size of the reference measurements in issue 7
+    # 2.65M parameters: the size of the first reference measurements
     "small": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 512},
     # about 21M parameters: where compute, not per-call overhead, should dominate
     "large": {"hidden_size": 512, "num_layers": 8, "num_heads": 8, "intermediate_size": 1024},

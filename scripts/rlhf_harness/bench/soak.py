@@ -1,4 +1,4 @@
-"""The verdict of a soak run (`scripts/soak.py`, issue 8 §6): does a long run hold on to memory,
+"""The verdict of a soak run (`scripts/soak.py`): does a long run hold on to memory,
 file descriptors or processes it should have let go?
 
 From the samples of :mod:`rlhf_harness.bench.monitor` (a few per second, keyed by the last logged
