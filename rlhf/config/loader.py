@@ -216,8 +216,17 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+REMOVED_KEYS = {
+    "algorithm.norm_by_std": "Dr. GRPO is its own estimator now: set algorithm.advantage=drgrpo (and drop algorithm.norm_by_std)",
+}
+"""Keys that recipes used to have, and what to write instead."""
+
+
 def _unknown_key_message(path: str, key: str, names: list[str], where: str) -> str:
-    """'actor.lrr: unknown key; did you mean 'actor.lr'?', or the valid keys of the section."""
+    """'actor.lrr: unknown key; did you mean 'actor.lr'?', or the valid keys of the section;
+    a key that was removed says what replaces it."""
+    if path in REMOVED_KEYS:
+        return f"{path}: this key was removed; {REMOVED_KEYS[path]}"
     close = difflib.get_close_matches(key, names, n=1)
     if close:
         suggestion = f"{where}.{close[0]}" if where else close[0]

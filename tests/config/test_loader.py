@@ -369,3 +369,8 @@ def test_random_nested_dicts_load_or_raise_config_error(data):
 def test_random_yaml_text_loads_or_raises_config_error(tmp_path_factory, text):
     path = write(tmp_path_factory.mktemp("recipe"), text)
     _loads_or_config_error(lambda: load(path=path))
+
+
+def test_a_removed_key_says_what_replaces_it():
+    with pytest.raises(ConfigError, match=r"algorithm.norm_by_std: this key was removed; Dr. GRPO is its own estimator now: set algorithm.advantage=drgrpo"):
+        load_recipe(None, ["model.path=org/m", "algorithm.norm_by_std=false"])

@@ -75,3 +75,26 @@ def test_lora_counts_only_adapter_gradients_and_optimizer_state_and_no_reference
     assert items["actor optimizer state"] < 0.02 * full_items["actor optimizer state"]
     assert "reference weights" not in items and "reference weights" in full_items  # the base with adapters off
     assert lora["peak_gib"] < full["peak_gib"]
+
+
+def test_vllm_takes_its_gpu_memory_utilization_share_while_generating_or_all_run(capsys):
+    """vLLM reserves `gpu_memory_utilization` × device memory up front for its weights and KV
+    cache; with sleep mode it gives it back while the trainer trains, without it never."""
+    vllm = ["plan", "gsm8k_grpo_orm", "rollout.engine=vllm", "rollout.vllm.gpu_memory_utilization=0.4", "--json", "--device-memory-gb", "200"]
+    assert main(vllm) == 0
+    summary = json.loads(capsys.readouterr().out)
+    reservation = next(item for item in summary["items"] if item["name"] == "rollout engine reservation")
+    assert reservation["device_gib"] == 0.4 * 200 and reservation["phase"] == "rollout"
+    assert not any(item["name"] == "rollout KV cache" for item in summary["items"])  # inside the reservation
+    assert main([*vllm, "rollout.vllm.enable_sleep_mode=false"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["resident_gib"] >= summary["resident_gib"] + 0.4 * 200 - 1e-6
+    # on 80 GiB, 32 held all run no longer leave room for the update
+    assert main([*vllm[:-2], "rollout.vllm.enable_sleep_mode=false"]) == 1
+
+
+def test_a_vllm_share_too_small_for_its_weights_is_a_blocker_and_exit_1(capsys):
+    assert main(["plan", "gsm8k_grpo_orm", "rollout.engine=vllm", "rollout.vllm.gpu_memory_utilization=0.005"]) == 1
+    out = capsys.readouterr().out
+    assert "cannot start: rollout.vllm.gpu_memory_utilization=0.005 gives the rollout engine 0.40 GiB" in out
+    assert "does NOT fit" in out
