@@ -33,6 +33,9 @@ FORWARDED_ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "TOKENIZERS_", "DS_", "VLLM_",
 CLOSE_TIMEOUT_S = 10.0
 """How long a healthy group's workers get to release their engines before they are killed."""
 
+FAILURE_GRACE_S = 2.0
+"""After one rank fails, how long the other ranks' answers are still collected (see wait_calls)."""
+
 
 class WorkerGroup:
     """The workers of pool `name`; `roles` are the roles they host."""
@@ -145,29 +148,52 @@ class Call:
 
 
 def wait_calls(calls: Sequence[Call], timeout_s: float) -> list[list[Any]]:
-    """The results of every call (per call, in rank order), or a WorkerGroupError at the first
-    failure of any rank of any group, or when `timeout_s` runs out. Calls that depend on each
-    other (the two ends of a broadcast) are waited on together, so a dead receiver is reported
-    at once rather than after the sender's collective times out."""
+    """The results of every call (per call, in rank order), or a WorkerGroupError when a rank
+    of any group fails or `timeout_s` runs out. Calls that depend on each other (the two ends
+    of a broadcast) are waited on together, so a dead receiver is reported at once rather than
+    after the sender's collective times out.
+
+    A failure is not reported on the spot: for `FAILURE_GRACE_S` the other ranks' answers are
+    still collected, because a rank that dies often makes its peers raise too (a connection
+    reset in a collective), and the error must name the rank that died, not one of them."""
     import ray
 
     pending = {ref: (index, rank) for index, call in enumerate(calls) for ref, rank in zip(call.refs, call.ranks)}
     results: dict[tuple[int, int], Any] = {}
+    failures: list[tuple[str, Call, int, str]] = []
     deadline = time.monotonic() + timeout_s
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
         if not ready:
+            if failures:
+                break
             raise _timed_out(calls, pending, timeout_s)
         index, rank = pending.pop(ready[0])
         call = calls[index]
         try:
             results[index, rank] = ray.get(ready[0])
         except ray.exceptions.RayActorError as error:
-            raise WorkerGroupError(call.group.failure(rank, call.method, "died", _first_line(error))) from None
+            failures.append(("died", call, rank, _first_line(error)))
         except ray.exceptions.RayTaskError as error:
             cause = error.cause if getattr(error, "cause", None) is not None else error
-            raise WorkerGroupError(call.group.failure(rank, call.method, "raised", f"{type(cause).__name__}: {_first_line(cause)}")) from None
+            failures.append(("raised", call, rank, f"{type(cause).__name__}: {_first_line(cause)}"))
+        if failures and len(failures) == 1:
+            deadline = min(deadline, time.monotonic() + FAILURE_GRACE_S)
+    if failures:
+        raise _failed(failures)
     return [[results[index, rank] for rank in call.ranks] for index, call in enumerate(calls)]
+
+
+def _failed(failures: list[tuple[str, Call, int, str]]) -> WorkerGroupError:
+    """The error of failed ranks: a rank that died first (its peers' errors follow from it),
+    then the others, briefly."""
+    ordered = sorted(failures, key=lambda failure: failure[0] != "died")
+    what, call, rank, cause = ordered[0]
+    message = call.group.failure(rank, call.method, what, cause)
+    for other_what, other_call, other_rank, other_cause in ordered[1:]:
+        other_call.group.broken = True
+        message += f" (also rank {other_rank} of {other_call.group.description} {other_what} in {other_call.method}(): {other_cause[:200]})"
+    return WorkerGroupError(message)
 
 
 def _timed_out(calls: Sequence[Call], pending: dict, timeout_s: float) -> WorkerGroupError:

@@ -14,6 +14,12 @@ import socket
 import torch
 
 
+COLLECTIVE_TIMEOUT_MARGIN_S = 30.0
+"""A worker group's collectives time out this much after the controller's deadline
+(`distributed.timeout_s`), so the controller diagnoses a hang before the ranks waiting for a
+silent peer raise errors of their own."""
+
+
 def free_port() -> int:
     """A TCP port that is free on this machine right now."""
     with socket.socket() as probe:

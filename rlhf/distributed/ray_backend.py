@@ -21,6 +21,7 @@ from rlhf.config.distributed_schema import DistributedConfig
 from rlhf.config.schema import RecipeConfig
 from rlhf.distributed.errors import WorkerGroupError
 from rlhf.distributed.group import WorkerGroup, wait_calls
+from rlhf.distributed.process_group import COLLECTIVE_TIMEOUT_MARGIN_S
 from rlhf.distributed.proxy import RoleProxy
 
 
@@ -164,7 +165,7 @@ def check_shared_output_dir(groups: list[WorkerGroup], output_dir: Path | str) -
 def open_weight_channel(actor_group: WorkerGroup, rollout_group: WorkerGroup) -> None:
     """Build the broadcast group of actor rank 0 and every rollout worker (all join at once)."""
     (host, port), = actor_group.call_method("rendezvous_address", ranks=[0])
-    size, timeout = 1 + rollout_group.world_size, actor_group.dist.timeout_s
+    size, timeout = 1 + rollout_group.world_size, actor_group.dist.timeout_s + COLLECTIVE_TIMEOUT_MARGIN_S
     calls = [
         actor_group.submit("open_weight_channel", host, port, 0, size, timeout, ranks=[0]),
         rollout_group.submit_per_rank("open_weight_channel", [(host, port, 1 + rank, size, timeout) for rank in range(rollout_group.world_size)]),

@@ -18,7 +18,7 @@ import torch
 from rlhf.config.schema import RecipeConfig
 from rlhf.data.batch import Batch
 from rlhf.dispatch import dispatch_table
-from rlhf.distributed.process_group import free_port, join_process_group, node_ip
+from rlhf.distributed.process_group import COLLECTIVE_TIMEOUT_MARGIN_S, free_port, join_process_group, node_ip
 from rlhf.distributed.weight_channel import WeightChannel
 from rlhf.workers.colocated import Colocated
 from rlhf.workers.reward_model import RewardModelSpec
@@ -76,7 +76,9 @@ class RoleWorker:
         from rlhf.models.load import load_causal_lm, load_tokenizer
         from rlhf.workers.build import build_colocated
 
-        backend = join_process_group(self.rank, self.world_size, master_addr, master_port, config.distributed.timeout_s)
+        # the controller's deadline comes first: a hung peer is diagnosed, not raised as a timeout by its partners
+        timeout_s = config.distributed.timeout_s + COLLECTIVE_TIMEOUT_MARGIN_S
+        backend = join_process_group(self.rank, self.world_size, master_addr, master_port, timeout_s)
         # one seed per rank: ranks sample different responses from their shards of prompts
         seed_everything(config.trainer.seed + self.rank)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
