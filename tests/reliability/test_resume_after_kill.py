@@ -93,6 +93,9 @@ class FakeRoles:
     def save_state(self, directory: Path) -> None:
         torch.save({"weights": torch.ones(2)}, directory / "engine.pt")
 
+    def checkpoint_parts(self) -> list[str]:
+        return ["engine.pt"]
+
 
 class FakeRun:
     def __init__(self, output_dir: Path):
