@@ -16,9 +16,14 @@ from typing import TYPE_CHECKING, Sequence
 from rlhf.cli import eval_cmd
 from rlhf.cli import report_cmd
 from rlhf.config.errors import ConfigError
+from rlhf.logging.quiet import quiet_libraries, set_verbose
 
 if TYPE_CHECKING:
     from rlhf.config.schema import RecipeConfig
+
+VERBOSE_FLAG = "--verbose"
+"""Show third-party log lines, warnings and progress bars (see rlhf.logging.quiet); also in
+the run's worker processes, which inherit RLHF_VERBOSE=1."""
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 """Shipped recipes (a source checkout or editable install)."""
@@ -154,6 +159,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlhf", description="Reinforcement learning for open LLMs: run a recipe YAML, override keys with key.sub=value.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--verbose", action="store_true", help="show the libraries' log lines, warnings and progress bars (anywhere on the command line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, handler, text in (
         ("train", cmd_train, "run a recipe: optional SFT warm start, then RL"),
@@ -191,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if VERBOSE_FLAG in argv:  # accepted anywhere: it is never a recipe, an override or a value
+        argv = [arg for arg in argv if arg != VERBOSE_FLAG]
+        set_verbose()
+    quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -1,8 +1,8 @@
 """DeepSpeed training engine: ZeRO stages 0-3, optional CPU offload, same protocol as TorchEngine.
 
 DeepSpeed is imported only here (``import rlhf`` stays light). Its accelerator is detected
-automatically: CUDA when a GPU is visible, otherwise the CPU accelerator (DeepSpeed logs a
-warning and uses it; set ``DS_ACCELERATOR=cpu`` to force it). On CPU the process group uses
+automatically: CUDA when a GPU is visible, otherwise the CPU accelerator (DeepSpeed's warning
+that it fell back to it shows with ``rlhf --verbose``; set ``DS_ACCELERATOR=cpu`` to force it). On CPU the process group uses
 gloo; ops that DeepSpeed JIT-compiles (the CPU Adam of ``offload_optimizer``) are built once
 with the local C++ compiler into ``~/.cache/torch_extensions``.
 
@@ -36,6 +36,7 @@ from rlhf.engines.base import OptimConfig, lr_multiplier
 from rlhf.engines.buckets import buckets
 from rlhf.engines.guards import is_finite, poison_if_nonfinite
 from rlhf.engines.safe_load import weights_only_loads
+from rlhf.logging.quiet import held_stdout, quiet_libraries
 from rlhf.models.lora import is_lora_model
 
 WEIGHT_BUCKET_BYTES = 256 * 2**20
@@ -47,6 +48,7 @@ CHECKPOINT_TAG = "engine"
 
 def import_deepspeed():
     """The deepspeed module, or an ImportError naming the extra to install."""
+    quiet_libraries()
     try:
         import deepspeed
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -78,7 +80,8 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
     release = getattr(importlib.import_module("deepspeed.utils.groups"), "_release_process_group_references", None)
     if release is not None:
         release(None)
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=timeout_s))
+    with held_stdout():  # "DeepSpeed ... built successfully" of each communication op it loads
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def deepspeed_config(
