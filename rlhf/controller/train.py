@@ -9,6 +9,7 @@ from rich.console import Console
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.checkpoint import resume_point
 from rlhf.controller.loop import RLResult, rl_loop
+from rlhf.controller.run_dir import FinishedRun, finished_run
 from rlhf.controller.setup import Run, build_run
 from rlhf.controller.sft import run_sft, sft_batch
 from rlhf.engines.base import OptimConfig
@@ -21,9 +22,14 @@ from rlhf.models.lora import save_or_restore_base
 console = Console(highlight=False, soft_wrap=True)
 
 
-def train(config: RecipeConfig, recipe_name: str) -> RLResult:
-    """`rlhf train`: SFT warm start when `sft.enabled`, then the RL loop; prints before/after."""
+def train(config: RecipeConfig, recipe_name: str) -> RLResult | None:
+    """`rlhf train`: SFT warm start when `sft.enabled`, then the RL loop; prints before/after.
+    A run that is already finished is reported and left as it is (returns None)."""
     check_loggers(config.trainer.loggers)  # a missing wandb / mlflow stops the run before any work
+    finished = finished_run(config, recipe_name)
+    if finished is not None:
+        report_finished(finished, config.trainer.total_steps)
+        return None
     run = build_run(config, recipe_name)
     console.print(f"run directory: {run.output_dir}")
     try:
@@ -38,11 +44,25 @@ def train(config: RecipeConfig, recipe_name: str) -> RLResult:
     finally:
         run.reward.close()
     if result.accuracy_before is not None:
-        console.print(
-            f"[bold]held-out accuracy: before RL {result.accuracy_before:.3f} -> after RL {result.accuracy_after:.3f} "
-            f"({100 * (result.accuracy_after - result.accuracy_before):+.1f} points) in {result.seconds:.0f} s"
-        )
+        console.print(f"[bold]{accuracy_line(result.accuracy_before, result.accuracy_after)} in {result.seconds:.0f} s")
     return result
+
+
+def accuracy_line(before: float, after: float) -> str:
+    return f"held-out accuracy: before RL {before:.3f} -> after RL {after:.3f} ({100 * (after - before):+.1f} points)"
+
+
+def report_finished(finished: FinishedRun, total_steps: int) -> None:
+    """Say that the run is finished, where its results are and how to go on."""
+    out, summary = finished.output_dir, finished.summary
+    console.print(f"run directory: {out}")
+    console.print(f"this run is finished: its checkpoint {finished.checkpoint.name} is at trainer.total_steps={total_steps}: there is nothing to run")
+    if summary.get("accuracy_before") is not None and summary.get("accuracy_after") is not None:
+        console.print(accuracy_line(summary["accuracy_before"], summary["accuracy_after"]))
+    console.print(f"results: {out / 'summary.json'}, {out / 'metrics.jsonl'}; `rlhf report {out}` draws them, `rlhf export {out} OUT` writes the model")
+    if finished.ignored:
+        console.print("not applied (no step left to run): " + "; ".join(map(str, finished.ignored)))
+    console.print(f"to train further, raise trainer.total_steps (e.g. trainer.total_steps={2 * total_steps}); for a new run, choose another trainer.output_dir")
 
 
 def sft(config: RecipeConfig, recipe_name: str) -> dict[str, float]:
