@@ -99,13 +99,15 @@ def started_without_checkpoint(config: RecipeConfig, output_dir: Path) -> bool:
 
 
 def latest_checkpoint(output_dir: Path) -> tuple[Path, int] | None:
-    """The RL checkpoint `checkpoints/latest` names and its step, or None."""
+    """The RL checkpoint `checkpoints/latest` names and its step; None when there is none, or
+    the pointer names no checkpoint directory (resuming then says what is wrong with it)."""
     pointer = output_dir / "checkpoints" / "latest"
     if not pointer.exists():
         return None
     name = pointer.read_text().strip()
     match = re.fullmatch(r"step_(\d+)", name)
-    return (output_dir / "checkpoints" / name, int(match.group(1))) if match else None
+    path = output_dir / "checkpoints" / name
+    return (path, int(match.group(1))) if match and path.is_dir() else None
 
 
 def check_resume(config: RecipeConfig, output_dir: Path) -> list[Change] | None:
@@ -126,7 +128,7 @@ def check_resume(config: RecipeConfig, output_dir: Path) -> list[Change] | None:
     previous = previous_config(run_dir)
     if previous is None:
         return None
-    sft_only = resume == "auto" and checkpoint is None  # has_checkpoint: the SFT stage's
+    sft_only = resume == "auto" and not (output_dir / "checkpoints" / "latest").exists()  # the SFT stage's
     return check_changes(Resume(previous, to_dict(config), sft_checkpoint=sft_only), str(output_dir))
 
 

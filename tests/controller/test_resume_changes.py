@@ -6,7 +6,6 @@ from rlhf.config.errors import ConfigError
 from rlhf.cli.main import RECIPES_DIR
 from rlhf.config.loader import load_recipe, to_dict
 from rlhf.controller.resume_changes import Change, Resume, changed_keys, check_changes, flatten
-from rlhf.controller.run_dir import RUN_LOGS  # noqa: F401 (the module the rules serve imports cleanly)
 
 
 def config(*overrides: str) -> dict:
