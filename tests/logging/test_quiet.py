@@ -27,7 +27,10 @@ NOISE = {
 def run_cli(args: list[str], verbose: bool = False) -> str:
     """stdout + stderr of `rlhf ARGS` in a fresh process (--verbose at the end of the line)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    for name in (quiet.VERBOSE_ENV, "VLLM_LOGGING_LEVEL", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+    # what this test process set for itself: its own quiet settings, and the process group of an
+    # earlier in-process DeepSpeed test (whose port is still taken)
+    for name in (quiet.VERBOSE_ENV, "VLLM_LOGGING_LEVEL", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+                 "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
         env.pop(name, None)
     command = [sys.executable, "-m", "rlhf.cli.main", *args, *(["--verbose"] if verbose else [])]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
