@@ -146,10 +146,11 @@ class DeepSpeedEngine:
         config = deepspeed_config(optim, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_params=offload_params)
         schedule = lambda step: lr_multiplier(step, optim.warmup_steps, optim.total_steps, optim.lr_schedule)
         params = [p for p in module.parameters() if p.requires_grad]
-        self.ds_engine, _, _, _ = deepspeed.initialize(
-            model=module, model_parameters=params, config=config,
-            lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-        )
+        with held_stdout():  # where the process group came from elsewhere (a Ray worker), DeepSpeed loads its ops here
+            self.ds_engine, _, _, _ = deepspeed.initialize(
+                model=module, model_parameters=params, config=config,
+                lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+            )
         if zero_stage == 0:
             self.ds_engine.enable_backward_allreduce = False  # step() reduces stage-0 gradients itself
         self.module = module

@@ -26,7 +26,7 @@ NOISE = {
 
 def run_cli(args: list[str], verbose: bool = False) -> str:
     """stdout + stderr of `rlhf ARGS` in a fresh process (--verbose at the end of the line)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"RAY_AUTH_MODE": "disabled", **os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # what this test process set for itself: its own quiet settings, and the process group of an
     # earlier in-process DeepSpeed test (whose port is still taken)
     for name in (quiet.VERBOSE_ENV, "VLLM_LOGGING_LEVEL", "HF_DATASETS_DISABLE_PROGRESS_BARS",
@@ -120,3 +120,17 @@ def test_held_stdout_keeps_prints_unless_the_block_fails(monkeypatch, capsys):
         print("compiler output")
         raise RuntimeError("the build failed")
     assert "compiler output" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_workers_of_a_ray_run_are_quiet_unless_verbose(tmp_path: Path, verbose: bool):
+    pytest.importorskip("ray")
+    pytest.importorskip("deepspeed")
+    output = run_cli(["train", "quickstart", f"trainer.output_dir={tmp_path / 'run'}", *TINY, "distributed.backend=ray",
+                      "distributed.address=local", "train.engine=deepspeed", "train.zero_stage=1",
+                      "resources.pools.default.devices_per_node=1"], verbose)
+    worker_lines = [line for line in output.splitlines() if "(RoleWorker" in line]
+    for line in ("Setting accelerator to CPU", "The value of the smallest subnormal"):
+        assert any(line in worker_line for worker_line in worker_lines) == verbose, output
+    assert "built successfully" not in output or verbose, output
