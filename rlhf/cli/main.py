@@ -18,11 +18,16 @@ from rlhf.cli import eval_cmd
 from rlhf.cli import report_cmd
 from rlhf.cli.recipes import RECIPES_DIR, RL, RM, print_recipes, resolve_recipe, resolve_recipe_for
 from rlhf.config.errors import ConfigError
+from rlhf.logging.quiet import quiet_libraries, set_verbose
 
 if TYPE_CHECKING:
     from rlhf.config.schema import RecipeConfig
 
 __all__ = ["RECIPES_DIR", "build_parser", "main", "resolve_recipe", "shorten"]
+
+VERBOSE_FLAG = "--verbose"
+"""Show third-party log lines, warnings and progress bars (see rlhf.logging.quiet); also in
+the run's worker processes, which inherit RLHF_VERBOSE=1."""
 
 MAX_MESSAGE_CHARS = 2000
 """Longest error line printed; a longer message keeps its start and end (see :func:`shorten`)."""
@@ -176,6 +181,8 @@ def add_common_options(parser: argparse.ArgumentParser, default) -> None:
     (`default`: False on the top-level parser; SUPPRESS on a subcommand's, so that leaving the
     option out there keeps what was given before the name)."""
     parser.add_argument("--debug", action="store_true", default=default, help="show full tracebacks on errors")
+    # main() takes --verbose out of the arguments wherever it stands; declared for --help
+    parser.add_argument(VERBOSE_FLAG, action="store_true", default=default, help="show the libraries' log lines, warnings and progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +238,11 @@ def add_export(add) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if VERBOSE_FLAG in argv:  # accepted anywhere: it is never a recipe, an override or a value
+        argv = [arg for arg in argv if arg != VERBOSE_FLAG]
+        set_verbose()
+    quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

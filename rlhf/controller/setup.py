@@ -6,21 +6,19 @@ beyond what `Run` carries.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Optional
 
 import torch
-import yaml
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.loader import save_resolved, to_dict
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.preflight import check_recipe, unreachable_models
+from rlhf.controller.run_dir import prepare_output_dir
 from rlhf.data.batch import Batch
-from rlhf.engines.registry import training_engine
 from rlhf.data.prompts import drop_long_prompts, load_rows, prompt_batch
+from rlhf.engines.registry import training_engine
 from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.rewards.combine import RewardCombiner, build_combiner
 from rlhf.rewards.registry import MODEL_SOURCES
@@ -69,41 +67,6 @@ def tokenize_prompts(config: RecipeConfig, tokenizer, rows: list[dict]) -> Batch
     )
 
 
-def prepare_output_dir(config: RecipeConfig, recipe_name: str) -> Path:
-    """Create the run directory (refusing one that already holds a run) and save the config.
-
-    Under `trainer.resume=auto`, a directory where the same run (equal resolved config) was
-    started but stopped before its first checkpoint (killed) is started afresh: its logs go."""
-    output_dir = Path(config.trainer.output_dir or f"runs/{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    config.trainer.output_dir = str(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"trainer.output_dir: {str(output_dir)!r} is a file, not a directory; choose another trainer.output_dir")
-    resume = config.trainer.resume
-    resumable = resume != "never" and (resume != "auto" or (output_dir / "checkpoints" / "latest").exists())
-    if resume == "auto" and started_without_checkpoint(config, output_dir):
-        for name in RUN_LOGS:
-            (output_dir / name).unlink(missing_ok=True)
-    if (output_dir / "metrics.jsonl").exists() and not resumable:
-        raise ConfigError(
-            f"trainer.output_dir: {str(output_dir)!r} already holds a run (metrics.jsonl) with no checkpoint to resume from "
-            f"(trainer.resume={resume}); choose another directory or remove it"
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(config, output_dir / "config.yaml")
-    return output_dir
-
-
-RUN_LOGS = ("metrics.jsonl", "samples.jsonl", "sft_metrics.jsonl", "summary.json")
-"""What a run appends to or writes in its directory besides checkpoints and models."""
-
-
-def started_without_checkpoint(config: RecipeConfig, output_dir: Path) -> bool:
-    """Whether `output_dir` holds an earlier launch of this very run (its config.yaml is
-    `config`) that wrote no checkpoint: a run killed early, whose logs a restart replaces."""
-    saved = output_dir / "config.yaml"
-    if not saved.exists() or (output_dir / "checkpoints" / "latest").exists():
-        return False
-    return yaml.safe_load(saved.read_text(encoding="utf-8")) == to_dict(config)
 
 
 def pick_device(name: str) -> torch.device:

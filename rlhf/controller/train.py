@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import random
+import shutil
 
 from rich.console import Console
 
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.checkpoint import resume_point
+from rlhf.controller.interrupt import RunInterrupted, stop_on_signals
 from rlhf.controller.loop import RLResult, rl_loop
+from rlhf.controller.run_dir import SFT_CHECKPOINT, FinishedRun, finished_run
 from rlhf.controller.setup import Run, build_run
-from rlhf.controller.sft import run_sft, sft_batch
+from rlhf.controller.sft import STATE_FILE, load_sft_checkpoint, run_sft, save_sft_checkpoint, sft_batch, truncate_sft_metrics
+from rlhf.data.prompts import PromptStream
 from rlhf.engines.base import OptimConfig
 from rlhf.engines.torch_engine import TorchEngine
 from rlhf.eval.greedy import greedy_accuracy
+from rlhf.logging.console import SFTProgress
 from rlhf.logging.factory import check_loggers
 from rlhf.logging.jsonl import JsonlWriter
 from rlhf.models.lora import save_or_restore_base
 
 console = Console(highlight=False, soft_wrap=True)
 
+SFT_METRICS = "sft_metrics.jsonl"
 
-def train(config: RecipeConfig, recipe_name: str) -> RLResult:
-    """`rlhf train`: SFT warm start when `sft.enabled`, then the RL loop; prints before/after."""
+
+def train(config: RecipeConfig, recipe_name: str) -> RLResult | None:
+    """`rlhf train`: SFT warm start when `sft.enabled`, then the RL loop; prints before/after.
+    A run that is already finished is reported and left as it is (returns None)."""
     check_loggers(config.trainer.loggers)  # a missing wandb / mlflow stops the run before any work
+    finished = finished_run(config, recipe_name)
+    if finished is not None:
+        report_finished(finished, config.trainer.total_steps)
+        return None
     run = build_run(config, recipe_name)
     console.print(f"run directory: {run.output_dir}")
     try:
@@ -38,11 +50,25 @@ def train(config: RecipeConfig, recipe_name: str) -> RLResult:
     finally:
         run.reward.close()
     if result.accuracy_before is not None:
-        console.print(
-            f"[bold]held-out accuracy: before RL {result.accuracy_before:.3f} -> after RL {result.accuracy_after:.3f} "
-            f"({100 * (result.accuracy_after - result.accuracy_before):+.1f} points) in {result.seconds:.0f} s"
-        )
+        console.print(f"[bold]{accuracy_line(result.accuracy_before, result.accuracy_after)} in {result.seconds:.0f} s")
     return result
+
+
+def accuracy_line(before: float, after: float) -> str:
+    return f"held-out accuracy: before RL {before:.3f} -> after RL {after:.3f} ({100 * (after - before):+.1f} points)"
+
+
+def report_finished(finished: FinishedRun, total_steps: int) -> None:
+    """Say that the run is finished, where its results are and how to go on."""
+    out, summary = finished.output_dir, finished.summary
+    console.print(f"run directory: {out}")
+    console.print(f"this run is finished: its checkpoint {finished.checkpoint.name} is at trainer.total_steps={total_steps}: there is nothing to run")
+    if summary.get("accuracy_before") is not None and summary.get("accuracy_after") is not None:
+        console.print(accuracy_line(summary["accuracy_before"], summary["accuracy_after"]))
+    console.print(f"results: {out / 'summary.json'}, {out / 'metrics.jsonl'}; `rlhf report {out}` draws them, `rlhf export {out} OUT` writes the model")
+    if finished.ignored:
+        console.print("not applied (no step left to run): " + "; ".join(map(str, finished.ignored)))
+    console.print(f"to train further, raise trainer.total_steps (e.g. trainer.total_steps={2 * total_steps}); for a new run, choose another trainer.output_dir")
 
 
 def sft(config: RecipeConfig, recipe_name: str) -> dict[str, float]:
@@ -61,19 +87,45 @@ def sft(config: RecipeConfig, recipe_name: str) -> dict[str, float]:
 
 
 def supervised_warm_start(run: Run) -> dict[str, float]:
-    """Run the SFT stage on the run's model in place; metrics go to `sft_metrics.jsonl`."""
-    config = run.config
-    sft_config = config.sft
+    """Run the SFT stage on the run's model in place; metrics go to `sft_metrics.jsonl`, a
+    progress line to the console every few seconds.
+
+    SIGTERM or Ctrl-C stop it after the current step with its state in `sft_checkpoint/`, and
+    the next launch continues from there (its logs kept); the checkpoint goes once SFT is done.
+    """
+    config, sft_config = run.config, run.config.sft
     rows = list(run.train_rows)
     random.Random(config.trainer.seed).shuffle(rows)
     val_prompts = [run.prompts(rows[: sft_config.val_size])]
     engine = TorchEngine(run.model, OptimConfig(lr=sft_config.lr, grad_clip=1.0), autocast_dtype=run.autocast_dtype)
-    writer = JsonlWriter(run.output_dir / "sft_metrics.jsonl")
+    stream = PromptStream(rows, sft_config.batch_size, config.trainer.seed)
+    saved = run.output_dir / SFT_CHECKPOINT
+    resumable = config.trainer.resume == "auto" and (saved / STATE_FILE).exists()  # never: refused in run_dir
+    first_step = load_sft_checkpoint(saved, engine, stream) if resumable else 0
+    if first_step:
+        truncate_sft_metrics(run.output_dir / SFT_METRICS, first_step)
+        console.print(f"SFT: continuing after step {first_step} from {saved}")
+    writer, progress = JsonlWriter(run.output_dir / SFT_METRICS), SFTProgress(sft_config.max_steps, sft_config.stop_at_accuracy, console=console)
+
+    def log(record: dict) -> None:
+        writer.write(record)
+        progress.log(record)
 
     def validate() -> float:
         return greedy_accuracy(run.rollout, run.reward, val_prompts, config.rollout.max_new_tokens)["eval/accuracy"]
 
-    summary = run_sft(engine, lambda batch_rows: sft_batch(run.prompts(batch_rows), run.tokenizer), rows, validate, sft_config, config.trainer.seed, writer.write)
-    writer.close()
-    console.print(f"SFT: {summary['sft/steps']} steps in {summary['sft/seconds']:.0f} s, validation accuracy {summary['sft/val_accuracy']:.3f}")
+    def make_batch(batch_rows: list[dict]):
+        return sft_batch(run.prompts(batch_rows), run.tokenizer)
+
+    try:
+        with stop_on_signals("this SFT step, saving its progress") as stop:
+            summary = run_sft(engine, make_batch, stream, validate, sft_config, log, first_step=first_step, stop=lambda: bool(stop))
+    finally:
+        writer.close()
+    steps = summary["sft/steps"]
+    if summary["sft/stopped"]:
+        save_sft_checkpoint(saved, engine, stream, steps)
+        raise RunInterrupted(f"stopped by signal {stop.signal} after SFT step {steps}; its progress is in {saved} (continue: run the same command again)")
+    shutil.rmtree(saved, ignore_errors=True)
+    console.print(f"SFT: {steps} steps in {summary['sft/seconds']:.0f} s, validation accuracy {summary['sft/val_accuracy']:.3f}")
     return summary

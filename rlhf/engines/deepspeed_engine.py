@@ -1,8 +1,8 @@
 """DeepSpeed training engine: ZeRO stages 0-3, optional CPU offload, same protocol as TorchEngine.
 
 DeepSpeed is imported only here (``import rlhf`` stays light). Its accelerator is detected
-automatically: CUDA when a GPU is visible, otherwise the CPU accelerator (DeepSpeed logs a
-warning and uses it; set ``DS_ACCELERATOR=cpu`` to force it). On CPU the process group uses
+automatically: CUDA when a GPU is visible, otherwise the CPU accelerator (DeepSpeed's warning
+that it fell back to it shows with ``rlhf --verbose``; set ``DS_ACCELERATOR=cpu`` to force it). On CPU the process group uses
 gloo; ops that DeepSpeed JIT-compiles (the CPU Adam of ``offload_optimizer``) are built once
 with the local C++ compiler into ``~/.cache/torch_extensions``.
 
@@ -37,6 +37,7 @@ from rlhf.engines.buckets import buckets
 from rlhf.engines.guards import is_finite, poison_if_nonfinite
 from rlhf.engines.launcher_env import check_launcher_env
 from rlhf.engines.safe_load import weights_only_loads
+from rlhf.logging.quiet import held_stdout, quiet_libraries
 from rlhf.models.lora import is_lora_model
 
 WEIGHT_BUCKET_BYTES = 256 * 2**20
@@ -48,6 +49,7 @@ CHECKPOINT_TAG = "engine"
 
 def import_deepspeed():
     """The deepspeed module, or an ImportError naming the extra to install."""
+    quiet_libraries()
     try:
         import deepspeed
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -82,7 +84,8 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
     release = getattr(importlib.import_module("deepspeed.utils.groups"), "_release_process_group_references", None)
     if release is not None:
         release(None)
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=timeout_s))
+    with held_stdout():  # "DeepSpeed ... built successfully" of each communication op it loads
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def deepspeed_config(
@@ -147,10 +150,11 @@ class DeepSpeedEngine:
         config = deepspeed_config(optim, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_params=offload_params)
         schedule = lambda step: lr_multiplier(step, optim.warmup_steps, optim.total_steps, optim.lr_schedule)
         params = [p for p in module.parameters() if p.requires_grad]
-        self.ds_engine, _, _, _ = deepspeed.initialize(
-            model=module, model_parameters=params, config=config,
-            lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-        )
+        with held_stdout():  # where the process group came from elsewhere (a Ray worker), DeepSpeed loads its ops here
+            self.ds_engine, _, _, _ = deepspeed.initialize(
+                model=module, model_parameters=params, config=config,
+                lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+            )
         if zero_stage == 0:
             self.ds_engine.enable_backward_allreduce = False  # step() reduces stage-0 gradients itself
         self.module = module

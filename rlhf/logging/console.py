@@ -1,6 +1,9 @@
-"""Console output: a progress bar with ETA (on a terminal) and compact metric lines."""
+"""Console output: a progress bar with ETA (on a terminal) and compact metric lines (RL steps
+and the SFT stage)."""
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -53,3 +56,37 @@ class ConsoleLogger:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+class SFTProgress:
+    """Console lines of the SFT stage, which can run for minutes before RL prints anything:
+    `SFT step 120/2000 | loss 0.94 | val_acc 0.148 (target 0.3) | 23 s`, at a validation check
+    when `every_s` seconds have passed since the last line (the first check always), and
+    between checks when twice that has. Console only: the records go to sft_metrics.jsonl."""
+
+    def __init__(self, max_steps: int, target: float, every_s: float = 5.0, console: Console | None = None):
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.max_steps, self.target, self.every_s = max_steps, target, every_s
+        self.start = time.monotonic()
+        self.last_line: float | None = None
+        self.loss: float | None = None
+        self.accuracy: float | None = None
+
+    def log(self, record: dict) -> None:
+        """Take one SFT record (a step's or a validation's) and print a line when it is time."""
+        self.loss = record.get("sft/loss", self.loss)
+        validated = "sft/val_accuracy" in record
+        self.accuracy = record.get("sft/val_accuracy", self.accuracy)
+        now = time.monotonic()
+        since = None if self.last_line is None else now - self.last_line
+        if (validated and (since is None or since >= self.every_s)) or (since is not None and since >= 2 * self.every_s):
+            self.last_line = now
+            self.console.print(self.line(record["sft/step"], now))
+
+    def line(self, step: int, now: float) -> str:
+        parts = [f"SFT step {step}/{self.max_steps}"]
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4g}")
+        if self.accuracy is not None:
+            parts.append(f"val_acc {self.accuracy:.3f} (target {self.target:g})")
+        return " | ".join([*parts, f"{now - self.start:.0f} s"])

@@ -10,6 +10,7 @@ import torch
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import ModelConfig
+from rlhf.logging.quiet import quiet_libraries
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,10 @@ def check_tiny_model_path(model: ModelConfig) -> None:
 
 
 def quiet_transformers() -> None:
-    """No per-file progress bars when loading and saving small local checkpoints."""
+    """No per-file progress bars when loading and saving small local checkpoints, and the
+    library noise of :mod:`rlhf.logging.quiet` filtered (also in a worker process, which
+    loads its model through here before anything imports DeepSpeed or vLLM)."""
+    quiet_libraries()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -98,6 +102,7 @@ def _one_line(error: Exception) -> str:
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     """The tokenizer at `path`, with a pad token (EOS when it defines none)."""
+    quiet_transformers()
     from transformers import AutoTokenizer
 
     if trust_remote_code:

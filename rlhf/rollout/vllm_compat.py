@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from rlhf.logging.quiet import quiet_libraries, verbose
+
 GIB = 1 << 30
 
 MISSING_VLLM = (
@@ -48,6 +50,7 @@ def import_vllm():
 
     Imported here, never at module level, so `rlhf.rollout.vllm_engine` imports without vLLM.
     """
+    quiet_libraries()  # vLLM reads its log level at import
     try:
         import vllm
     except ImportError as error:
@@ -113,12 +116,15 @@ def engine_kwargs(*, dtype: str, seed: int, max_model_len: int | None, tensor_pa
     `gpu_memory_utilization`.
     """
     from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
 
     accepted = inspect.signature(LLM.__init__).parameters
     kwargs: dict[str, Any] = {
         "dtype": dtype, "seed": seed, "max_model_len": max_model_len, "tensor_parallel_size": tensor_parallel_size,
         "enforce_eager": enforce_eager, "enable_sleep_mode": enable_sleep_mode, "skip_tokenizer_init": True,
     }
+    if "use_tqdm_on_load" in getattr(EngineArgs, "__dataclass_fields__", {}):
+        kwargs["use_tqdm_on_load"] = verbose()  # the checkpoint-loading progress bar: only with --verbose
     if processed_logprobs_supported():
         kwargs["logprobs_mode"] = "processed_logprobs"
     if not is_cpu():

@@ -203,7 +203,8 @@ CASES = [
          (r"data.max_prompt_tokens: every prompt of data.train \(2 rows\) is longer than 8 tokens",),
          files(rows__jsonl=jsonl(*({"prompt": "What is the sum of 12 and 30? " * i, "ground_truth": "42"} for i in (1, 2))))),
     Case("template-names-a-missing-field", "data", train("data.prompt_template='Q: {prompt} ({level})'"), 2, (r"data.prompt_template: the template names field 'level'",)),
-    Case("data-missing-on-resume", "data", train("data.train.path={dir}/missing.jsonl"), 2, (r"data.train.path: file '{dir}/missing.jsonl' does not exist",), prior=True),
+    # one more step: re-launched as it was, the finished prior run would only be reported
+    Case("data-missing-on-resume", "data", train("data.train.path={dir}/missing.jsonl", "trainer.total_steps=2"), 2, (r"data.train.path: file '{dir}/missing.jsonl' does not exist",), prior=True),
     # --- custom reward functions ---
     Case("reward-file-missing", "reward", train(function_source()), 2, (r"reward.sources.0: the file '{dir}/rewards.py' of reward function 'score' does not exist",)),
     Case("reward-syntax-error", "reward", train(function_source()), 2, (r"reward.sources.0: cannot import {dir}/rewards.py \(for reward function 'score'\): line 1: SyntaxError",),
@@ -246,8 +247,11 @@ CASES = [
     # --- the run directory and checkpoints ---
     Case("run-directory-holds-a-run", "run", train("trainer.resume=never"), 2, (r"trainer.output_dir: '{dir}/run' already holds a run",), prior=True),
     Case("resume-from-nowhere", "run", train("trainer.resume={dir}/nope"), 2, (r"trainer.resume: '{dir}/nope' is not a checkpoint directory",)),
-    Case("corrupt-checkpoint-loop-state", "run", train(), 1, STOPPED, damage("checkpoints/step_000001/loop.pt", b"not a checkpoint"), prior=True),
-    Case("corrupt-checkpoint-weights", "run", train(), 1, STOPPED, damage("checkpoints/step_000001/actor/engine.pt", b"\0" * 16), prior=True),
+    # one more step, so that the finished prior run resumes (re-launched as it was, it is only reported)
+    Case("corrupt-checkpoint-loop-state", "run", train("trainer.total_steps=2"), 1, STOPPED,
+         damage("checkpoints/step_000001/loop.pt", b"not a checkpoint"), prior=True),
+    Case("corrupt-checkpoint-weights", "run", train("trainer.total_steps=2"), 1, STOPPED,
+         damage("checkpoints/step_000001/actor/engine.pt", b"\0" * 16), prior=True),
     Case("checkpoint-pointer-dangling", "run", train(), 2, (r"trainer.resume: {dir}/run/checkpoints/latest names 'step_000007', which is no checkpoint",),
          damage("checkpoints/latest", b"step_000007"), prior=True),
     Case("export-of-no-run", "run", ("export", "{dir}/nope", "{dir}/out"), 2, (r"'{dir}/nope' is not a run directory",)),
@@ -264,9 +268,11 @@ def prior(tmp_path_factory) -> Path:
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    """sha256 of every file under `directory` but config.yaml, by relative path."""
+    """sha256 of every file under `directory` but config.yaml and the launch records (a launch
+    that gets as far as the run directory adds its own configs/launch_NNN.yaml), by relative path."""
     return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(directory.rglob("*")) if path.is_file() and path.name != "config.yaml"}
+            for path in sorted(directory.rglob("*"))
+            if path.is_file() and path.name != "config.yaml" and path.parent.name != "configs"}
 
 
 def prepare(case: Case, case_dir: Path, prior_run: Path) -> tuple[list[str], dict[str, str]]:
