@@ -6,6 +6,7 @@ beyond what `Run` carries.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Optional
@@ -99,6 +100,8 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     train_rows = load_rows(data.train, data.arithmetic, "data.train")
     eval_rows = load_rows(data.eval, data.arithmetic, "data.eval") if data.eval.path else []
     reward = build_reward(config, row_fields(train_rows, eval_rows), load_models=config.distributed.backend != "ray")
+    new_directory = not (config.trainer.output_dir and Path(config.trainer.output_dir).exists())
+    output_dir = None
     try:
         output_dir = prepare_output_dir(config, recipe_name).resolve()
         device = pick_device(trainer.device)
@@ -111,6 +114,8 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
             rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
     except BaseException:
         reward.close()  # reward functions and verifiers run in worker processes
+        if new_directory and output_dir is not None:  # a start that failed leaves no directory behind
+            shutil.rmtree(output_dir, ignore_errors=True)
         raise
     eval_prompts = [tokenize_prompts(config, tokenizer, eval_rows[i : i + data.eval_batch_size]) for i in range(0, len(eval_rows), data.eval_batch_size)]
     return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path, data_stats=data_stats)

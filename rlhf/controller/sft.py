@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import time
 from pathlib import Path
@@ -111,8 +110,7 @@ def save_sft_checkpoint(directory: Path, engine: TrainingEngine, stream: PromptS
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
     engine.save_checkpoint(temporary)
-    stream_state = {"rng": stream.rng.getstate(), "order": list(stream.order)}
-    torch.save({"steps": steps, "stream": stream_state, "rng": rng_state()}, temporary / STATE_FILE)
+    torch.save({"steps": steps, "stream": stream.state_dict(), "rng": rng_state()}, temporary / STATE_FILE)
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(temporary, directory)
 
@@ -121,9 +119,7 @@ def load_sft_checkpoint(directory: Path, engine: TrainingEngine, stream: PromptS
     """Restore what :func:`save_sft_checkpoint` wrote; returns the steps already taken."""
     state = torch.load(directory / STATE_FILE, weights_only=True)
     engine.load_checkpoint(directory)
-    stream.rng = random.Random()
-    stream.rng.setstate(state["stream"]["rng"])
-    stream.order = list(state["stream"]["order"])
+    stream.load_state_dict(state["stream"])
     set_rng_state(state["rng"])
     return int(state["steps"])
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 import shutil
+from pathlib import Path
 
 from rich.console import Console
 
+from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.checkpoint import resume_point
 from rlhf.controller.interrupt import RunInterrupted, stop_on_signals
@@ -22,6 +24,7 @@ from rlhf.logging.console import SFTProgress
 from rlhf.logging.factory import check_loggers
 from rlhf.logging.jsonl import JsonlWriter
 from rlhf.models.lora import save_or_restore_base
+from rlhf.rewards.combine import RewardCombiner
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -72,7 +75,12 @@ def report_finished(finished: FinishedRun, total_steps: int) -> None:
 
 
 def sft(config: RecipeConfig, recipe_name: str) -> dict[str, float]:
-    """`rlhf sft`: the supervised stage alone; saves the model to `<output_dir>/sft_model`."""
+    """`rlhf sft`: the supervised stage alone; saves the model to `<output_dir>/sft_model`,
+    never over one an earlier launch saved there."""
+    target = Path(config.trainer.output_dir) / "sft_model" if config.trainer.output_dir else None
+    if target is not None and (target / "config.json").exists():
+        raise ConfigError(f"trainer.output_dir: {str(target.parent)!r} already holds an SFT model ({target}); rlhf sft would "
+                          "overwrite it: choose another trainer.output_dir, or remove that directory")
     run = build_run(config, recipe_name)
     console.print(f"run directory: {run.output_dir}")
     try:
@@ -84,6 +92,21 @@ def sft(config: RecipeConfig, recipe_name: str) -> dict[str, float]:
     run.tokenizer.save_pretrained(target)
     console.print(f"saved the SFT model to {target}")
     return summary
+
+
+def sft_judge(run: Run) -> RewardCombiner:
+    """The reward sources that judge SFT validation in this process. Its accuracy is the first
+    source's verdict; on Ray, reward models are served by their worker group, which does not
+    exist yet during SFT, so that first source must be one that scores here."""
+    judge = run.reward.in_process()
+    if not judge.sources or judge.sources[0] is not run.reward.sources[0]:
+        first = run.config.reward.sources[0]
+        raise ConfigError(
+            f"reward.sources.0: sft.enabled judges SFT validation in the driver with the first reward source, but this one "
+            f"({first.type}) is a reward model that distributed.backend=ray serves from its worker group, which starts after SFT; "
+            "put a verifier or function source first (e.g. the task's math/gsm8k verifier), or run rlhf sft on its own first"
+        )
+    return judge
 
 
 def supervised_warm_start(run: Run) -> dict[str, float]:
@@ -111,8 +134,10 @@ def supervised_warm_start(run: Run) -> dict[str, float]:
         writer.write(record)
         progress.log(record)
 
+    judge = sft_judge(run)
+
     def validate() -> float:
-        return greedy_accuracy(run.rollout, run.reward, val_prompts, config.rollout.max_new_tokens)["eval/accuracy"]
+        return greedy_accuracy(run.rollout, judge, val_prompts, config.rollout.max_new_tokens)["eval/accuracy"]
 
     def make_batch(batch_rows: list[dict]):
         return sft_batch(run.prompts(batch_rows), run.tokenizer)

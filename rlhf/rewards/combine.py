@@ -97,6 +97,12 @@ class RewardCombiner:
             rewards.append(scale * refine(row_scores.float(), self.process.refine, self.process.eta))
         return place_step_rewards(rewards, ends, num_tokens)
 
+    def in_process(self) -> RewardCombiner:
+        """The sources that can score in this process now (a reward model served by a worker
+        group scores only once the group is attached), with the same weights."""
+        ready = [item for item in self.sources if getattr(item.source, "scorer", True) is not None]
+        return RewardCombiner(ready, self.process)
+
     def model_specs(self) -> dict:
         """Each model-backed source's RewardModelSpec by source name (what the `reward_model`
         role must serve)."""

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf.cli.main import main
+from rlhf.cli.main import RECIPES_DIR, main
+from rlhf.config.errors import ConfigError
 from rlhf.logging.jsonl import read_jsonl
 
 ARGS = [
@@ -125,3 +126,50 @@ def test_a_finished_run_whose_summary_was_cut_off_gets_it_back_from_its_metrics(
     assert {key: rebuilt[key] for key in ("accuracy_before", "accuracy_after", "steps")} == \
         {key: original[key] for key in ("accuracy_before", "accuracy_after", "steps")}
     assert tree_hashes(out) == {**before, "summary.json": tree_hashes(out)["summary.json"]}
+
+
+def test_a_start_that_fails_after_creating_the_run_directory_leaves_none(tmp_path, capsys):
+    """A model directory whose tokenizer is broken is found out after the directory exists:
+    the failed launch removes it rather than leaving a run of one config.yaml."""
+    from rlhf.models.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model", seed=0)
+    (model / "tokenizer.json").write_text("{not json")
+    out = tmp_path / "run"
+    assert main(["train", "quickstart", "model.source=pretrained", f"model.path={model}", "sft.enabled=false", f"trainer.output_dir={out}"]) == 2
+    assert "model.path" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_rlhf_sft_never_overwrites_the_sft_model_of_an_earlier_launch(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["sft", "quickstart", "sft.max_steps=2", "sft.eval_every=1", "sft.val_size=4", "data.eval.size=4", f"trainer.output_dir={out}"]
+    assert main(args) == 0
+    digest = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (out / "sft_model").iterdir()}
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds an SFT model" in capsys.readouterr().err
+    assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (out / "sft_model").iterdir()} == digest
+
+
+def test_sft_on_ray_needs_a_first_reward_source_that_scores_in_the_driver(tmp_path):
+    """On Ray the reward models are served by their worker group, which starts after SFT."""
+    from rlhf.config.loader import load_recipe
+    from rlhf.controller.setup import build_run
+    from rlhf.controller.train import sft_judge
+    from rlhf.models.tiny_reward import build_tiny_reward_model
+
+    orm = build_tiny_reward_model(tmp_path / "orm", "classifier", seed=0)
+    sources = "reward.sources=[{type: orm, kwargs: {path: " + str(orm) + "}}, {type: arithmetic}]"
+    recipe = RECIPES_DIR / "quickstart.yaml"
+    run = build_run(load_recipe(recipe, [sources, "distributed.backend=ray", f"trainer.output_dir={tmp_path / 'run'}"]), "test")
+    try:
+        assert run.reward.sources[0].source.scorer is None  # not loaded in the driver
+        with pytest.raises(ConfigError, match=r"reward.sources.0: sft.enabled judges SFT validation in the driver .* \(orm\)"):
+            sft_judge(run)
+        reordered = build_run(load_recipe(recipe, [sources.replace("[{type: orm", "[{type: arithmetic}, {type: orm").replace("}}, {type: arithmetic}]", "}}]"),
+                                                   "distributed.backend=ray", f"trainer.output_dir={tmp_path / 'run2'}"]), "test")
+        assert [item.name for item in sft_judge(reordered).sources] == ["arithmetic"]
+        reordered.reward.close()
+    finally:
+        run.reward.close()
