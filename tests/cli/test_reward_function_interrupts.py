@@ -89,6 +89,7 @@ def test_ctrl_c_stops_a_run_whose_reward_function_hangs(tmp_path, in_eval):
             run.communicate()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_run_after_the_hung_call_times_out(tmp_path):
     run = start_run(tmp_path, "reward.on_error=zero", "reward.sources.0.timeout_s=3")
     try:

@@ -44,6 +44,7 @@ def lines_of(process: subprocess.Popen) -> "queue.Queue[tuple[float, str | None]
     return arrived
 
 
+@pytest.mark.slow
 def test_the_first_ctrl_c_is_acknowledged_before_the_step_ends(tmp_path: Path):
     reward = tmp_path / "slow.py"
     reward.write_text(SLOW_REWARD)

@@ -36,6 +36,7 @@ def _rank(rank: int, port: int, out: str) -> None:
     Path(out).write_text(f"{time.monotonic() - start:.2f}\n{outcome}")
 
 
+@pytest.mark.slow
 def test_a_collective_with_a_hung_peer_times_out(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -66,6 +66,7 @@ def test_ctrl_c_stops_a_ray_run_and_its_cluster(tmp_path: Path):
     assert watch.children_seen >= 3, "expected Ray's daemons and a worker among the run's processes"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_vllm_run_cleanly(tmp_path: Path):
     pytest.importorskip("vllm")  # about 20 s on 2 CPU cores: vLLM in-process, inductor's compile workers as children
     overrides = [*tiny_overrides("quickstart", tmp_path), *SMALLER, "rollout.engine=vllm", "rollout.logprobs=true", "rollout.vllm.kv_cache_gb=0.05"]

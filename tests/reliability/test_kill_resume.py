@@ -4,6 +4,7 @@ of a step, inside its last checkpoint write), resumed each time, ends as an unin
 
 import random
 
+import pytest
 from rlhf_harness.faults.kill_plan import KillPlan, Timings, choose_kill
 from rlhf_harness.faults.kill_resume import Settings, kill_and_resume
 from tiny_helpers import comparable_metrics
@@ -13,6 +14,7 @@ from rlhf.logging.jsonl import read_jsonl
 PLANS = [KillPlan("startup", 0, 1.0), KillPlan("checkpoint", 2, 0.0), KillPlan("step", 3, 0.0), KillPlan("checkpoint", 4, 0.0)]
 
 
+@pytest.mark.slow
 def test_four_kills_then_the_metrics_of_an_uninterrupted_run(tmp_path):
     settings = Settings(tmp_path, kills=len(PLANS), steps=4, save_every=2, plans=PLANS)
     result = kill_and_resume(settings, report=lambda line: None)

@@ -20,6 +20,8 @@ from rlhf.logging.jsonl import read_jsonl
 from rlhf.rewards.registry import build_reward_source
 from tiny_helpers import response_batch
 
+pytestmark = pytest.mark.slow  # trains two reward models first (about a minute on 2 CPU cores)
+
 SMALL_RL = [
     "trainer.total_steps=2", "sft.enabled=false", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=4",
     "actor.mini_batch_size=16", "actor.micro_batch_size=16",

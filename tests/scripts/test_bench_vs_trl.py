@@ -47,6 +47,7 @@ def test_summary_medians_and_ratios():
     assert ratios["rlhf_over_floor_step_time"] == 2.0 and "rlhf_over_trl_throughput" not in ratios
 
 
+@pytest.mark.slow
 def test_smoke_all_arms(tmp_path):
     out = tmp_path / "bench.json"
     done = run_script(

@@ -24,6 +24,7 @@ def test_an_unknown_recipe_names_the_known_ones(tmp_path: Path):
         tiny_overrides("nope", tmp_path)
 
 
+@pytest.mark.slow
 def test_smoke_one_recipe(tmp_path: Path):
     out = tmp_path / "memory.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rlhf_harness.bench.monitor import StepReader, Watch, watch_run
 from rlhf_harness.bench.soak import slope, summarise
 
@@ -65,6 +66,7 @@ def test_the_watcher_finds_and_kills_what_a_command_leaves_behind(tmp_path: Path
     assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] in ("Z", "X")  # killed
 
 
+@pytest.mark.slow
 def test_a_short_soak_leaks_no_descriptors_and_no_processes(tmp_path: Path):
     out = tmp_path / "soak.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
