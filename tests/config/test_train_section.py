@@ -44,6 +44,7 @@ def test_deepspeed_zero3_with_offload_is_valid():
     checked(recipe(engine="deepspeed", zero_stage=3, offload_optimizer=True, offload_params=True))
 
 
+@pytest.mark.slow
 def test_rlhf_train_runs_zero_3_with_a_separate_rollout_copy_that_gets_synced(tmp_path):
     """ZeRO-3 partitions the actor's module, so the rollout engine generates with a copy that
     each step's bucketed sync refreshes; the probe check proves the copy follows the policy."""

@@ -102,6 +102,7 @@ def test_checkpoint_round_trip_and_hf_export(tiny_dir: Path, tmp_path: Path, zer
     assert_same_weights(weights(restored), weights(engine), atol=0.0)
 
 
+@pytest.mark.slow  # builds and loads DeepSpeed's CPU Adam (about 40 s)
 def test_cpu_offload_matches_torch_engine(tiny_dir: Path):
     """ZeRO-3 with optimiser and parameters on the CPU (DeepSpeed's CPU Adam, JIT-compiled)."""
     reference = TorchEngine(load(tiny_dir), OPTIM)

@@ -63,6 +63,7 @@ def test_a_tiny_run_is_quiet_unless_verbose(tmp_path: Path, verbose: bool):
     assert "held-out accuracy: before RL" in output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verbose", [False, True])
 def test_a_deepspeed_run_is_quiet_unless_verbose(tmp_path: Path, verbose: bool):
     pytest.importorskip("deepspeed")

@@ -14,6 +14,8 @@ from transformers import (
 from reward_models.checkpoint import INFO_FILE
 from reward_models.config import load_rm_recipe
 
+pytestmark = pytest.mark.slow  # trains a tiny reward model of each kind first (about 50 s on 2 CPU cores)
+
 MIN_ACCURACY = {"orm_pairs": 0.65, "orm_labels": 0.62, "prm": 0.75}
 """Thresholds well below the measured numbers (see conftest.py); chance: 0.5, ~0.52, ~0.69."""
 
