@@ -19,7 +19,7 @@ from pathlib import Path
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
 from rlhf.config.schema import RecipeConfig
-from rlhf.config.validate import choice_error
+from rlhf.config.validate import choice_error, uses_critic
 from rlhf.config.validate_distributed import pool_size
 from rlhf.engines.registry import TRAINING_ENGINES
 from rlhf.logging.factory import LOGGERS
@@ -60,19 +60,12 @@ def _engine_errors(config: RecipeConfig) -> Iterable[str | None]:
         yield from spec.option_errors(train)
         for role in ("actor", "critic"):
             ranks = pool_size(config, config.resources.pool_of(role)) if placed else 1
-            if ranks > 1 and not spec.data_parallel and (role == "actor" or _has_critic(config)):
+            if ranks > 1 and not spec.data_parallel and (role == "actor" or uses_critic(config.algorithm.advantage)):
                 yield (f"train.engine: {train.engine!r} trains in one process, but resources.pools.{config.resources.pool_of(role)} "
                        f"has {ranks} workers for the {role}; set train.engine=deepspeed (zero_stage 0-3) for data-parallel training")
     if rollout.engine in ROLLOUT_ENGINES:
         ranks = pool_size(config, config.resources.pool_of("rollout")) if placed else 1
         yield from ROLLOUT_ENGINES[rollout.engine].option_errors(config, ranks)
-
-
-def _has_critic(config: RecipeConfig) -> bool:
-    from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS
-
-    entry = ADVANTAGE_ESTIMATORS.get(config.algorithm.advantage)
-    return entry is not None and entry.needs_critic
 
 
 def _logger_errors(loggers: list[str]) -> Iterable[str | None]:
@@ -89,7 +82,7 @@ def recipe_models(config: RecipeConfig) -> list[tuple[str, str]]:
     models = [("model.path", config.model.path)] if config.model.source == "pretrained" else []
     if config.ref.path and config.algorithm.kl.coef > 0:
         models.append(("ref.path", config.ref.path))
-    if config.critic.path and _has_critic(config):
+    if config.critic.path and uses_critic(config.algorithm.advantage):
         models.append(("critic.path", config.critic.path))
     for index, source in enumerate(config.reward.sources):
         path = source.kwargs.get("path") if source.type in MODEL_SOURCES else None

@@ -20,12 +20,11 @@ from rlhf.controller.run_dir import prepare_output_dir
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import drop_long_prompts, load_rows, prompt_batch
 from rlhf.engines.registry import training_engine
-from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models.load import autocast_dtype, load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf.rewards.combine import RewardCombiner, build_combiner
 from rlhf.rewards.registry import MODEL_SOURCES
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.hf import HFRolloutEngine
-from rlhf.workers.build import autocast_dtype
 from rlhf.workers.state import seed_everything
 
 
@@ -58,7 +57,7 @@ class Run:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        return autocast_dtype(self.config)
+        return autocast_dtype(self.config.model)
 
 
 def tokenize_prompts(config: RecipeConfig, tokenizer, rows: list[dict]) -> Batch:
@@ -111,7 +110,7 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
         model, rollout = None, None
         if config.distributed.backend == "local" or config.sft.enabled:
             model = load_causal_lm(model_path, device, config.model.trust_remote_code)
-            rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config))
+            rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config.model))
     except BaseException:
         reward.close()  # reward functions and verifiers run in worker processes
         if new_directory and output_dir is not None:  # a start that failed leaves no directory behind

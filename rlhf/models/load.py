@@ -18,6 +18,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _WARNED_REMOTE_CODE: set[str] = set()
 
 
+def autocast_dtype(model: ModelConfig) -> torch.dtype | None:
+    """The reduced compute dtype of `model.dtype` (training and generation autocast to it), or
+    None for float32."""
+    dtype = DTYPES[model.dtype]
+    return None if dtype == torch.float32 else dtype
+
+
 def warn_remote_code(path: str, key: str = "model.trust_remote_code") -> None:
     """Say, once per checkpoint, that `path` may run its own Python code (the recipe turned
     `key` on; every loader keeps it off otherwise)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.config.schema import RecipeConfig
-from rlhf.models.load import DTYPES
+from rlhf.models.load import autocast_dtype
 from rlhf.rollout.base import RolloutEngine
 
 
@@ -55,15 +55,10 @@ class RolloutEngineSpec:
     availability: Callable[[], tuple[bool, str]]
 
 
-def _autocast(config: RecipeConfig) -> torch.dtype | None:
-    dtype = DTYPES[config.model.dtype]
-    return None if dtype == torch.float32 else dtype
-
-
 def _build_hf(config: RecipeConfig, module, tokenizer, model_path: str, *, seed_offset: int = 0):
     from rlhf.rollout.hf import HFRolloutEngine
 
-    return HFRolloutEngine(module, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=_autocast(config))
+    return HFRolloutEngine(module, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config.model))
 
 
 def _build_vllm(config: RecipeConfig, module, tokenizer, model_path: str, *, seed_offset: int = 0):

@@ -17,7 +17,7 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.engines.base import OptimConfig
 from rlhf.engines.factory import build_engine
 from rlhf.engines.registry import training_engine
-from rlhf.models.load import DTYPES, load_causal_lm
+from rlhf.models.load import autocast_dtype, load_causal_lm
 from rlhf.models.lora import apply_lora, shares_base_as_reference
 from rlhf.models.value_model import load_value_model, value_model_from_policy
 from rlhf.rollout.base import RolloutEngine
@@ -85,12 +85,6 @@ def anchor_moves(config: RecipeConfig) -> bool:
     return bool(config.ref.anchor.every or config.ref.anchor.ema)
 
 
-def autocast_dtype(config: RecipeConfig) -> torch.dtype | None:
-    """The reduced compute dtype of `model.dtype`, or None for float32."""
-    dtype = DTYPES[config.model.dtype]
-    return None if dtype == torch.float32 else dtype
-
-
 def build_actor(config: RecipeConfig, model: torch.nn.Module, dp_size: int = 1) -> ActorWorker:
     """The actor's engine over `model`; each of `dp_size` ranks trains on 1/dp_size of every
     mini-batch."""
@@ -108,7 +102,7 @@ def build_actor(config: RecipeConfig, model: torch.nn.Module, dp_size: int = 1) 
     )
     # LoRA wraps the policy last: the reference, critic and rollout copies are of the base
     module = apply_lora(model, config.model.lora) if config.model.lora.rank else model
-    engine = build_engine(module, optim, config.train, autocast_dtype=autocast_dtype(config), bucket_mb=config.sync.bucket_mb,
+    engine = build_engine(module, optim, config.train, autocast_dtype=autocast_dtype(config.model), bucket_mb=config.sync.bucket_mb,
                           collective_timeout_s=config.distributed.timeout_s)
     return ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)
 
@@ -137,7 +131,7 @@ def build_critic(config: RecipeConfig, model: torch.nn.Module, device: torch.dev
         micro_batch_size=critic.micro_batch_size, max_tokens=config.train.max_tokens_per_micro_batch,
         v_min=critic.hl_gauss.v_min, v_max=critic.hl_gauss.v_max, sigma_ratio=critic.hl_gauss.sigma_ratio,
     )
-    engine = build_engine(value_model, optim, config.train, autocast_dtype=autocast_dtype(config), collective_timeout_s=config.distributed.timeout_s)
+    engine = build_engine(value_model, optim, config.train, autocast_dtype=autocast_dtype(config.model), collective_timeout_s=config.distributed.timeout_s)
     return CriticWorker(engine, loss, seed=config.trainer.seed)
 
 
