@@ -89,8 +89,10 @@ def describe_late_ranks(group, late: list[int], method: str) -> str:
     parts = [f"{_ranks(silent)} did not answer ({silent_detail})"]
     others = [rank for rank in late if rank not in silent]
     if others:
-        waiting = ", ".join(f"rank {rank} {states.get(rank, 'unknown')}" for rank in others)
-        parts.append(f"{_ranks(others)} still in {method}() ({waiting}: waiting for the silent rank(s) in a collective)")
+        # Whether a waiting rank shows as busy or idle depends on the collective backend
+        # (gloo and NCCL may spin), so the state is given as a detail, not as the verdict.
+        seen = ", ".join(f"rank {rank} {states.get(rank, 'unknown')}" for rank in others)
+        parts.append(f"{_ranks(others)} still in {method}(), most likely waiting for the silent rank(s) in a collective ({seen})")
     return "; ".join(parts)
 
 
