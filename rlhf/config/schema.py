@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NewType, Optional
 
 from rlhf.config.distributed_schema import DistributedConfig, ResourcesConfig
+from rlhf.config.env_schema import EnvConfig
 from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, SyncConfig, TrainConfig  # noqa: F401 (sections)
 
 Seed = NewType("Seed", int)
@@ -337,6 +338,8 @@ class RecipeConfig:
     """Advantages and KL."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward sources."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Multi-turn episodes against an environment (empty type: single-turn)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """Supervised warm start."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

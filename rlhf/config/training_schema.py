@@ -125,6 +125,30 @@ class KLConfig:
 
 
 @dataclass
+class ArcherConfig:
+    """ArCHer (Zhou et al. 2024): an utterance-level critic trained off-policy by TD from a
+    replay buffer of past turns, with target networks; its advantage Q(s, a) - V(s) of each
+    turn drives the token-level policy update within the turn."""
+
+    buffer_size: int = 4096
+    """Turns the replay buffer keeps (the oldest leave first)."""
+    critic_updates: int = 4
+    """Critic gradient steps per RL step, each on a fresh sample from the buffer."""
+    critic_batch_size: int = 64
+    """Turns per critic gradient step."""
+    tau: float = 0.1
+    """Soft update of the target networks: target <- (1 - tau) target + tau online."""
+    critic_lr: float = 1e-4
+    """Learning rate of the utterance critic."""
+    backbone: str = "separate"
+    """'separate': the critic has a backbone of its own, initialised from critic.path (or the
+    policy's checkpoint); 'policy': the critic's heads read the policy's hidden states (frozen
+    for the critic: only the heads learn from TD)."""
+    warmup_steps: int = 0
+    """RL steps that only train the critic (the policy waits for a useful advantage)."""
+
+
+@dataclass
 class AlgorithmConfig:
     """Advantage estimation and regularisation."""
 
@@ -137,6 +161,10 @@ class AlgorithmConfig:
     """GAE's lambda (bias-variance trade-off of the advantage)."""
     whiten_advantages: bool = False
     """Whiten the estimator's advantages over the batch's valid tokens (standard with gae)."""
+    turn_gamma: float = 1.0
+    """Multi-turn runs: discount over turns of per-turn rewards (turn-level estimators, archer)."""
+    archer: ArcherConfig = field(default_factory=lambda: ArcherConfig())
+    """ArCHer's off-policy utterance-level critic (algorithm.advantage archer)."""
     kl: KLConfig = field(default_factory=KLConfig)
     """The KL regulariser."""
 
