@@ -26,11 +26,12 @@ def _check_same_shape(response_mask: torch.Tensor, **tensors: torch.Tensor) -> N
 
 
 def discounted_returns(token_rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Return-to-go per token, G_t = r_t + gamma * G_{t+1}, restarting where the mask is 0.
+    """Return-to-go per token, G_t = r_t + gamma * G_{t+1}, where t+1 is the next valid token.
 
     Sutton & Barto 2018, eq. 3.9 (the discounted return), truncated at the end of each response.
-    A masked position gets G = 0 and does not pass the running sum through, so a token before a
-    hole in the mask sums only the rewards up to the hole.
+    A masked position gets G = 0 but passes the running sum through, as :func:`gae` does: in a
+    multi-turn trajectory the observation tokens between two actions are holes in the action
+    mask, and an early action's return must still include the rewards of later turns.
 
     Args:
         token_rewards: [B, R].
@@ -45,8 +46,8 @@ def discounted_returns(token_rewards: torch.Tensor, response_mask: torch.Tensor,
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(rewards.shape[1])):
-        running = torch.where(valid[:, t], rewards[:, t] + gamma * running, torch.zeros_like(running))
-        returns[:, t] = running
+        running = torch.where(valid[:, t], rewards[:, t] + gamma * running, running)
+        returns[:, t] = torch.where(valid[:, t], running, torch.zeros_like(running))
     return returns
 
 

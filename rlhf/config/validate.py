@@ -24,6 +24,7 @@ from typing import Any
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
 from rlhf.config.validate_distributed import distributed_errors
+from rlhf.config.validate_env import env_errors
 
 Rule = tuple[str, str, Callable[[Any], bool]]
 
@@ -141,6 +142,7 @@ def validate(cfg: RecipeConfig) -> None:
         *_algorithm_errors(cfg),
         *_eval_errors(cfg),
         *distributed_errors(cfg, uses_critic(cfg.algorithm.advantage)),
+        *env_errors(cfg),
     ]
     errors = [error for error in errors if error]
     if errors:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from rlhf.algorithms.advantages import estimator
 from rlhf.controller.checkpoint import load_checkpoint, resume_point, save_checkpoint, truncate_metrics
+from rlhf.controller.episodes import evaluate_episodes, multi_turn_source
 from rlhf.controller.guards import NonFiniteGuard
 from rlhf.controller.interrupt import RunInterrupted, stop_on_signals
 from rlhf.controller.roles import Roles, build_roles
@@ -43,6 +44,8 @@ def rl_loop(run: Run) -> RLResult:
         return _train(run, roles)
     finally:
         roles.close()
+        if run.env_pool is not None:
+            run.env_pool.close()
 
 
 def _train(run: Run, roles: Roles) -> RLResult:
@@ -78,14 +81,18 @@ def _train(run: Run, roles: Roles) -> RLResult:
                 path = save_checkpoint(run, roles, {name: part.state_dict() for name, part in stateful.items()}, step)
             if stop:
                 raise RunInterrupted(f"stopped by signal {stop.signal} after step {step}; checkpoint {path} (resume: run the same command again)")
-    result = RLResult(before.get("eval/accuracy"), after.get("eval/accuracy"), trainer.total_steps, time.perf_counter() - start)
+    headline = "eval/success_rate" if config.env.type else "eval/accuracy"
+    result = RLResult(before.get(headline), after.get(headline), trainer.total_steps, time.perf_counter() - start)
     (run.output_dir / "summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
     return result
 
 
 def rollout_source(run: Run) -> RolloutSource:
-    """Where the run's samples come from: today, synchronous single-turn generation."""
+    """Where the run's samples come from: episodes against `env` in a multi-turn run, else
+    synchronous single-turn generation."""
     config = run.config
+    if config.env.type:
+        return multi_turn_source(run)
     stream = PromptStream(run.train_rows, config.data.train_batch_size, config.trainer.seed)
     return SyncRolloutSource(stream, run.prompts, n=config.rollout.n, sampling=sampling_params(config), dynamic=config.data.dynamic_sampling,
                              with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
@@ -116,5 +123,8 @@ def evaluate(run: Run, roles: Roles, timer: PhaseTimer) -> dict[str, float]:
     `trainer.eval_k` pass@k and maj@k of sampled responses (:mod:`rlhf.eval.sampled`)."""
     if not run.eval_prompts:
         return {}
+    if run.config.env.type:
+        with timer.phase("eval"):
+            return evaluate_episodes(run, roles)
     with timer.phase("eval"):
         return evaluate_policy(roles.rollout, roles.reward, run.eval_prompts, eval_plan(run.config))

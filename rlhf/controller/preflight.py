@@ -22,6 +22,7 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.config.validate import choice_error, uses_critic
 from rlhf.config.validate_distributed import pool_size
 from rlhf.engines.registry import TRAINING_ENGINES
+from rlhf.envs.registry import env_types
 from rlhf.logging.factory import LOGGERS
 from rlhf.models.load import check_tiny_model_path
 from rlhf.models.reachable import HUB_TIMEOUT_S, model_reachable
@@ -31,8 +32,13 @@ from rlhf.rollout.registry import ROLLOUT_ENGINES
 
 def recipe_errors(config: RecipeConfig) -> list[str]:
     """Every problem of `config` with the registered parts it names."""
-    errors = [*_engine_errors(config), *source_type_errors([source.type for source in config.reward.sources]), *_logger_errors(config.trainer.loggers)]
+    errors = [*_engine_errors(config), *source_type_errors([source.type for source in config.reward.sources]), *_logger_errors(config.trainer.loggers),
+              _env_type_error(config.env.type)]
     return [error for error in errors if error]
+
+
+def _env_type_error(env_type: str) -> str | None:
+    return choice_error("env.type", env_type, env_types()) if env_type else None
 
 
 def check_recipe(config: RecipeConfig) -> RecipeConfig:

@@ -50,6 +50,10 @@ class Run:
     """This process's data-parallel rank (a worker of a Ray group; 0 in a local run)."""
     data_stats: dict[str, float] = field(default_factory=dict)
     """Counts of the loaded data (`data/train_rows`, `data/train_dropped`, ...), logged at step 0."""
+    eval_rows: list[dict] = field(default_factory=list)
+    """The held-out rows (multi-turn runs evaluate by playing episodes from them)."""
+    env_pool: object = None
+    """Multi-turn runs: the environments (:func:`rlhf.controller.episodes.env_pool`), closed with the run."""
 
     def prompts(self, rows: list[dict]) -> Batch:
         """Tokenised, left-padded prompt batch for `rows`."""
@@ -117,7 +121,7 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
     eval_prompts = [tokenize_prompts(config, tokenizer, eval_rows[i : i + data.eval_batch_size]) for i in range(0, len(eval_rows), data.eval_batch_size)]
-    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path, data_stats=data_stats)
+    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path, data_stats=data_stats, eval_rows=eval_rows)
 
 
 def fit_prompts(config: RecipeConfig, tokenizer, train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], list[dict], dict[str, float]]:

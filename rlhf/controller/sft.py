@@ -25,7 +25,7 @@ from rlhf.algorithms.logprobs import logprobs_from_logits
 from rlhf.algorithms.losses import masked_mean
 from rlhf.config.schema import SFTConfig
 from rlhf.controller.run_dir import SFT_STATE
-from rlhf.data.batch import Batch
+from rlhf.data.batch import Batch, action_mask
 from rlhf.data.prompts import PromptStream, sequence_tensor
 from rlhf.engines.base import TrainingEngine
 from rlhf.workers.forward import response_logits
@@ -49,7 +49,7 @@ def sft_step(engine: TrainingEngine, batch: Batch) -> dict[str, float]:
     with engine.autocast():
         logits = response_logits(engine.module, batch)
     device = logits.device
-    nll = -masked_mean(logprobs_from_logits(logits, batch["response_ids"].to(device)), batch["response_mask"].to(device).float())
+    nll = -masked_mean(logprobs_from_logits(logits, batch["response_ids"].to(device)), action_mask(batch).to(device).float())
     engine.backward(nll)
     grad_norm = engine.step()
     return {"sft/loss": nll.item(), "sft/grad_norm": grad_norm.item()}

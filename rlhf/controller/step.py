@@ -20,13 +20,13 @@ import torch
 from rlhf.algorithms.advantages import compute_advantages, whiten
 from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
-from rlhf.algorithms.token_rewards import outcome_token_rewards
+from rlhf.algorithms.token_rewards import outcome_token_rewards, turn_token_rewards
 from rlhf.controller.perf import device_count, throughput
 from rlhf.config.training_schema import ActorConfig
 from rlhf.controller.roles import Roles
 from rlhf.controller.setup import Run
 from rlhf.controller.sync_check import SyncChecker
-from rlhf.data.batch import Batch
+from rlhf.data.batch import Batch, action_mask
 from rlhf.rollout.source import RolloutSource
 from rlhf.timing import PhaseTimer, phase_shares
 
@@ -102,9 +102,11 @@ def add_advantages(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
     subtracted per token (and its sum from `scores`). Returns the mean sequence KL as a metric.
     """
     algorithm = run.config.algorithm
-    mask = batch["response_mask"].float()
+    mask = action_mask(batch).float()
     scores = batch["scores"]
-    if "process_token_rewards" in batch:
+    if "turn_rewards" in batch:  # multi-turn: each turn's reward on its action's last token
+        token_rewards = turn_token_rewards(batch["turn_rewards"], batch["action_ends"], mask.shape[1])
+    elif "process_token_rewards" in batch:
         token_rewards = outcome_token_rewards(batch["outcome_scores"], mask) + batch["process_token_rewards"] * mask
     else:
         token_rewards = outcome_token_rewards(scores, mask)
@@ -120,7 +122,9 @@ def add_advantages(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
         "scores": scores, "group_index": batch["group_index"], "response_mask": mask, "token_rewards": token_rewards,
         "gamma": algorithm.gamma, "lam": algorithm.lam,
     }
-    available.update({key: batch[key] for key in ("values", "baseline_scores") if key in batch})
+    available.update({key: batch[key] for key in ("values", "baseline_scores", "turn_rewards", "turn_mask", "turn_index") if key in batch})
+    if "turn_rewards" in batch:
+        available["turn_gamma"] = algorithm.turn_gamma
     advantages, returns = compute_advantages(algorithm.advantage, **available)
     if algorithm.whiten_advantages:
         advantages = whiten(advantages, mask) * mask
@@ -150,7 +154,7 @@ def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float, d
     lengths = batch["response_mask"].sum(dim=-1).float()
     metrics = {}
     if "rollout_logprobs" in batch and "old_logprobs" in batch:
-        mean_gap, max_gap = logprob_gap(batch["rollout_logprobs"], batch["old_logprobs"], batch["response_mask"])
+        mean_gap, max_gap = logprob_gap(batch["rollout_logprobs"], batch["old_logprobs"], action_mask(batch))
         metrics = {"rollout/logprob_diff": mean_gap.item(), "rollout/logprob_diff_max": max_gap.item()}
     return {
         **metrics,

@@ -11,6 +11,7 @@ from rich.console import Console
 from rlhf.config.errors import ConfigError
 from rlhf.config.schema import RecipeConfig
 from rlhf.controller.checkpoint import resume_point
+from rlhf.controller.episodes import demo_batch, greedy_success_rate
 from rlhf.controller.interrupt import RunInterrupted, stop_on_signals
 from rlhf.controller.loop import RLResult, rl_loop
 from rlhf.controller.run_dir import SFT_CHECKPOINT, FinishedRun, finished_run
@@ -87,6 +88,8 @@ def sft(config: RecipeConfig, recipe_name: str) -> dict[str, float]:
         summary = supervised_warm_start(run)
     finally:
         run.reward.close()
+        if run.env_pool is not None:
+            run.env_pool.close()
     target = run.output_dir / "sft_model"
     run.model.save_pretrained(target)
     run.tokenizer.save_pretrained(target)
@@ -137,9 +140,15 @@ def supervised_warm_start(run: Run) -> dict[str, float]:
     judge = sft_judge(run)
 
     def validate() -> float:
+        if config.env.type:  # a multi-turn run: greedy episodes' success rate
+            return greedy_success_rate(run, run.rollout, judge, rows[: sft_config.val_size])
         return greedy_accuracy(run.rollout, judge, val_prompts, config.rollout.max_new_tokens)["eval/accuracy"]
 
+    demo_rng = random.Random(config.trainer.seed + 1)
+
     def make_batch(batch_rows: list[dict]):
+        if config.env.type:  # imitate the environment's demonstrated (legal) play
+            return demo_batch(run, batch_rows, demo_rng)
         return sft_batch(run.prompts(batch_rows), run.tokenizer)
 
     try:

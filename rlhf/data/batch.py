@@ -11,7 +11,9 @@ is carried along unchanged). Common tensors:
     prompt_ids      [B, P]  left-padded prompt tokens
     prompt_mask     [B, P]  1 on real prompt tokens
     response_ids    [B, R]  right-padded response tokens
-    response_mask   [B, R]  1 on real response tokens (EOS included)
+    response_mask   [B, R]  1 on real response tokens (EOS included): the attention mask
+    action_mask     [B, R]  multi-turn only: 1 on the tokens the policy generated (not on the
+                            environment's observations between actions); see `action_mask()`
     old_logprobs    [B, R]  token-level tensors all have this shape
     scores          [B]     sequence-level tensors
 """
@@ -114,3 +116,11 @@ def _cat_padded(parts: list[torch.Tensor], left: bool = False) -> torch.Tensor:
     width = max(p.shape[1] for p in parts)
     padded = [torch.nn.functional.pad(p, (width - p.shape[1], 0) if left else (0, width - p.shape[1])) for p in parts]
     return torch.cat(padded)
+
+
+def action_mask(batch: Batch) -> torch.Tensor:
+    """[B, R] 1 on the response tokens the policy generated: what every loss, logprob, KL,
+    value and advantage averages over. A multi-turn batch carries `action_mask` (observation
+    tokens between actions are 0); in a single-turn batch every response token is an action,
+    so it is `response_mask`."""
+    return batch["action_mask"] if "action_mask" in batch else batch["response_mask"]

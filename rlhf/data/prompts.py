@@ -37,14 +37,27 @@ def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str
     return map_rows(rows, dataset, key)
 
 
-def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
-    from rlhf.data.arithmetic import arithmetic_rows
+BUILTIN_DATASETS = ("arithmetic", "multiplication", "guess_number", "twenty_questions")
+"""Datasets generated locally (`builtin:<name>`): the arithmetic quickstart task, multi-digit
+multiplication (the calculator tool's task), and the episodes of two built-in environments."""
 
+
+def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
     name = dataset.path.removeprefix("builtin:")
-    if name != "arithmetic":
-        raise ConfigError(f"{key}.path: unknown builtin dataset {name!r}; valid: builtin:arithmetic")
+    if name not in BUILTIN_DATASETS:
+        raise ConfigError(f"{key}.path: unknown builtin dataset {name!r}; valid: {', '.join('builtin:' + n for n in BUILTIN_DATASETS)}")
     try:
-        return arithmetic_rows(dataset.split, arithmetic.digits, arithmetic.test_fraction, arithmetic.seed)
+        if name == "arithmetic":
+            from rlhf.data.arithmetic import arithmetic_rows
+
+            return arithmetic_rows(dataset.split, arithmetic.digits, arithmetic.test_fraction, arithmetic.seed)
+        if name == "multiplication":
+            from rlhf.data.multiplication import multiplication_rows
+
+            return multiplication_rows(dataset.split, dataset.size, arithmetic.seed)
+        from rlhf.data.env_tasks import env_task_rows
+
+        return env_task_rows(name, dataset.split, dataset.size, arithmetic.seed)
     except ValueError as error:
         raise ConfigError(f"{key}.split: {error}") from None
 

@@ -13,7 +13,7 @@ from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
-from rlhf.data.batch import Batch
+from rlhf.data.batch import Batch, action_mask
 from rlhf.data.padding import map_micro_batches
 from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
 from rlhf.engines.base import TrainingEngine
@@ -93,7 +93,7 @@ class ActorWorker:
 
     def _accumulate_micro_batch(self, micro: Batch, weight: float, kl_coef: float) -> dict[str, torch.Tensor]:
         device = next(self.engine.module.parameters()).device
-        mask = micro["response_mask"].to(device).float()
+        mask = action_mask(micro).to(device).float()
         # micro-batches are trimmed: seq-mean-token-sum-norm divides by the batch's width R
         norm_length = self.loss.norm_length or micro.meta.get("response_width")
         agg = dict(mode=self.loss.loss_agg, norm_length=norm_length)
@@ -123,7 +123,7 @@ class ActorWorker:
         """What this rank's loss averages over: its valid response tokens for token-mean
         aggregation, else its sequences (the ranks' metrics are averaged with these weights,
         so the loss of the whole batch comes out as one process computes it)."""
-        return float(shard["response_mask"].sum()) if self.loss.loss_agg == "token-mean" else float(len(shard))
+        return float(action_mask(shard).sum()) if self.loss.loss_agg == "token-mean" else float(len(shard))
 
     @property
     def description(self) -> str:

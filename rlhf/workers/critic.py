@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.algorithms.losses import hl_gauss_loss, hl_gauss_value, masked_mean, value_loss
-from rlhf.data.batch import Batch
+from rlhf.data.batch import Batch, action_mask
 from rlhf.data.padding import map_micro_batches
 from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
 from rlhf.engines.base import TrainingEngine
@@ -78,7 +78,7 @@ class CriticWorker:
             epochs=self.loss.ppo_epochs, mini_batch_size=self.loss.mini_batch_size, micro_batch_size=self.loss.micro_batch_size,
             loss_agg="token-mean", generator=self.shuffle_generator, max_tokens=self.loss.max_tokens,
         )
-        metrics["explained_var"] = explained_variance(batch["values"], batch["returns"], batch["response_mask"].float()).item()
+        metrics["explained_var"] = explained_variance(batch["values"], batch["returns"], action_mask(batch).float()).item()
         return {f"critic/{key}": value for key, value in metrics.items()}
 
     def shard_weight(self, shard: Batch) -> float:
@@ -87,7 +87,7 @@ class CriticWorker:
 
     def _accumulate_micro_batch(self, micro: Batch, weight: float) -> dict[str, torch.Tensor]:
         device = next(self.engine.module.parameters()).device
-        mask = micro["response_mask"].to(device).float()
+        mask = action_mask(micro).to(device).float()
         returns = micro["returns"].to(device)
         with self.engine.autocast():
             outputs = response_values(self.engine.module, micro)

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from rlhf.data.batch import Batch
+from rlhf.data.batch import Batch, action_mask
 from rlhf.data.padding import micro_batch_rows, trimmed
 from rlhf.engines.base import TrainingEngine
 
@@ -76,7 +76,7 @@ def mini_batch_scale(engine: TrainingEngine, mini: Batch, loss_agg: str) -> floa
     """
     if engine.dp_size == 1 or loss_agg != "token-mean":
         return 1.0
-    tokens = float(mini["response_mask"].sum())
+    tokens = float(action_mask(mini).sum())
     return engine.dp_size * tokens / max(1.0, engine.dp_sum(tokens))
 
 
@@ -84,5 +84,5 @@ def micro_weight(micro: Batch, mini: Batch, loss_agg: str) -> float:
     """The micro-batch's share of its mini-batch: of valid tokens for token-mean, else of
     sequences."""
     if loss_agg == "token-mean":
-        return float(micro["response_mask"].sum()) / max(1.0, float(mini["response_mask"].sum()))
+        return float(action_mask(micro).sum()) / max(1.0, float(action_mask(mini).sum()))
     return len(micro) / len(mini)

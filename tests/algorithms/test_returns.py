@@ -15,10 +15,10 @@ from rlhf.algorithms.advantages import discounted_returns, gae, reinforce_pp, re
 
 
 def loop_discounted_returns(rewards: list[float], mask: list[int], gamma: float) -> list[float]:
-    """G_t = r_t + gamma G_{t+1} on valid tokens; a masked token is 0 and restarts the sum."""
+    """G_t = r_t + gamma G_{t+1} over the valid tokens only (holes removed), scattered back."""
     out, running = [0.0] * len(rewards), 0.0
-    for t in reversed(range(len(rewards))):
-        running = rewards[t] + gamma * running if mask[t] else 0.0
+    for t in reversed([t for t, m in enumerate(mask) if m]):
+        running = rewards[t] + gamma * running
         out[t] = running
     return out
 
@@ -75,9 +75,10 @@ def test_discounted_returns_by_hand():
     # gamma 0.5, right-padded: G_1 = 2, G_0 = 1 + 0.5 * 2 = 2, the padded 3 is dropped
     returns = discounted_returns(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1, 1, 0]]), 0.5)
     assert returns.tolist() == [[2.0, 2.0, 0.0]]
-    # a hole restarts the sum: G_3 = 4, G_2 = 0 (masked), G_1 = 2 + 0.5 * 0 = 2, G_0 = 1 + 1 = 2
+    # a hole (an observation between two actions) is skipped: G_3 = 4, G_2 = 0 (masked),
+    # G_1 = 2 + 0.5 * 4 = 4, G_0 = 1 + 0.5 * 4 = 3
     returns = discounted_returns(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1, 1, 0, 1]]), 0.5)
-    assert returns.tolist() == [[2.0, 2.0, 0.0, 4.0]]
+    assert returns.tolist() == [[3.0, 4.0, 0.0, 4.0]]
     assert returns.dtype == torch.float32
 
 
@@ -152,7 +153,7 @@ def test_non_finite_values_under_the_mask_do_not_leak():
     mask = torch.tensor([[1, 0, 1]])
     advantages, returns = gae(rewards, values, mask, 1.0, 1.0)
     assert advantages.tolist() == [[2.0, 0.0, 1.0]] and returns.tolist() == [[2.0, 0.0, 1.0]]
-    assert discounted_returns(rewards, mask, 1.0).tolist() == [[1.0, 0.0, 1.0]]
+    assert discounted_returns(rewards, mask, 1.0).tolist() == [[2.0, 0.0, 1.0]]
     assert whiten(rewards, mask)[mask.bool()].isfinite().all()
 
 
