@@ -68,8 +68,8 @@ def turn_baseline(returns: torch.Tensor, turn_mask: torch.Tensor, group_index: S
     forward from b_{k-1}^i (0 at k = 0, i.e. for a group of one): still a function of the other
     episodes alone, and closer to them than 0 when rewards come at the end.
 
-    Why it is unbiased (see :func:`turn_advantages` for the whole estimator): the episodes of a group
-    are i.i.d. given the prompt, and b_k^i reads only the others, so it is independent of
+    Why it is unbiased (see :func:`turn_advantages` for the whole estimator): the episodes of a
+    group are i.i.d. given the prompt, and b_k^i reads only the others, so it is independent of
     episode i. Condition on the others and on episode i's history h_k^i up to s_k^i; whether i
     reached turn k, and s_k^i, are functions of h_k^i, and
     E[b_k^i grad log pi(a_k^i | s_k^i) | others, h_k^i] = b_k^i E_{a ~ pi(.|s_k^i)}[grad log pi(a | s_k^i)] = 0.
@@ -78,8 +78,8 @@ def turn_baseline(returns: torch.Tensor, turn_mask: torch.Tensor, group_index: S
     - the group mean INCLUDING episode i (GRPO-style). Where c others reached turn k it equals
       c/(c+1) times this leave-one-out advantage, so turn k's term is weighted by c/(c+1),
       which shrinks with k as fewer others reach late turns (and is 0 when no other did): late
-      turns are systematically under-weighted. With equal lengths this is a harmless uniform
-      (G-1)/G; with variable lengths it changes the direction of the gradient.
+      turns are systematically under-weighted. With equal lengths in groups of N this is a harmless
+      uniform (N-1)/N; with variable lengths it changes the direction of the gradient.
     - anything that reads episode i's own number of turns n_i: a mean over i's turns, a
       division by n_i, comparing only with episodes of the same length. n_i is decided by a_k^i
       and the actions after it, so it does not factor out of E[. grad log pi(a_k^i | s_k^i)].
@@ -97,10 +97,12 @@ def turn_baseline(returns: torch.Tensor, turn_mask: torch.Tensor, group_index: S
         raise ValueError(f"group_index has {len(group_index)} labels; returns has {returns.shape[0]} rows")
     returns = _floating(returns)
     played = turn_mask.to(returns.dtype)
+    # selected, not multiplied, away: a non-finite value under the mask must not reach the sums
+    own = torch.where(turn_mask.bool(), returns, torch.zeros_like(returns))
     ids, num_groups = group_ids(group_index, device=returns.device)
     zeros = torch.zeros(num_groups, returns.shape[1], dtype=returns.dtype, device=returns.device)
     # group totals minus the episode's own contribution: the others' sums and counts per turn
-    others_sum = zeros.index_add(0, ids, returns * played)[ids] - returns * played
+    others_sum = zeros.index_add(0, ids, own)[ids] - own
     others_count = zeros.index_add(0, ids, played)[ids] - played
     baseline = torch.zeros_like(returns)
     carried = torch.zeros_like(returns[:, 0])
