@@ -235,6 +235,11 @@ def random_inputs(seed: int, batch: int, length: int, right_padded: bool) -> dic
         "baseline_scores": torch.rand(batch, generator=generator),
         "gamma": 0.9,
         "lam": 0.8,
+        # multi-turn inputs: up to 3 turns per row, tokens assigned to turns (or -1) at random
+        "turn_rewards": torch.randn(batch, 3, generator=generator),
+        "turn_mask": (torch.arange(3)[None, :] < torch.randint(1, 4, (batch, 1), generator=generator)).float(),
+        "turn_index": torch.randint(-1, 3, (batch, length), generator=generator),
+        "turn_gamma": 0.8,
     }
 
 
@@ -244,6 +249,8 @@ def pad_columns(inputs: dict, extra: int, fill: float) -> dict:
     for key in ("token_rewards", "values"):
         padded[key] = torch.cat([inputs[key], torch.full((len(inputs[key]), extra), fill)], dim=1)
     padded["response_mask"] = torch.cat([inputs["response_mask"], torch.zeros(len(inputs["response_mask"]), extra)], dim=1)
+    # masked columns that still name a real turn
+    padded["turn_index"] = torch.cat([inputs["turn_index"], torch.zeros(len(inputs["turn_index"]), extra, dtype=torch.long)], dim=1)
     return padded
 
 
@@ -286,10 +293,10 @@ def test_permutation_equivariance(name, shape, rng):
 
 # ---- registry and compute_advantages -----------------------------------------------------
 
-ALL_NAMES = {"gae", "grpo", "drgrpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax"}
+ALL_NAMES = {"gae", "grpo", "drgrpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "turn_rloo"}
 
 
-def test_registry_holds_exactly_the_seven_estimators():
+def test_registry_holds_exactly_the_registered_estimators():
     assert set(ADVANTAGE_ESTIMATORS) == ALL_NAMES
     assert get_advantage_estimator("grpo") is grpo
     assert get_advantage_estimator("drgrpo") is drgrpo
@@ -297,7 +304,7 @@ def test_registry_holds_exactly_the_seven_estimators():
 
 
 def test_unknown_estimator_lists_the_valid_ones():
-    valid = "drgrpo, gae, grpo, reinforce_pp, reinforce_pp_baseline, remax, rloo"
+    valid = "drgrpo, gae, grpo, reinforce_pp, reinforce_pp_baseline, remax, rloo, turn_rloo"
     with pytest.raises(KeyError, match=f"unknown advantage estimator 'ppo2'; valid: {valid}"):
         get_advantage_estimator("ppo2")
     with pytest.raises(KeyError, match="unknown advantage estimator 'ppo2'"):
