@@ -108,8 +108,10 @@ def test_every_registered_name_is_accepted():
     from rlhf.algorithms.kl import KL_ESTIMATORS
     from rlhf.algorithms.losses import LOSS_AGG_MODES
 
-    for name in ADVANTAGE_ESTIMATORS:
-        load_checked_recipe(None, [MODEL, f"algorithm.advantage={name}"])
+    for name, estimator in ADVANTAGE_ESTIMATORS.items():
+        # turn-level estimators need a multi-turn run
+        env = ["env.type=guess_number", "env.max_total_tokens=128", "data.max_prompt_tokens=64"] if estimator.needs_turns else []
+        load_checked_recipe(None, [MODEL, f"algorithm.advantage={name}", *env])
     for name in KL_ESTIMATORS:
         load_checked_recipe(None, [MODEL, f"algorithm.kl.kind={name}"])
     for name in LOSS_AGG_MODES:
@@ -249,3 +251,19 @@ def test_critic_micro_batch_must_divide_its_mini_batch_with_gae():
 
 def test_critic_batch_sizes_are_ignored_without_a_critic():
     load_checked_recipe(None, [MODEL, "algorithm.advantage=grpo", *THIRTY, "critic.mini_batch_size=4", "critic.micro_batch_size=3"])
+
+
+def test_env_keys_and_options_a_multi_turn_run_cannot_honour_are_named():
+    with pytest.raises(ConfigError) as raised:
+        load_checked_recipe(None, [MODEL, "algorithm.advantage=turn_rloo"])
+    assert "algorithm.advantage: 'turn_rloo' assigns credit to the turns" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        load_checked_recipe(None, [MODEL, "env.type=class", "env.max_turns=0", "env.observation_template=x", "algorithm.advantage=remax",
+                                   "data.dynamic_sampling.enabled=true", "trainer.eval_k=[1]", "trainer.eval_n=2"])
+    message = str(raised.value)
+    for expected in ("env.type: 'class' needs env.path", "env.max_turns: must be >= 1", "env.observation_template: 'x' has no '{observation}'",
+                     "algorithm.advantage: remax needs a greedy single-turn", "data.dynamic_sampling.enabled: not available with env",
+                     "trainer.eval_k / trainer.eval_n", "env.max_total_tokens (512) is below data.max_prompt_tokens"):
+        assert expected in message, expected
+    with pytest.raises(ConfigError, match="env.type: unknown value 'chess'"):
+        load_checked_recipe(None, [MODEL, "env.type=chess", "data.max_prompt_tokens=64"])
