@@ -51,10 +51,29 @@ def checked_step(result: Any, where: str) -> Step:
         raise EnvError(f"{where} returned a Step whose done is {short(done)} ({type(done).__name__}); it must be a bool")
     if not isinstance(result.info, dict):
         raise EnvError(f"{where} returned a Step whose info is {short(result.info)} ({type(result.info).__name__}); it must be a dict")
-    success = result.info.get("success")
-    if success is not None and type(success).__name__ not in ("bool", "bool_"):
-        raise EnvError(f"{where} returned info['success'] = {short(success)}; it must be a bool (or absent)")
-    return Step(result.observation, float(reward), done, result.info)
+    info = _plain(result.info, where, "info", 0)
+    if not isinstance(info.get("success", False), bool):
+        raise EnvError(f"{where} returned info['success'] = {short(info['success'])}; it must be a bool (or absent)")
+    return Step(result.observation, float(reward), done, info)
+
+
+_MAX_DEPTH = 8
+
+
+def _plain(value: Any, where: str, name: str, depth: int) -> Any:
+    """`value` (`name`: where it sits in info) with numpy scalars as Python numbers, tuples as
+    lists; EnvError for anything that is not plain data. Plain data unpickles in any process
+    (an object of the user's module would not, in the driver) and goes into samples.jsonl."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if depth < _MAX_DEPTH and isinstance(value, (list, tuple)):
+        return [_plain(item, where, f"{name}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if depth < _MAX_DEPTH and isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: _plain(item, where, f"{name}[{key!r}]", depth + 1) for key, item in value.items()}
+    raise EnvError(f"{where} returned {name} = {short(value)} ({type(value).__name__}); info may hold only plain values "
+                   f"(str, numbers, bools, None, and lists and str-keyed dicts of them, nested at most {_MAX_DEPTH} deep)")
 
 
 def checked_text(result: Any, where: str, what: str) -> str:
@@ -67,6 +86,13 @@ def checked_text(result: Any, where: str, what: str) -> str:
 def raised(where: str, error: BaseException) -> EnvError:
     """The EnvError for an exception that escaped an environment's method: its cause and the
     user's line, then the traceback trimmed to the user's frames."""
+    summary, details = explain(error)
+    return EnvError(f"{where} raised {summary}\n{details}")
+
+
+def explain(error: BaseException) -> tuple[str, str]:
+    """('ValueError: boom (at line 12 of /x/env.py, in step)', the traceback trimmed to the
+    user's frames, library frames below the user's last line left out)."""
     frames, last_user = _user_frames(error)
     line = ""
     if frames:
@@ -76,7 +102,7 @@ def raised(where: str, error: BaseException) -> EnvError:
     if len(frames) - 1 > last_user:
         details.append(f"  ... {len(frames) - 1 - last_user} frame(s) inside libraries\n")
     details.extend(traceback.format_exception_only(type(error), error))
-    return EnvError(f"{where} raised {cause(error)}{line}\n{''.join(details).rstrip()}")
+    return cause(error) + line, "".join(details).rstrip()
 
 
 def cause(error: BaseException) -> str:
