@@ -45,15 +45,15 @@ def checked_step(result: Any, where: str) -> Step:
         raise EnvError(f"{where} returned a Step whose reward is {short(result.reward)} "
                        f"({type(result.reward).__name__}); it must be a finite number")
     done = result.done
-    if type(done).__name__ == "bool_":  # numpy's bool, common in environments that use numpy
-        done = bool(done)
+    if getattr(done, "ndim", None) == 0 and hasattr(done, "item"):  # numpy's bool, common in environments that use numpy
+        done = done.item()
     if not isinstance(done, bool):
         raise EnvError(f"{where} returned a Step whose done is {short(done)} ({type(done).__name__}); it must be a bool")
     if not isinstance(result.info, dict):
         raise EnvError(f"{where} returned a Step whose info is {short(result.info)} ({type(result.info).__name__}); it must be a dict")
     info = _plain(result.info, where, "info", 0)
-    if not isinstance(info.get("success", False), bool):
-        raise EnvError(f"{where} returned info['success'] = {short(info['success'])}; it must be a bool (or absent)")
+    if info.get("success") is not None and not isinstance(info["success"], bool):
+        raise EnvError(f"{where} returned info['success'] = {short(info['success'])}; it must be a bool (or None, or absent)")
     return Step(result.observation, float(reward), done, info)
 
 
