@@ -132,6 +132,9 @@ class EnvPool:
         except EnvError as error:
             self._failed = f"an episode failed: {str(error).splitlines()[0]}"
             raise
+        except BaseException:  # Ctrl-C while workers step: stop them now, not at their deadlines
+            self.close()
+            raise
         merged = {call[0]: result for shard_calls, shard_results in zip(by_shard, results)
                   for call, result in zip(shard_calls, shard_results)}
         return dict(sorted(merged.items()))
@@ -219,9 +222,12 @@ def _in_parallel(jobs: list[tuple[Any, tuple]]) -> list[Any]:
     if len(jobs) == 1:
         fn, args = jobs[0]
         return [fn(*args)]
-    with ThreadPoolExecutor(max_workers=len(jobs)) as executor:
+    executor = ThreadPoolExecutor(max_workers=len(jobs))
+    try:
         futures = [executor.submit(fn, *args) for fn, args in jobs]
         errors = [future.exception() for future in futures]
+    finally:
+        executor.shutdown(wait=False)  # after a Ctrl-C, not a wait for calls still running: the pool kills them
     for error in errors:
         if error is not None:
             raise error

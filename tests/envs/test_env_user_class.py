@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from process_helpers import alive
 
 from rlhf.config.env_schema import EnvConfig
 from rlhf.config.errors import ConfigError
@@ -266,3 +269,24 @@ def test_demo_actions_of_a_class_without_demo_action_are_a_config_error(tmp_path
         pool.reset([{}])
         with pytest.raises(ConfigError, match="has no demo_action\\(rng\\) method, which the supervised warm start"):
             pool.demo_actions([0], random.Random(0))
+
+
+def test_ctrl_c_while_workers_step_stops_them_at_once(tmp_path):
+    path = write(tmp_path, """
+        import time
+        class Env:
+            def reset(self, row):
+                return ''
+            def step(self, action):
+                time.sleep(60)
+    """)
+    pool = pool_of(path, timeout_s=60.0, workers=2)
+    pool.reset([{}, {}])
+    pids = [shard.process.pid for shard in pool.shards]
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pool.step({0: "a", 1: "b"}, turn=0)
+    assert time.monotonic() - started < 5.0
+    assert not any(alive(pid) for pid in pids)
