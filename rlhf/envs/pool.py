@@ -73,12 +73,15 @@ class EnvPool:
         self.size = 0
         """Episodes of the last reset."""
         self._failed: str | None = "no episodes yet: call reset first"
+        self._closed = False
 
     def reset(self, rows: Sequence[dict]) -> list[str]:
         """Start one fresh episode per row (ids 0..len(rows)-1, earlier episodes dropped);
         their first observations, in row order."""
+        if self._closed:
+            raise ValueError(f"EnvPool of {self.label}: the pool is closed")
         self.size, self._failed = 0, "an earlier reset failed"
-        _in_parallel([(shard.run, ("clear", [()])) for shard in self.shards])
+        self._on_shards("clear", [[()] for _ in self.shards])
         calls = {i: (i, row) for i, row in enumerate(rows)}
         observations = self._run("reset_one", calls)
         self.size, self._failed = len(rows), None
@@ -108,7 +111,7 @@ class EnvPool:
         """Stop the worker processes (if any). Idempotent."""
         for shard in self.shards:
             shard.close()
-        self._failed = "the pool is closed"
+        self._failed, self._closed = "the pool is closed", True
 
     def __enter__(self) -> EnvPool:
         return self
@@ -127,17 +130,21 @@ class EnvPool:
         """{episode id: the result of method(*calls[id])}, each shard running its episodes' calls."""
         count = len(self.shards)
         by_shard = [[calls[i] for i in sorted(calls) if i % count == s] for s in range(count)]
+        results = self._on_shards(method, by_shard)
+        merged = {call[0]: result for shard_calls, shard_results in zip(by_shard, results)
+                  for call, result in zip(shard_calls, shard_results)}
+        return dict(sorted(merged.items()))
+
+    def _on_shards(self, method: str, by_shard: list[list[tuple]]) -> list[list[Any]]:
+        """Shard s runs method(*call) for each call in by_shard[s], all shards at once."""
         try:
-            results = _in_parallel([(shard.run, (method, shard_calls)) for shard, shard_calls in zip(self.shards, by_shard)])
+            return _in_parallel([(shard.run, (method, calls)) for shard, calls in zip(self.shards, by_shard)])
         except EnvError as error:
             self._failed = f"an episode failed: {str(error).splitlines()[0]}"
             raise
         except BaseException:  # Ctrl-C while workers step: stop them now, not at their deadlines
             self.close()
             raise
-        merged = {call[0]: result for shard_calls, shard_results in zip(by_shard, results)
-                  for call, result in zip(shard_calls, shard_results)}
-        return dict(sorted(merged.items()))
 
 
 class LocalShard:

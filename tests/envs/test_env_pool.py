@@ -120,3 +120,5 @@ def test_closing_the_pool_ends_its_worker_processes(tmp_path):
     while descendants() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert descendants() - before == set()
+    with pytest.raises(ValueError, match="the pool is closed"):
+        pool.reset([{}])
