@@ -1,6 +1,5 @@
 """ArCHer's utterance critic and its replay buffer on hand-built multi-turn batches and a tiny model."""
 
-import copy
 import io
 
 import pytest
@@ -12,7 +11,7 @@ from rlhf.data.batch import Batch
 from rlhf.dispatch import ALL, RANK_ZERO, dispatch_table
 from rlhf.models.load import load_causal_lm
 from rlhf.models.tokenizer import build_char_tokenizer
-from rlhf.workers.replay import ReplayBuffer, Trajectory, trajectories_from_batch
+from rlhf.workers.replay import ReplayBuffer, trajectories_from_batch
 from rlhf.workers.utterance_critic import UtteranceCritic, build_utterance_critic
 from tiny_helpers import sharpen_weights
 
@@ -235,3 +234,16 @@ def test_every_replica_runs_the_critic_and_rank_zero_saves_it():
     table = dispatch_table(UtteranceCritic)
     assert {name: spec.mode for name, spec in table.items()} == {
         "observe": ALL, "update": ALL, "turn_advantages": ALL, "load_state_dict": ALL, "state_dict": RANK_ZERO}
+
+
+def test_micro_batches_weigh_their_turns_as_one_batch_would(tiny_path):
+    batch = two_turn_game("gbgbbg")
+    whole, per_trajectory = (build_utterance_critic(ArcherConfig(critic_lr=1e-3), backbone_path=tiny_path, device="cpu", seed=0,
+                                                    gamma=0.9, micro_batch_size=size) for size in (8, 1))
+    for model in (whole, per_trajectory):
+        model.observe(batch)
+    metrics = [model.update(4, batch_size=16) for model in (whole, per_trajectory)]
+    assert metrics[0].keys() == metrics[1].keys()
+    for key in metrics[0]:
+        assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-4, abs=1e-6), key
+    torch.testing.assert_close(whole.turn_advantages(batch), per_trajectory.turn_advantages(batch), rtol=1e-4, atol=1e-5)
