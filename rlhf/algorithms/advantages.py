@@ -26,7 +26,7 @@ import torch
 
 from rlhf.algorithms.groups import group_ids, group_mean_std, group_sum
 from rlhf.algorithms.returns import discounted_returns, gae, whiten
-from rlhf.algorithms.turns import turn_rloo
+from rlhf.algorithms.turns import archer_token_advantages, turn_rloo
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -207,8 +207,9 @@ class Estimator:
     `inputs` name the keyword arguments the controller passes, from what it has at step 5 of
     the loop: `scores`, `group_index`, `response_mask`, `token_rewards`, `values` (a critic's),
     `baseline_scores` (scores of greedy responses, ReMax) and the settings `gamma`, `lam`;
-    in multi-turn runs also `turn_rewards`, `turn_mask`, `turn_index` (the Batch's) and
-    `turn_gamma`, with the Batch's action mask passed as `response_mask`.
+    in multi-turn runs also `turn_rewards`, `turn_mask`, `turn_index` (the Batch's),
+    `turn_gamma` and with ArCHer `utterance_advantages`, with the Batch's action mask passed as
+    `response_mask`.
     """
 
     fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -225,13 +226,19 @@ class Estimator:
         return "baseline_scores" in self.inputs
 
     @property
+    def needs_utterance_critic(self) -> bool:
+        """The run trains ArCHer's off-policy utterance critic, whose per-turn advantages
+        (`utterance_advantages [B, K]`) this estimator reads."""
+        return "utterance_advantages" in self.inputs
+
+    @property
     def needs_turns(self) -> bool:
         """The estimator reads per-turn inputs, which only multi-turn runs (`env` set) produce."""
         return any(key in self.inputs for key in _TURN_INPUTS)
 
 
 _GROUP = ("scores", "group_index", "response_mask")
-_TURN_INPUTS = ("turn_rewards", "turn_mask", "turn_index")
+_TURN_INPUTS = ("turn_rewards", "turn_mask", "turn_index", "utterance_advantages")
 
 ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
     "gae": Estimator(gae, ("token_rewards", "values", "response_mask", "gamma", "lam")),
@@ -242,6 +249,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
     "reinforce_pp_baseline": Estimator(reinforce_pp_baseline, _GROUP),
     "remax": Estimator(remax, ("token_rewards", "baseline_scores", "response_mask")),
     "turn_rloo": Estimator(turn_rloo, (*_TURN_INPUTS, "response_mask", "group_index", "turn_gamma")),
+    "archer": Estimator(archer_token_advantages, ("utterance_advantages", "turn_index", "response_mask")),
 }
 """`algorithm.advantage` -> its entry."""
 

@@ -208,3 +208,20 @@ def turn_rloo(
         spread_over_tokens(advantages, turn_index, response_mask).float(),
         spread_over_tokens(returns, turn_index, response_mask).float(),
     )
+
+
+def archer_token_advantages(utterance_advantages: torch.Tensor, turn_index: torch.Tensor, response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ArCHer's low level (Zhou et al. 2024, sec. 4): the token policy inside turn k is trained
+    with the high-level critic's utterance advantage A(s_k, a_k) = Q(s_k, a_k) - V(s_k) as the
+    return of every one of its tokens (no discount within the turn), so the token-level update
+    is REINFORCE (or PPO's clipped surrogate) on the critic's judgement of the whole utterance.
+
+    Args:
+        utterance_advantages: [B, K] from the utterance critic (0 on turns not played).
+        turn_index: [B, R] turn of each action token (-1 elsewhere).
+        response_mask: [B, R] the action mask.
+    Returns:
+        (advantages [B, R], returns [B, R]) float32, both the spread utterance advantages.
+    """
+    advantages = spread_over_tokens(utterance_advantages, turn_index, response_mask).float()
+    return advantages, advantages

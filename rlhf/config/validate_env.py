@@ -17,6 +17,7 @@ def env_errors(cfg: RecipeConfig) -> Iterable[str]:
     """Every problem of `cfg.env` and of options that do not fit it (see the module docstring)."""
     env = cfg.env
     turn_estimator = _needs_turns(cfg.algorithm.advantage)
+    yield from _archer_errors(cfg)
     if not env.type:
         if turn_estimator:
             yield (f"algorithm.advantage: {cfg.algorithm.advantage!r} assigns credit to the turns of multi-turn episodes, "
@@ -59,8 +60,30 @@ def _unsupported_with_env(cfg: RecipeConfig) -> Iterable[str]:
                f"({cfg.model.tiny.max_position_embeddings}); raise the model's or lower the budget")
 
 
+def _archer_errors(cfg: RecipeConfig) -> Iterable[str]:
+    archer = cfg.algorithm.archer
+    if not 0.0 <= archer.tau <= 1.0:
+        yield f"algorithm.archer.tau: must be in [0, 1], got {archer.tau}"
+    for key in ("buffer_size", "critic_batch_size"):
+        if getattr(archer, key) < 1:
+            yield f"algorithm.archer.{key}: must be >= 1, got {getattr(archer, key)}"
+    if archer.critic_updates < 0 or archer.warmup_steps < 0:
+        yield "algorithm.archer.critic_updates / warmup_steps: must be >= 0"
+    if archer.critic_lr <= 0:
+        yield f"algorithm.archer.critic_lr: must be > 0, got {archer.critic_lr}"
+    if archer.backbone not in ("separate", "policy"):
+        yield f"algorithm.archer.backbone: unknown value {archer.backbone!r} (valid values: separate, policy)"
+    if _estimator_flag(cfg.algorithm.advantage, "needs_utterance_critic") and cfg.distributed.backend != "local":
+        yield ("algorithm.advantage: archer's utterance critic runs beside the actor in the driver's process; it does not run "
+               f"on distributed.backend={cfg.distributed.backend!r} yet: use distributed.backend=local")
+
+
 def _needs_turns(advantage: str) -> bool:
+    return _estimator_flag(advantage, "needs_turns")
+
+
+def _estimator_flag(advantage: str, flag: str) -> bool:
     from rlhf.algorithms.advantages import ADVANTAGE_ESTIMATORS
 
     estimator = ADVANTAGE_ESTIMATORS.get(advantage)
-    return bool(estimator is not None and getattr(estimator, "needs_turns", False))
+    return bool(estimator is not None and getattr(estimator, flag))

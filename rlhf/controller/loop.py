@@ -60,6 +60,8 @@ def _train(run: Run, roles: Roles) -> RLResult:
     stateful = {"kl_controller": roles.kl_controller, "rollout_source": source, "nonfinite_guard": guard}
     if sync_checker is not None:
         stateful["sync_checker"] = sync_checker
+    if roles.utterance_critic is not None:  # ArCHer's critic, targets and replay buffer
+        stateful["utterance_critic"] = roles.utterance_critic
     start = time.perf_counter()
     first_step, before = begin(run, roles, stateful, timer)
     after = before

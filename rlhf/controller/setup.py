@@ -100,9 +100,18 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
     # data and rewards first: a mistake there (a reward function that cannot be imported) then
     # stops the run before it creates an output directory or loads a model
     data = config.data
-    train_rows = load_rows(data.train, data.arithmetic, "data.train")
-    eval_rows = load_rows(data.eval, data.arithmetic, "data.eval") if data.eval.path else []
+    train_rows = load_rows(data.train, data.arithmetic, "data.train", config.env.kwargs)
+    eval_rows = load_rows(data.eval, data.arithmetic, "data.eval", config.env.kwargs) if data.eval.path else []
     reward = build_reward(config, row_fields(train_rows, eval_rows), load_models=config.distributed.backend != "ray")
+    pool = None
+    if config.env.type:  # a user's environment class is imported and checked now (exit 2)
+        from rlhf.envs.pool import build_env_pool
+
+        try:
+            pool = build_env_pool(config.env)
+        except BaseException:
+            reward.close()
+            raise
     new_directory = not (config.trainer.output_dir and Path(config.trainer.output_dir).exists())
     output_dir = None
     try:
@@ -116,12 +125,14 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
             model = load_causal_lm(model_path, device, config.model.trust_remote_code)
             rollout = HFRolloutEngine(model, tokenizer, micro_batch_size=config.rollout.micro_batch_size, autocast_dtype=autocast_dtype(config.model))
     except BaseException:
-        reward.close()  # reward functions and verifiers run in worker processes
+        reward.close()  # reward functions, verifiers and environments run in worker processes
+        if pool is not None:
+            pool.close()
         if new_directory and output_dir is not None:  # a start that failed leaves no directory behind
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
     eval_prompts = [tokenize_prompts(config, tokenizer, eval_rows[i : i + data.eval_batch_size]) for i in range(0, len(eval_rows), data.eval_batch_size)]
-    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path, data_stats=data_stats, eval_rows=eval_rows)
+    return Run(config, output_dir, device, tokenizer, model, rollout, reward, train_rows, eval_prompts, model_path, data_stats=data_stats, eval_rows=eval_rows, env_pool=pool)
 
 
 def fit_prompts(config: RecipeConfig, tokenizer, train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], list[dict], dict[str, float]]:

@@ -52,15 +52,19 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     if roles.critic is not None:
         with timer.phase("values"):
             batch.set("values", roles.critic.compute_values(batch))
+    metrics: dict[str, float] = {}
+    if roles.utterance_critic is not None:
+        with timer.phase("utterance_critic"):
+            metrics.update(archer_critic_step(run, roles, batch))
     # 5. token rewards, the KL penalty, advantages
     with timer.phase("advantage"):
         kl_metrics = add_advantages(run, roles, batch)
-    # 6. critic update; policy update unless the critic is still warming up
-    metrics: dict[str, float] = {}
+    # 6. critic update; policy update unless a critic is still warming up
     if roles.critic is not None:
         with timer.phase("critic_update"):
             metrics.update(roles.critic.update_critic(batch))
-    updated = step > config.critic.warmup_rl_steps or roles.critic is None
+    updated = (step > config.critic.warmup_rl_steps or roles.critic is None) and (
+        step > config.algorithm.archer.warmup_steps or roles.utterance_critic is None)
     if updated:
         with timer.phase("update"):
             loss_coef = roles.kl_controller.value if config.algorithm.kl.placement == "loss" else 0.0
@@ -84,6 +88,19 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     if "actor/rollout_logprob_diff" in metrics:  # measured in the update when no old-logprob pass ran
         step_metrics.setdefault("rollout/logprob_diff", metrics.pop("actor/rollout_logprob_diff"))
     return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
+
+
+def archer_critic_step(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
+    """ArCHer's high level (Zhou et al. 2024): this step's turns join the replay buffer, the
+    utterance critic takes `algorithm.archer.critic_updates` TD steps on samples from it, and
+    its advantage Q(s, a) - V(s) of each turn of the batch is set as `utterance_advantages
+    [B, K]` (the critic is updated first, then judges the turns the policy will learn from)."""
+    archer = run.config.algorithm.archer
+    critic = roles.utterance_critic
+    critic.observe(batch)
+    metrics = critic.update(archer.critic_updates, archer.critic_batch_size)
+    batch.set("utterance_advantages", critic.turn_advantages(batch))
+    return metrics
 
 
 def single_on_policy_update(actor: ActorConfig, batch_size: int) -> bool:
@@ -122,7 +139,8 @@ def add_advantages(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:
         "scores": scores, "group_index": batch["group_index"], "response_mask": mask, "token_rewards": token_rewards,
         "gamma": algorithm.gamma, "lam": algorithm.lam,
     }
-    available.update({key: batch[key] for key in ("values", "baseline_scores", "turn_rewards", "turn_mask", "turn_index") if key in batch})
+    turn_keys = ("turn_rewards", "turn_mask", "turn_index", "utterance_advantages")
+    available.update({key: batch[key] for key in ("values", "baseline_scores", *turn_keys) if key in batch})
     if "turn_rewards" in batch:
         available["turn_gamma"] = algorithm.turn_gamma
     advantages, returns = compute_advantages(algorithm.advantage, **available)

@@ -54,12 +54,13 @@ def train(config: RecipeConfig, recipe_name: str) -> RLResult | None:
     finally:
         run.reward.close()
     if result.accuracy_before is not None:
-        console.print(f"[bold]{accuracy_line(result.accuracy_before, result.accuracy_after)} in {result.seconds:.0f} s")
+        measure = "success rate" if config.env.type else "accuracy"
+        console.print(f"[bold]{accuracy_line(result.accuracy_before, result.accuracy_after, measure)} in {result.seconds:.0f} s")
     return result
 
 
-def accuracy_line(before: float, after: float) -> str:
-    return f"held-out accuracy: before RL {before:.3f} -> after RL {after:.3f} ({100 * (after - before):+.1f} points)"
+def accuracy_line(before: float, after: float, measure: str = "accuracy") -> str:
+    return f"held-out {measure}: before RL {before:.3f} -> after RL {after:.3f} ({100 * (after - before):+.1f} points)"
 
 
 def report_finished(finished: FinishedRun, total_steps: int) -> None:

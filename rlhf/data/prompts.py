@@ -21,12 +21,13 @@ from rlhf.data.fields import apply_template, map_rows
 from rlhf.data.files import is_local_data_file, read_rows
 
 
-def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
+def load_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str, task_options: dict | None = None) -> list[dict]:
     """Rows of `dataset` mapped by :func:`rlhf.data.fields.map_rows` (prompt, ground_truth,
     data_source and every other field). `key` is the recipe key of the dataset (e.g.
-    'data.train'), used in error messages."""
+    'data.train'), used in error messages; `task_options` (env.kwargs) shape the rows of a
+    built-in environment's task (its range, its catalogue)."""
     if dataset.path.startswith("builtin:"):
-        rows = _builtin_rows(dataset, arithmetic, key)
+        rows = _builtin_rows(dataset, arithmetic, key, task_options)
     elif is_local_data_file(dataset.path):
         rows = read_rows(Path(dataset.path), f"{key}.path")
     else:
@@ -42,7 +43,7 @@ BUILTIN_DATASETS = ("arithmetic", "multiplication", "guess_number", "twenty_ques
 multiplication (the calculator tool's task), and the episodes of two built-in environments."""
 
 
-def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str) -> list[dict]:
+def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key: str, task_options: dict | None) -> list[dict]:
     name = dataset.path.removeprefix("builtin:")
     if name not in BUILTIN_DATASETS:
         raise ConfigError(f"{key}.path: unknown builtin dataset {name!r}; valid: {', '.join('builtin:' + n for n in BUILTIN_DATASETS)}")
@@ -57,7 +58,7 @@ def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key:
             return multiplication_rows(dataset.split, dataset.size, arithmetic.seed)
         from rlhf.data.env_tasks import env_task_rows
 
-        return env_task_rows(name, dataset.split, dataset.size, arithmetic.seed)
+        return env_task_rows(name, dataset.split, dataset.size, arithmetic.seed, options=task_options)
     except ValueError as error:
         raise ConfigError(f"{key}.split: {error}") from None
 
