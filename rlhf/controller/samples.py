@@ -15,7 +15,8 @@ def sample_generations(batch: Batch, limit: int) -> list[dict]:
 
     Each sample: prompt (the text the model saw), response, reward (the total score),
     rewards (each source's own score by name), ground_truth, and data_source when the rows
-    have it.
+    have it; a multi-turn episode adds its conversation (the user's prompt, then each action
+    and observation), turns, turn_rewards, success and truncated.
     """
     sources = [key for key in batch.keys() if key.startswith(SOURCE_SCORES)]
     samples = []
@@ -29,6 +30,10 @@ def sample_generations(batch: Batch, limit: int) -> list[dict]:
         }
         if "data_source" in batch:
             sample["data_source"] = batch["data_source"][i]
+        if "conversation" in batch:  # a multi-turn episode: every turn, and how it ended
+            sample.update(conversation=batch["conversation"][i], turns=int(batch["num_turns"][i]),
+                          turn_rewards=batch["turn_rewards"][i, : int(batch["num_turns"][i])].tolist(),
+                          success=batch["success"][i], truncated=batch["truncated"][i])
         samples.append(sample)
     return samples
 

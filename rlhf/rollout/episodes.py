@@ -136,7 +136,7 @@ def _apply_step(episode: Episode, step, turn: int, limits: Limits, turn_format: 
     if episode.length + len(ids) >= limits.max_total_tokens:  # no room left for another action
         episode.truncated = True
         return
-    episode.add_observation(ids, turn_format.observation_text(step.observation, ended_with_eos))
+    episode.add_observation(ids, step.observation)  # the transcript shows the environment's own text
 
 
 class _no_timing:

@@ -154,8 +154,8 @@ def episodes_batch(episodes: list[Episode], rows: list[dict], pad_id: int) -> Ba
 
 
 def _transcript(episode: Episode) -> str:
-    """The trajectory after the prompt as plain text (actions and observations in order)."""
-    return "".join(turn["text"] for turn in episode.conversation[1:])
+    """The trajectory after the prompt as readable text: one line per action or observation."""
+    return "\n".join(("> " if turn["role"] == "observation" else "") + turn["text"] for turn in episode.conversation[1:])
 
 
 def grade_answers(reward, batch: Batch, episodes: list[Episode], graded: list[int], tokenizer) -> dict[str, float]:
