@@ -113,6 +113,7 @@ def play_episodes(rows: list[dict], pool, choose: Chooser, turn_format: TurnForm
         # 4. end the episode, or append its observation
         for i in active:
             _apply_step(episodes[i], steps[i], turn, limits, turn_format, eos_ids)
+            _check_observation_fits(episodes[i], steps[i], i, turn, limits, turn_format, getattr(pool, "label", "the environment"))
     for episode in episodes:
         if not episode.done:
             episode.truncated = True
@@ -137,6 +138,24 @@ def _apply_step(episode: Episode, step, turn: int, limits: Limits, turn_format: 
         episode.truncated = True
         return
     episode.add_observation(ids, step.observation)  # the transcript shows the environment's own text
+
+
+def _check_observation_fits(episode: Episode, step, index: int, turn: int, limits: Limits, turn_format: TurnFormat, label: str) -> None:
+    """An observation that alone leaves no room for an action after the episode's prompt can
+    never be shown in `env.max_total_tokens`: a mistake of the environment or the budget, not
+    a truncation to train on."""
+    if step.done or not episode.truncated or not step.observation:
+        return
+    tokens = len(turn_format.encode(step.observation))
+    room = limits.max_total_tokens - len(episode.prompt) - 1
+    if tokens > room:
+        from rlhf.envs.errors import EnvError
+
+        raise EnvError(
+            f"{label}: the observation of episode {index} at turn {turn} has {tokens} tokens, more than the {room} that "
+            f"env.max_total_tokens ({limits.max_total_tokens}) leaves after its prompt ({len(episode.prompt)} tokens) and one action "
+            "token: it could never be shown to the policy. Shorten the environment's observations or raise env.max_total_tokens"
+        )
 
 
 class _no_timing:

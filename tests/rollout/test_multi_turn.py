@@ -188,3 +188,18 @@ def test_observation_tokens_get_no_gradient(tokenizer, model_dir):
     for (name, p), q in zip(first.named_parameters(), second.parameters()):
         assert torch.equal(p, q), name
     assert m1["actor/pg_loss"] == m2["actor/pg_loss"]
+
+
+def test_an_observation_longer_than_the_whole_budget_is_an_error_naming_episode_and_turn(tokenizer):
+    from rlhf.envs.errors import EnvError
+
+    class Verbose(EchoEnv):
+        def step(self, action):
+            return Step("x" * 200, reward=0.0, done=False)
+
+    def choose(contexts, budget):
+        return {i: ([tokenizer.eos_token_id], None) for i in contexts}
+
+    with pytest.raises(EnvError, match=r"episode 0 at turn 0 has 200 tokens.*env.max_total_tokens \(60\)"):
+        play_episodes([{"prompt": "a"}, {"prompt": "b"}], ListPool(Verbose), choose, formats(tokenizer, chat=False, template="{observation}"),
+                      Limits(3, 4, 60), [tokenizer.eos_token_id])
