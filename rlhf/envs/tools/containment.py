@@ -45,7 +45,7 @@ def namespaces_available() -> bool:
 @functools.lru_cache(maxsize=1)
 def pids_cgroup_root() -> str | None:
     """The cgroup-v1 pids hierarchy when running as root and it is writable, else None."""
-    if os.geteuid() != 0 or not os.path.isfile(os.path.join(PIDS_V1_ROOT, "pids.max")):
+    if os.geteuid() != 0 or not os.path.isfile(os.path.join(PIDS_V1_ROOT, "cgroup.procs")):
         return None
     return PIDS_V1_ROOT if os.access(PIDS_V1_ROOT, os.W_OK) else None
 

@@ -170,9 +170,13 @@ def run_python(
     if namespaces is None:
         namespaces = namespaces_available()
     workdir = tempfile.mkdtemp(prefix="rlhf-sandbox-")
-    cgroup_root = pids_cgroup_root()
-    cgroup = Cgroup(cgroup_root, limits.max_processes) if cgroup_root else None
+    cgroup = None
     try:
+        if pids_cgroup_root():
+            try:
+                cgroup = Cgroup(pids_cgroup_root(), limits.max_processes)
+            except OSError:  # e.g. the hierarchy turned read-only: run with the other layers
+                cgroup = None
         with open(os.path.join(workdir, "main.py"), "w", encoding="utf-8") as main:
             main.write(code)
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LC_ALL": "C.UTF-8"}
@@ -207,6 +211,14 @@ def run_python(
         _remove_tree(workdir)
 
 
+def _head(text: str, room: int) -> str:
+    return text if len(text) <= room else text[: max(room - 3, 0)] + "..."
+
+
+def _tail(text: str, room: int) -> str:
+    return text if len(text) <= room else "..." + text[len(text) - max(room - 3, 0) :]
+
+
 def format_observation(result: SandboxResult, max_chars: int = 1000) -> str:
     """The text the agent sees after a run, at most about `max_chars` characters.
 
@@ -223,13 +235,13 @@ def format_observation(result: SandboxResult, max_chars: int = 1000) -> str:
         status = f"[exit code {result.exit_code}]"
     else:
         status = ""
-    budget = max(max_chars - len(status), 0)
+    budget = max_chars - (len(status) + 1 if status else 0)
     stdout = result.stdout.rstrip("\n")
     stderr = result.stderr.rstrip("\n")
-    if len(stdout) > budget // (2 if stderr else 1):  # keep the start of stdout...
-        stdout = stdout[: budget // (2 if stderr else 1)] + "..."
-    if stderr:  # ...and the end of stderr, where a traceback says what went wrong
-        room = max(budget - len(stdout) - len("stderr:\n..."), 0)
-        stderr = "stderr:\n" + ("..." + stderr[-room:] if len(stderr) > room else stderr)
-    text = "\n".join(part for part in (stdout, stderr, status) if part)
+    # Keep the start of stdout and the end of stderr, where a traceback says what went wrong.
+    stdout = _head(stdout, budget // 2 if stderr else budget)
+    if stderr:
+        room = budget - (len(stdout) + 1 if stdout else 0) - len("stderr:\n")
+        stderr = "stderr:\n" + _tail(stderr, room)
+    text = "\n".join(part for part in (stdout, stderr, status) if part)[:max_chars]
     return text or "(no output)"

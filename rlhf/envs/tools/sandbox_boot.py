@@ -80,7 +80,7 @@ def _set_limits(settings: dict) -> None:
         cap(resource.RLIMIT_NPROC, _user_tasks(os.getuid()) + settings["max_processes"])
 
 
-def _enter_namespaces() -> bool:
+def _enter_namespaces(cpu_s: int) -> bool:
     """Unshare the network and PID namespaces and fork into the new PID namespace.
 
     Returns True in the process that goes on to run the code (the namespace's first process),
@@ -104,11 +104,25 @@ def _enter_namespaces() -> bool:
             os._exit(137)
         os.close(alive)
         return True
-    _, status = os.waitpid(child, 0)
-    if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
-    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    _, status, usage = os.wait4(child, 0)
+    _exit_like(status, usage.ru_utime + usage.ru_stime >= cpu_s)
+
+
+def _exit_like(status: int, spent_cpu: bool) -> None:
+    """End this process as the code's process ended, so the parent sees the same status.
+
+    A namespace's first process ignores SIGXCPU (it is PID 1 there), so the CPU limit reaches
+    it as the hard limit's SIGKILL; that is reported as SIGXCPU, as it is without namespaces.
+    """
+    if not os.WIFSIGNALED(status):
+        os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    number = os.WTERMSIG(status)
+    if number in (signal.SIGKILL, signal.SIGXCPU) and spent_cpu:
+        number = signal.SIGXCPU
+    if number not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)
+    os._exit(128 + number)
 
 
 def _inside(path: object, roots: tuple[str, ...]) -> bool:
@@ -137,6 +151,9 @@ def _make_hook(settings: dict, sandboxed_net: bool, sandboxed_pids: bool):
             writing = bool(set(mode or "") & set("wax+")) or bool((flags or 0) & _WRITE_FLAGS)
             if not _inside(path, (workdir,) if writing else read_roots):
                 refuse(f"{'writing' if writing else 'reading'} {path!r}")
+        elif event in ("os.listdir", "os.scandir"):
+            if args[0] is not None and not _inside(args[0], read_roots):
+                refuse(f"listing {args[0]!r}")
         elif event in _WRITE_EVENTS:
             paths = [arg for arg in args[:2] if isinstance(arg, (str, bytes, os.PathLike))]
             if not all(_inside(path, (workdir,)) for path in paths):
@@ -160,7 +177,7 @@ def main() -> None:
     if settings.get("cgroup"):
         _join_cgroup(settings["cgroup"])
     _set_limits(settings)
-    namespaced = settings["namespaces"] and _enter_namespaces()
+    namespaced = settings["namespaces"] and _enter_namespaces(settings["cpu_s"])
     source = open("main.py", encoding="utf-8").read()
     code = compile(source, "main.py", "exec")
     sys.argv = ["main.py"]
