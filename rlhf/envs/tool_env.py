@@ -36,7 +36,13 @@ from rlhf.envs.tools.sandbox import SandboxLimits, format_observation, run_pytho
 TOOLS = ("calculator", "python")
 """Names of the tools an environment may enable (env.kwargs.tools)."""
 
-HINT = "tools: <calc>expression</calc>, <python>code</python>; then answer"
+_HINTS = {"calculator": "<calc>expression</calc>", "python": "<python>code</python>"}
+
+
+def hint_text(tools: tuple[str, ...]) -> str:
+    """What reset returns with `hint: true`, e.g. "tools: <calc>expression</calc>; then answer"."""
+    return "tools: " + ", ".join(_HINTS[tool] for tool in tools) + "; then answer"
+
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 # The demonstration policy's probabilities (see ToolEnv.demo_action).
@@ -110,7 +116,7 @@ class ToolEnv:
 
     def reset(self, row: dict) -> str:
         self.row, self.last_result, self.calls = dict(row), None, 0
-        return HINT if self.hint else ""
+        return hint_text(self.tools) if self.hint else ""
 
     def _run(self, name: str, argument: str) -> str:
         """The observation of one call of an enabled tool."""
