@@ -55,7 +55,8 @@ def _builtin_rows(dataset: DatasetConfig, arithmetic: ArithmeticTaskConfig, key:
         if name == "multiplication":
             from rlhf.data.multiplication import multiplication_rows
 
-            return multiplication_rows(dataset.split, dataset.size, arithmetic.seed)
+            default_size = 5000 if dataset.split == "train" else 500
+            return multiplication_rows(dataset.split, dataset.size or default_size, arithmetic.seed)
         from rlhf.data.env_tasks import env_task_rows
 
         return env_task_rows(name, dataset.split, dataset.size, arithmetic.seed, options=task_options)

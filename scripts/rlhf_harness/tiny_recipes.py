@@ -141,6 +141,39 @@ def _gsm8k_grpo_qwen2_5_7b(work_dir: Path) -> list[str]:
     ]
 
 
+MULTI_TURN_SHORT = ["sft.stop_at_accuracy=0.02", "sft.eval_every=10", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=4",
+                    "actor.mini_batch_size=16", "actor.micro_batch_size=16", "trainer.total_steps=2", "trainer.eval_every=2"]
+"""A tiny multi-turn recipe cut to 2 steps of 4 prompts × 4 episodes."""
+
+MULTI_TURN_SMALL = ["env.max_tokens_per_turn=16", "env.max_total_tokens=128", "env.timeout_s=30", "rollout.vllm.max_model_len=128"]
+"""A GPU multi-turn recipe's episodes at the tiny model's context (128 positions)."""
+
+
+def _tiny_env_recipe(work_dir: Path) -> list[str]:
+    return [*MULTI_TURN_SHORT, f"trainer.output_dir={work_dir / 'run'}"]
+
+
+def _gsm8k_python_tool(work_dir: Path) -> list[str]:
+    data = write_jsonl(work_dir / "gsm8k.jsonl", gsm8k_rows(sums()))
+    return [*single_process(work_dir, data, data), *MULTI_TURN_SMALL, "reward.sources.0.kwargs={num_workers: 1}", "sync.check_every=1"]
+
+
+def _math_python_tool(work_dir: Path) -> list[str]:
+    engine = "vllm" if vllm_available() else "hf"
+    train, test = _math_files(work_dir)
+    return [
+        *CLUSTER_LAYOUT, *MULTI_TURN_SMALL, "model.path=", f"data.train.path={train}", f"data.eval.path={test}", "data.eval.split=train",
+        f"rollout.engine={engine}", "reward.sources.0.kwargs={num_workers: 1, timeout_s: 5.0}", f"trainer.output_dir={work_dir / 'run'}",
+    ]
+
+
+def _twenty_questions_qwen(work_dir: Path) -> list[str]:
+    return [
+        *SMALL, *MULTI_TURN_SMALL, "model.path=", "rollout.engine=hf", "trainer.device=auto", "trainer.save_every=0", "train.gradient_checkpointing=false",
+        "algorithm.archer.critic_batch_size=16", "algorithm.archer.warmup_steps=1", f"trainer.output_dir={work_dir / 'run'}",
+    ]
+
+
 TINY_VARIANTS: dict[str, Callable[[Path], list[str]]] = {
     "quickstart": _quickstart,
     "gsm8k_grpo_orm": _gsm8k_grpo_orm,
@@ -150,8 +183,14 @@ TINY_VARIANTS: dict[str, Callable[[Path], list[str]]] = {
     "math_ppo_prm_clip_delta": _math_ppo_prm_clip_delta,
     "math_ppo_qwen2.5-math-1.5b": _math_ppo_qwen2_5_math_1_5b,
     "math_rloo_t1": _math_rloo_t1,
+    "multi_turn/guess_number": _tiny_env_recipe,
+    "multi_turn/twenty_questions": _tiny_env_recipe,
+    "multi_turn/calculator_tool": _tiny_env_recipe,
+    "multi_turn/gsm8k_python_tool_qwen2.5-1.5b": _gsm8k_python_tool,
+    "multi_turn/math_python_tool_qwen2.5-7b": _math_python_tool,
+    "multi_turn/twenty_questions_qwen2.5-1.5b": _twenty_questions_qwen,
 }
-"""Every top-level shipped recipe -> the builder of its tiny variant's overrides."""
+"""Every shipped RL recipe (top level and multi_turn/) -> the builder of its tiny variant's overrides."""
 
 
 def tiny_overrides(recipe: str, work_dir: Path) -> list[str]:

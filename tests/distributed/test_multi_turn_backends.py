@@ -10,7 +10,7 @@ from rlhf.logging.jsonl import read_jsonl
 pytestmark = pytest.mark.slow
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "multi_turn" / "guess_number.yaml")
-SHORT = ["trainer.total_steps=2", "sft.enabled=false", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=4",
+SHORT = ["trainer.total_steps=2", "sft.stop_at_accuracy=0.05", "sft.eval_every=10", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=4",
          "actor.mini_batch_size=16", "actor.micro_batch_size=8", "trainer.eval_every=2"]
 
 

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "recipe_memory.py"
 
 
-def test_every_top_level_recipe_has_a_tiny_variant():
+def test_every_top_level_and_multi_turn_recipe_has_a_tiny_variant():
     shipped = {path.stem for path in (ROOT / "recipes").glob("*.yaml")}
+    shipped |= {f"multi_turn/{path.stem}" for path in (ROOT / "recipes" / "multi_turn").glob("*.yaml")}
     assert shipped == set(TINY_VARIANTS)
 
 
