@@ -18,7 +18,7 @@ from rlhf.report.run_data import RunData, load_run, metric_keys, series
 
 REPORT_FILE = "report.html"
 
-HEADLINE = (r"reward/mean", r"eval/(accuracy|pass@\d+|maj@\d+)", r"response_length/mean", r"actor/entropy", r"kl/sequence_mean", r"perf/throughput", r"time/step_s")
+HEADLINE = (r"reward/mean", r"eval/(accuracy|success_rate|pass@\d+|maj@\d+)", r"env/(success_rate|turns_mean)", r"response_length/mean", r"actor/entropy", r"kl/sequence_mean", r"perf/throughput", r"time/step_s")
 """Metrics of the numbers table (first, final, min, max, mean), in this order."""
 
 SFT_HEADLINE = (r"sft/loss", r"sft/val_accuracy")
@@ -158,7 +158,7 @@ def _samples_html(run: RunData) -> str:
         rewards = sample.get("rewards") or {}
         cells = [
             f"<td class=num>{escape(str(sample.get('step')))}</td>", f"<td>{escape(str(sample.get('data_source') or ''))}</td>",
-            f"<td class=text>{escape(str(sample.get('prompt', '')))}</td>", f"<td class=text>{escape(str(sample.get('response', '')))}</td>",
+            f"<td class=text>{escape(str(sample.get('prompt', '')))}</td>", f"<td class=text>{escape(_response_text(sample))}</td>",
             f"<td class=text>{escape(str(sample.get('ground_truth')))}</td>", f"<td class=num>{_number(sample.get('reward'))}</td>",
             *(f"<td class=num>{_number(rewards.get(name))}</td>" for name in sources),
         ]
@@ -196,3 +196,14 @@ def _number(value) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return escape(str(value)) if value is not None else "–"
     return f"{value:.4g}"
+
+
+def _response_text(sample: dict) -> str:
+    """The response cell: a multi-turn episode's whole conversation, one line per action
+    ('agent:') or observation ('env:'), and how it ended; else the response."""
+    if not sample.get("conversation"):
+        return str(sample.get("response", ""))
+    lines = [f"{'agent' if turn['role'] == 'assistant' else 'env'}: {turn['text'].strip()}" for turn in sample["conversation"][1:]]
+    ending = "success" if sample.get("success") else "truncated" if sample.get("truncated") else "done"
+    return "\n".join([*lines, f"[{sample.get('turns')} turns, {ending}]"])
+

@@ -31,6 +31,9 @@ def test_an_environment_recipe_trains_and_logs_episodes(tmp_path: Path, recipe: 
     assert len(sample["turn_rewards"]) == sample["turns"] and isinstance(sample["success"], bool)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["accuracy_before"] is not None  # the success rate is the run's headline
+    assert main(["report", str(out)]) == 0  # the report shows whole conversations
+    page = (out / "report.html").read_text()
+    assert "agent: " in page and "env: " in page and f"[{sample['turns']} turns, " in page
 
 
 ARCHER = ["trainer.total_steps=4", "trainer.save_every=2", "sft.enabled=false", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=2",
