@@ -20,11 +20,8 @@ run are EnvErrors (exit 1) naming the class, its file, the episode and the turn
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
-import itertools
 import random
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -34,11 +31,11 @@ from rlhf.config.errors import ConfigError
 from rlhf.config.validate import is_python_file
 from rlhf.envs.base import Step
 from rlhf.envs.errors import checked_step, checked_text, explain, raised
+from rlhf.usercode.load import exec_user_file
 
 METHODS = (("reset", "row"), ("step", "action"))
 """The methods every environment has, with the one argument each takes."""
 DEMO_METHOD = ("demo_action", "rng")
-_module_numbers = itertools.count()
 
 
 class Episodes:
@@ -165,14 +162,9 @@ def import_user_module(path: str, name: str) -> tuple[ModuleType, str]:
     if not file.is_file():
         relative = "" if file.is_absolute() else f" (relative to {Path.cwd()})"
         raise ConfigError(f"env.path: the file {str(file)!r} of environment class {name!r} does not exist{relative}")
-    module_name = f"rlhf_user_env_{next(_module_numbers)}_{re.sub(r'[^A-Za-z0-9_]', '_', file.stem)}"
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # pickle (and dataclasses) look a module up by its name
     try:
-        spec.loader.exec_module(module)
+        module = exec_user_file(file, "rlhf_user_env")
     except BaseException as error:  # as above
-        del sys.modules[module_name]
         raise ConfigError(f"env.path: cannot import {file} (for environment class {name!r}): "
                           f"{explain(error)[0]}{_exit_note(error)}") from None
     return module, str(file)

@@ -8,11 +8,7 @@ process. Mistakes are ConfigErrors naming the function and the file (and where i
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
-import importlib.util
 import inspect
-import itertools
-import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -22,6 +18,7 @@ from typing import Any, Callable, Collection, TextIO
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.validate import is_python_file
+from rlhf.usercode.load import exec_user_file
 
 SAMPLE_ARGS = ("prompt", "response", "ground_truth")
 """Names of the three main arguments of a per-sample function."""
@@ -31,7 +28,6 @@ NOT_EXTRA = frozenset({"prompt", "prompt_text", "response_text", "ground_truth",
 """Batch fields never passed as extra fields: the main arguments (and the rendered prompt)
 and the loop's own bookkeeping."""
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-_module_numbers = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -116,15 +112,10 @@ def _import_file(path: Path, name: str) -> ModuleType:
         raise ConfigError(f"the file {str(path)!r} of reward function {name!r} does not exist "
                           "(a relative path is relative to the recipe file's directory, or in a command-line override "
                           "to the current directory)")
-    module_name = f"rlhf_user_reward_{next(_module_numbers)}_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}"
-    loader = importlib.machinery.SourceFileLoader(module_name, str(path))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(module_name, path, loader=loader))
-    sys.modules[module_name] = module  # dataclasses and pickle look a module up by its name
     stderr, exited = _HeldStderr.install(), False
     try:
-        loader.exec_module(module)
+        module = exec_user_file(path, "rlhf_user_reward")
     except BaseException as error:  # anything, SystemExit and KeyboardInterrupt included: only this process stops
-        del sys.modules[module_name]
         exited = isinstance(error, SystemExit)
         raise ConfigError(f"cannot import {path} (for reward function {name!r}): "
                           f"{_error_line(error, str(path))}{_exit_note(error, stderr)}") from None
