@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rlhf.config.errors import ConfigError
+from rlhf.config.lengths import longest_sequence
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
 from rlhf.config.validate_distributed import distributed_errors
 from rlhf.config.validate_env import env_errors
@@ -254,8 +255,8 @@ def _model_errors(cfg: RecipeConfig) -> Iterable[str]:
     if min(tiny.hidden_size, tiny.num_heads) >= 1 and tiny.hidden_size % tiny.num_heads:
         yield (f"model.tiny.hidden_size ({tiny.hidden_size}) is not divisible by "
                f"model.tiny.num_heads ({tiny.num_heads})")
-    longest = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
-    if longest > tiny.max_position_embeddings:
+    longest = longest_sequence(cfg)
+    if longest > tiny.max_position_embeddings and not cfg.env.type:  # an episode's budget: see validate_env
         yield (f"data.max_prompt_tokens ({cfg.data.max_prompt_tokens}) + rollout.max_new_tokens "
                f"({cfg.rollout.max_new_tokens}) = {longest} exceeds "
                f"model.tiny.max_position_embeddings ({tiny.max_position_embeddings})")

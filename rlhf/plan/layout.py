@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from rlhf.config.lengths import longest_sequence
 from rlhf.config.schema import RecipeConfig
 from rlhf.plan.memory import (
     DTYPE_BYTES,
@@ -167,7 +168,7 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     from rlhf.models.lora import shares_base_as_reference
 
     plan, shape = Plan(layout), policy_shape(config)
-    seq_len = config.data.max_prompt_tokens + config.rollout.max_new_tokens
+    seq_len = longest_sequence(config)
     act_bytes = DTYPE_BYTES[config.model.dtype]
     actor_params = causal_lm_parameters(shape)
     plan.parameters["actor"] = actor_params
@@ -272,7 +273,7 @@ def assumptions(layout: Layout) -> list[str]:
         ("activations per layer and token: (7h + 3 kv_heads x head_dim + 4 intermediate) x dtype bytes "
          "(fused attention, no T x T scores); checkpointing keeps h per layer and token plus one layer"),
         ("actor.micro_batch_size counts sequences per device; sequences are padded to "
-         "max_prompt_tokens + max_new_tokens; the frozen reference and reward models are replicated, not sharded"),
+         "max_prompt_tokens + max_new_tokens (a multi-turn run: env.max_total_tokens); the frozen reference and reward models are replicated, not sharded"),
         "not counted: CUDA context (~0.5-1 GiB), allocator fragmentation, reward-model and log-prob forward passes",
     ]
     if not layout.data_parallel and layout.devices > 1:

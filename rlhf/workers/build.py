@@ -13,6 +13,7 @@ from collections.abc import Collection
 
 import torch
 
+from rlhf.config.lengths import longest_response
 from rlhf.config.schema import RecipeConfig
 from rlhf.engines.base import OptimConfig
 from rlhf.engines.factory import build_engine
@@ -98,7 +99,7 @@ def build_actor(config: RecipeConfig, model: torch.nn.Module, dp_size: int = 1) 
         max_tokens=config.train.max_tokens_per_micro_batch,
         policy_loss=actor.policy_loss, clip_low=actor.clip_low, clip_high=actor.clip_high, dual_clip=actor.dual_clip,
         loss_agg=actor.loss_agg, entropy_coef=actor.entropy_coef,
-        kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=config.rollout.max_new_tokens,
+        kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=longest_response(config),
     )
     # LoRA wraps the policy last: the reference, critic and rollout copies are of the base
     module = apply_lora(model, config.model.lora) if config.model.lora.rank else model
