@@ -109,8 +109,13 @@ def build_run(config: RecipeConfig, recipe_name: str) -> Run:
 
         try:
             pool = build_env_pool(config.env)
+            if config.sft.enabled and not pool.can_demonstrate:
+                raise ConfigError(f"sft.enabled: the supervised warm start of a multi-turn run imitates the environment's own play, "
+                                  f"but {pool.label} has no demo_action(rng) method; add one, or set sft.enabled=false")
         except BaseException:
             reward.close()
+            if pool is not None:
+                pool.close()
             raise
     new_directory = not (config.trainer.output_dir and Path(config.trainer.output_dir).exists())
     output_dir = None

@@ -118,3 +118,12 @@ def test_a_missing_class_is_a_config_error_before_the_run_directory_exists(tmp_p
     assert main(args) == 2
     assert "Chess" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_warm_start_needs_an_environment_that_demonstrates(tmp_path: Path, capsys):
+    args = user_env_args(tmp_path)
+    (tmp_path / "countdown.py").write_text(USER_ENV.replace("def demo_action", "def _no_demo"))
+    args[args.index("sft.enabled=false")] = "sft.enabled=true"
+    assert main(args) == 2
+    assert "sft.enabled: the supervised warm start of a multi-turn run imitates" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
