@@ -42,8 +42,9 @@ class ResourcesConfig:
     """Pool of the reward models of orm/prm sources ('': the actor's, sharing its processes)."""
 
     def pool_of(self, role: str) -> str:
-        """The pool `role` ('actor', 'rollout', 'ref', 'critic' or 'reward_model') runs on."""
-        return self.actor if role == "actor" else getattr(self, role) or self.actor
+        """The pool `role` ('actor', 'rollout', 'ref', 'critic' or 'reward_model') runs on;
+        ArCHer's 'utterance_critic' runs beside the actor."""
+        return self.actor if role in ("actor", "utterance_critic") else getattr(self, role) or self.actor
 
 
 @dataclass

@@ -73,9 +73,6 @@ def _archer_errors(cfg: RecipeConfig) -> Iterable[str]:
         yield f"algorithm.archer.critic_lr: must be > 0, got {archer.critic_lr}"
     if archer.backbone not in ("separate", "policy"):
         yield f"algorithm.archer.backbone: unknown value {archer.backbone!r} (valid values: separate, policy)"
-    if _estimator_flag(cfg.algorithm.advantage, "needs_utterance_critic") and cfg.distributed.backend != "local":
-        yield ("algorithm.advantage: archer's utterance critic runs beside the actor in the driver's process; it does not run "
-               f"on distributed.backend={cfg.distributed.backend!r} yet: use distributed.backend=local")
 
 
 def _needs_turns(advantage: str) -> bool:

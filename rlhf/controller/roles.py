@@ -41,7 +41,7 @@ class Roles:
     processes: Any = None
     """Colocated (local) or RayProcesses: sync_weights, follow_policy, save/load_state, close."""
     utterance_critic: Any = None
-    """ArCHer's off-policy utterance critic (algorithm.advantage archer), beside the actor."""
+    """ArCHer's off-policy utterance critic (algorithm.advantage archer), in the actor's processes."""
 
     def sync_weights(self) -> int:
         """Push the actor's weights into the rollout engine(s); returns the bytes moved."""
@@ -75,9 +75,7 @@ def build_roles(run: Run) -> Roles:
     else:
         local = build_colocated(config, model_roles(config) - {"reward_model"}, model=run.model, tokenizer=run.tokenizer,
                                 model_path=run.model_path, device=run.device, rollout=run.rollout)
-        roles = Roles(local.actor, local.rollout, local.ref, local.critic, run.reward, kl_controller(config), local)
-        if estimator(config.algorithm.advantage).needs_utterance_critic:
-            roles.utterance_critic = utterance_critic(run, local.actor.engine.module)
+        roles = Roles(local.actor, local.rollout, local.ref, local.critic, run.reward, kl_controller(config), local, local.utterance_critic)
     roles.rollout = TimedRollout(roles.rollout, config.rollout.timeout_s)  # every generate call has a limit
     return roles
 
@@ -97,29 +95,21 @@ def _ray_roles(run: Run) -> Roles:
     )
     if remote.reward_model is not None:
         run.reward.attach_scorers(lambda name: GroupScorer(remote.reward_model, name))
-    return Roles(remote.actor, remote.rollout, remote.ref, remote.critic, run.reward, kl_controller(config), remote.processes)
-
-
-def utterance_critic(run: Run, policy_module):
-    """ArCHer's critic, in this process beside the actor: its heads read the policy's hidden
-    states (`algorithm.archer.backbone: policy`) or a backbone of its own loaded from
-    `critic.path` (else the policy's checkpoint)."""
-    from rlhf.workers.utterance_critic import build_utterance_critic
-
-    config = run.config
-    return build_utterance_critic(config.algorithm.archer, policy_module=policy_module, backbone_path=config.critic.path or run.model_path,
-                                  device=run.device, seed=config.trainer.seed, gamma=config.algorithm.turn_gamma,
-                                  micro_batch_size=config.critic.micro_batch_size)
+    return Roles(remote.actor, remote.rollout, remote.ref, remote.critic, run.reward, kl_controller(config), remote.processes,
+                 remote.utterance_critic)
 
 
 def model_roles(config: RecipeConfig) -> set[str]:
     """The model-holding roles a run has: actor and rollout always, ref with a KL term, critic
-    when the advantage estimator needs values, reward_model when a reward source is a model."""
+    when the advantage estimator needs values, utterance_critic with ArCHer, reward_model when a
+    reward source is a model."""
     roles = {"actor", "rollout"}
     if config.algorithm.kl.coef > 0:
         roles.add("ref")
     if estimator(config.algorithm.advantage).needs_critic:
         roles.add("critic")
+    if estimator(config.algorithm.advantage).needs_utterance_critic:
+        roles.add("utterance_critic")
     if any(source.type in MODEL_SOURCES for source in config.reward.sources):
         roles.add("reward_model")
     return roles

@@ -83,6 +83,7 @@ class RayRoles:
     ref: RoleProxy | None
     critic: RoleProxy | None
     reward_model: RoleProxy | None
+    utterance_critic: RoleProxy | None
     processes: RayProcesses
 
 
@@ -134,7 +135,8 @@ def start_worker_groups(config: RecipeConfig, *, model_path: str, output_dir: Pa
 
     return RayRoles(
         actor=proxy("actor"), rollout=proxy("rollout", restore_meta={"tokenizer": tokenizer}, ranks_per_engine=ranks_per_engine),
-        ref=proxy("ref"), critic=proxy("critic"), reward_model=proxy("reward_model"), processes=processes,
+        ref=proxy("ref"), critic=proxy("critic"), reward_model=proxy("reward_model"), utterance_critic=proxy("utterance_critic"),
+        processes=processes,
     )
 
 

@@ -29,7 +29,7 @@ from rlhf.workers.critic import CriticWorker, ValueLossConfig
 from rlhf.workers.ref import AdapterDisabledRef, RefWorker
 from rlhf.workers.reward_model import RewardModels, RewardModelSpec
 
-MODEL_ROLES = ("actor", "rollout", "ref", "critic", "reward_model")
+MODEL_ROLES = ("actor", "rollout", "ref", "critic", "reward_model", "utterance_critic")
 
 
 def build_colocated(
@@ -65,7 +65,20 @@ def build_colocated(
     if adapter_off_ref:
         colocated.ref = AdapterDisabledRef(colocated.actor.engine.module, temperature=config.rollout.temperature,
                                            micro_batch_size=config.actor.micro_batch_size, max_tokens=config.train.max_tokens_per_micro_batch)
+    if "utterance_critic" in roles:  # beside the actor: its heads may read the policy's hidden states
+        colocated.utterance_critic = build_archer_critic(config, colocated.actor.engine.module, model_path, device)
     return colocated
+
+
+def build_archer_critic(config: RecipeConfig, policy_module: torch.nn.Module, model_path: str, device: torch.device):
+    """ArCHer's utterance critic (`algorithm.archer`): heads over the policy's hidden states
+    (`backbone: policy`) or over a backbone of its own from `critic.path` (else the policy's
+    checkpoint). Every rank of the actor's group holds an identical copy."""
+    from rlhf.workers.utterance_critic import build_utterance_critic
+
+    return build_utterance_critic(config.algorithm.archer, policy_module=policy_module, backbone_path=config.critic.path or model_path,
+                                  device=device, seed=config.trainer.seed, gamma=config.algorithm.turn_gamma,
+                                  micro_batch_size=config.critic.micro_batch_size)
 
 
 def rollout_for(config: RecipeConfig, model: torch.nn.Module | None, tokenizer, model_path: str, rank: int,

@@ -40,6 +40,8 @@ class Colocated:
     ref: Any = None
     critic: Any = None
     reward_model: Any = None
+    utterance_critic: Any = None
+    """ArCHer's off-policy utterance critic (algorithm.advantage archer), beside the actor."""
     tag: str = "local"
     """Names this process's own checkpoint file (`<pool>_rank<r>` on a Ray worker)."""
     writes_shared: bool = True
@@ -49,7 +51,7 @@ class Colocated:
         """The role called `name`, or this object itself for 'process'."""
         if name == "process":
             return self
-        found = getattr(self, name, None) if name in ("actor", "rollout", "ref", "critic", "reward_model") else None
+        found = getattr(self, name, None) if name in ("actor", "rollout", "ref", "critic", "reward_model", "utterance_critic") else None
         if found is None:
             raise KeyError(f"this process hosts no {name!r} role")
         return found

@@ -39,3 +39,16 @@ def test_episodes_with_the_vllm_engine(tmp_path):
     args = ["rollout.engine=vllm", "rollout.logprobs=true", "rollout.vllm.kv_cache_gb=0.05"]
     assert main(["train", RECIPE, f"trainer.output_dir={out}", *SHORT, *args]) == 0
     assert_episodes_trained(read_jsonl(out / "metrics.jsonl"))
+
+
+def test_archer_on_ray_worker_groups(tmp_path, ray_cluster):
+    """ArCHer's utterance critic lives in the actor's processes; with the 'policy' backbone
+    every ZeRO rank joins the policy forward that feeds its heads."""
+    out = tmp_path / "run"
+    args = ["distributed.backend=ray", "resources.pools.default.devices_per_node=2", "train.engine=deepspeed", "train.zero_stage=3",
+            "algorithm.advantage=archer", "algorithm.archer.backbone=policy", "algorithm.archer.critic_updates=2",
+            "algorithm.archer.critic_batch_size=8", "trainer.save_every=2"]
+    assert main(["train", RECIPE, f"trainer.output_dir={out}", *SHORT, *args]) == 0
+    records = read_jsonl(out / "metrics.jsonl")
+    assert_episodes_trained(records)
+    assert records[-1]["archer/buffer_turns"] > 0 and records[-1]["archer/q_loss"] >= 0
