@@ -84,6 +84,9 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if "env" in report:  # a multi-turn recipe: greedy episodes
+        print_episodes_table(report)
+        return
     metrics, sources = report["metrics"], list(report["prompts_per_source"])
     columns = [("all", "eval/")] + ([(source, f"eval/{source}/") for source in sources] if len(sources) > 1 else [])
     table = Table(title=f"{report['model']} ({report['checkpoint'] or 'model'}) on {report['data']['path']}")
@@ -99,3 +102,18 @@ def print_table(report: dict) -> None:
     counts = report["prompts_per_source"]
     table.add_row("prompts", str(report["num_prompts"]), *([str(counts[s]) for s in sources] if len(sources) > 1 else []))
     Console(highlight=False, soft_wrap=True).print(table)
+
+
+def print_episodes_table(report: dict) -> None:
+    """The episode metrics of a multi-turn recipe's evaluation."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']} ({report['checkpoint'] or 'model'}) on {report['data']['path']}: {report['env']} episodes")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in report["metrics"].items():
+        table.add_row(key.removeprefix("eval/"), f"{value:.4g}")
+    table.add_row("episodes", str(report["num_episodes"]))
+    Console(highlight=False, soft_wrap=True).print(table)
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
+from rlhf.config.schema import RecipeConfig
 from rlhf.controller.setup import Run, sampling_params
 from rlhf.data.prompts import PromptStream
 from rlhf.rollout.base import SamplingParams
@@ -43,21 +44,28 @@ def multi_turn_source(run: Run) -> MultiTurnSource:
 
 
 def evaluate_episodes(run: Run, roles) -> dict[str, float]:
-    """One greedy episode per held-out row: `eval/success_rate` (when the environment reports
-    success), `eval/turns_mean`, `eval/return_mean`, `eval/truncated_rate`. (The caller times
+    """Held-out evaluation of a multi-turn run (see :func:`greedy_episodes`). (The caller times
     the whole evaluation; its generate/env split is not reported.)"""
-    limits = env_limits(run)
+    return greedy_episodes(run.config, run.tokenizer, roles, env_pool(run), run.eval_rows)
+
+
+def greedy_episodes(config: RecipeConfig, tokenizer, roles, pool, rows: list[dict]) -> dict[str, float]:
+    """One greedy episode per row, `data.eval_batch_size` at a time, with `roles.rollout` and
+    `roles.reward` (final answers): `eval/success_rate` (when the environment reports
+    success), `eval/turns_mean`, `eval/return_mean`, `eval/truncated_rate`."""
+    env = config.env
+    limits = Limits(env.max_turns, env.max_tokens_per_turn, env.max_total_tokens)
     greedy = SamplingParams(max_new_tokens=limits.max_tokens_per_turn, greedy=True)
-    turn_format = TurnFormat(run.tokenizer, run.config.data, run.config.env)
-    batch_size = run.config.data.eval_batch_size
+    turn_format = TurnFormat(tokenizer, config.data, env)
+    batch_size = config.data.eval_batch_size
     totals: dict[str, float] = {}
-    for start in range(0, len(run.eval_rows), batch_size):
-        rows = run.eval_rows[start : start + batch_size]
-        _, metrics = play_and_score(rows, roles, env_pool(run), turn_format, greedy, limits, PhaseTimer())
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        _, metrics = play_and_score(chunk, roles, pool, turn_format, greedy, limits, PhaseTimer())
         for key in ("env/success_rate", "env/turns_mean", "env/return_mean", "env/truncated_rate"):
             if key in metrics:
-                totals[key] = totals.get(key, 0.0) + metrics[key] * len(rows)
-    return {"eval/" + key.removeprefix("env/"): value / len(run.eval_rows) for key, value in totals.items()}
+                totals[key] = totals.get(key, 0.0) + metrics[key] * len(chunk)
+    return {"eval/" + key.removeprefix("env/"): value / len(rows) for key, value in totals.items()}
 
 
 def demo_batch(run: Run, rows: list[dict], rng: random.Random):

@@ -99,6 +99,8 @@ def evaluate_target(target: EvalTarget, plan: EvalPlan, out_dir: Path) -> dict:
             model_path = policy_path(target, Path(scratch))
             rollout, tokenizer = build_policy(config, model_path)
             rows, dropped = drop_long_prompts(rows, tokenizer, config.data, "data.eval")
+            if config.env.type:  # a multi-turn recipe: one greedy episode per row
+                return _episodes_report(target, rollout, tokenizer, reward, rows, dropped, out_dir)
             size = config.data.eval_batch_size
             prompts = [tokenize_prompts(config, tokenizer, rows[i : i + size]) for i in range(0, len(rows), size)]
             outcomes = collect_outcomes(rollout, reward, prompts, plan)
@@ -111,13 +113,32 @@ def evaluate_target(target: EvalTarget, plan: EvalPlan, out_dir: Path) -> dict:
     return report
 
 
+def _episodes_report(target: EvalTarget, rollout, tokenizer, reward, rows: list[dict], dropped: int, out_dir: Path) -> dict:
+    """`eval.json` of a multi-turn recipe: greedy episodes against its environment."""
+    from types import SimpleNamespace
+
+    from rlhf.controller.episodes import greedy_episodes
+    from rlhf.envs.pool import build_env_pool
+
+    config = target.config
+    with build_env_pool(config.env) as pool:
+        metrics = greedy_episodes(config, tokenizer, SimpleNamespace(rollout=rollout, reward=reward), pool, rows)
+    dataset = config.data.eval
+    report = {"model": target.model, "checkpoint": target.run_checkpoint.name if target.run_checkpoint else None,
+              "data": {"path": dataset.path, "split": dataset.split, "size": dataset.size}, "num_episodes": len(rows),
+              "env": config.env.type, "max_turns": config.env.max_turns, "seed": config.trainer.seed, "metrics": metrics,
+              "dropped_prompts": dropped}
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def eval_rows(target: EvalTarget) -> list[dict]:
     """The evaluation prompts of `data.eval` (set by `--data` or the recipe)."""
     dataset = target.config.data.eval
     if not dataset.path:
         raise ConfigError("--data: the recipe has no evaluation data (data.eval.path is empty); name it with --data PATH_OR_HUB")
     try:
-        return load_rows(dataset, target.config.data.arithmetic, "data.eval")
+        return load_rows(dataset, target.config.data.arithmetic, "data.eval", target.config.env.kwargs)
     except ConfigError as error:
         raise ConfigError(f"--data: {error}" if target.data_from_argument else str(error)) from None
 

@@ -34,6 +34,11 @@ def test_an_environment_recipe_trains_and_logs_episodes(tmp_path: Path, recipe: 
     assert main(["report", str(out)]) == 0  # the report shows whole conversations
     page = (out / "report.html").read_text()
     assert "agent: " in page and "env: " in page and f"[{sample['turns']} turns, " in page
+    if recipe == "guess_number":  # rlhf eval of the run's checkpoint plays greedy episodes too
+        assert main(["eval", str(out)]) == 0
+        report = json.loads((out / "eval" / "step_000002" / "eval.json").read_text())
+        assert report["env"] == "guess_number" and report["num_episodes"] == 8
+        assert report["metrics"]["eval/success_rate"] == pytest.approx(last["eval/success_rate"])
 
 
 ARCHER = ["trainer.total_steps=4", "trainer.save_every=2", "sft.enabled=false", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=2",
