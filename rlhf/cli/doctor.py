@@ -57,7 +57,20 @@ def engine_checks() -> list[Check]:
     checks += [Check(f"rollout.engine={name}", *spec.availability()) for name, spec in ROLLOUT_ENGINES.items()]
     ok, why = importable("ray")
     checks.append(Check("distributed.backend=ray", ok, f"ray {version('ray')}" if ok else why))
+    checks.append(sandbox_check())
     return checks
+
+
+def sandbox_check() -> Check:
+    """What the `tool` environment's Python sandbox can contain on this machine (it always runs,
+    with fewer kernel guarantees where namespaces or a pids cgroup are not available)."""
+    from rlhf.envs.tools.containment import namespaces_available, pids_cgroup_root
+
+    isolated = namespaces_available()
+    capped = pids_cgroup_root() is not None or os.geteuid() != 0
+    detail = (f"network {'namespace' if isolated else 'refused by an audit hook only'}; "
+              f"processes {'capped by the kernel' if capped else 'refused by an audit hook only'}; CPU, memory, time and output limits")
+    return Check("env python tool sandbox", True, detail)
 
 
 def known_bad() -> list[Check]:
