@@ -84,10 +84,14 @@ class TwentyQuestions:
 
     Args:
         catalogue: path of a catalogue JSON file; None: the built-in one.
+        invalid_observation: the answer to an action that is neither a question nor a guess
+            (the default names both forms; a tiny model's recipe uses a short one, which
+            leaves its small context to the game).
     """
 
-    def __init__(self, catalogue: str | None = None):
+    def __init__(self, catalogue: str | None = None, invalid_observation: str = INVALID):
         self.catalogue = load_catalogue(catalogue)
+        self.invalid_observation = invalid_observation
         self.target = ""
         self.answers: dict[str, bool] = {}
         self.wrong_guesses: set[str] = set()
@@ -111,7 +115,7 @@ class TwentyQuestions:
                 return Step("yes", 1.0, True, {"success": True})
             self.wrong_guesses.add(word)
             return Step("no", 0.0, False, {"success": False})
-        return Step(INVALID, 0.0, False, {"success": False, "invalid": True})
+        return Step(self.invalid_observation, 0.0, False, {"success": False, "invalid": True})
 
     def candidates(self) -> list[str]:
         """Objects consistent with every answer so far (in catalogue order)."""
