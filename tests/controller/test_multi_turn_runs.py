@@ -15,7 +15,7 @@ SHORT = ["trainer.total_steps=2", "sft.stop_at_accuracy=0.02", "sft.eval_every=1
          "rollout.n=4", "actor.mini_batch_size=16", "actor.micro_batch_size=16", "trainer.eval_every=2", "trainer.sample_every=1"]
 
 
-@pytest.mark.parametrize("recipe", ["guess_number", "twenty_questions"])
+@pytest.mark.parametrize("recipe", ["guess_number", pytest.param("twenty_questions", marks=pytest.mark.slow)])
 def test_an_environment_recipe_trains_and_logs_episodes(tmp_path: Path, recipe: str):
     out = tmp_path / "run"
     assert main(["train", str(RECIPES / f"{recipe}.yaml"), f"trainer.output_dir={out}", *SHORT]) == 0
@@ -46,7 +46,7 @@ ARCHER = ["trainer.total_steps=4", "trainer.save_every=2", "sft.enabled=false", 
           "algorithm.archer.critic_updates=2", "algorithm.archer.critic_batch_size=8", "algorithm.archer.buffer_size=64"]
 
 
-@pytest.mark.parametrize("backbone", ["policy", "separate"])
+@pytest.mark.parametrize("backbone", ["policy", pytest.param("separate", marks=pytest.mark.slow)])
 def test_an_archer_run_resumes_exactly(tmp_path: Path, monkeypatch, backbone: str):
     """The utterance critic, its targets, optimiser and replay buffer (with its sampling
     generator) come back from the checkpoint: crash at step 3, resume, and the metrics equal a
