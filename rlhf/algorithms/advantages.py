@@ -248,7 +248,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
     "reinforce_pp": Estimator(reinforce_pp, ("token_rewards", "response_mask", "gamma")),
     "reinforce_pp_baseline": Estimator(reinforce_pp_baseline, _GROUP),
     "remax": Estimator(remax, ("token_rewards", "baseline_scores", "response_mask")),
-    "turn_rloo": Estimator(turn_rloo, (*_TURN_INPUTS, "response_mask", "group_index", "turn_gamma")),
+    "turn_rloo": Estimator(turn_rloo, ("turn_rewards", "turn_mask", "turn_index", "response_mask", "group_index", "turn_gamma")),
     "archer": Estimator(archer_token_advantages, ("utterance_advantages", "turn_index", "response_mask")),
 }
 """`algorithm.advantage` -> its entry."""

@@ -240,6 +240,7 @@ def random_inputs(seed: int, batch: int, length: int, right_padded: bool) -> dic
         "turn_mask": (torch.arange(3)[None, :] < torch.randint(1, 4, (batch, 1), generator=generator)).float(),
         "turn_index": torch.randint(-1, 3, (batch, length), generator=generator),
         "turn_gamma": 0.8,
+        "utterance_advantages": torch.randn(batch, 3, generator=generator),  # ArCHer's critic's, per turn
     }
 
 
@@ -293,7 +294,7 @@ def test_permutation_equivariance(name, shape, rng):
 
 # ---- registry and compute_advantages -----------------------------------------------------
 
-ALL_NAMES = {"gae", "grpo", "drgrpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "turn_rloo"}
+ALL_NAMES = {"gae", "grpo", "drgrpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "remax", "turn_rloo", "archer"}
 
 
 def test_registry_holds_exactly_the_registered_estimators():
@@ -304,7 +305,7 @@ def test_registry_holds_exactly_the_registered_estimators():
 
 
 def test_unknown_estimator_lists_the_valid_ones():
-    valid = "drgrpo, gae, grpo, reinforce_pp, reinforce_pp_baseline, remax, rloo, turn_rloo"
+    valid = "archer, drgrpo, gae, grpo, reinforce_pp, reinforce_pp_baseline, remax, rloo, turn_rloo"
     with pytest.raises(KeyError, match=f"unknown advantage estimator 'ppo2'; valid: {valid}"):
         get_advantage_estimator("ppo2")
     with pytest.raises(KeyError, match="unknown advantage estimator 'ppo2'"):

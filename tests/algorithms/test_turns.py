@@ -154,7 +154,7 @@ def test_turn_rloo_declares_turn_inputs():
     entry = estimator("turn_rloo")
     assert entry.inputs == ("turn_rewards", "turn_mask", "turn_index", "response_mask", "group_index", "turn_gamma")
     assert entry.needs_turns and not entry.needs_critic and not entry.needs_greedy_baseline
-    assert {name for name, other in ADVANTAGE_ESTIMATORS.items() if other.needs_turns} == {"turn_rloo"}
+    assert {name for name, other in ADVANTAGE_ESTIMATORS.items() if other.needs_turns} == {"turn_rloo", "archer"}
 
 
 def test_single_turn_inputs_name_what_turn_rloo_misses():

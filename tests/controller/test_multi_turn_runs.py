@@ -41,6 +41,14 @@ def test_an_environment_recipe_trains_and_logs_episodes(tmp_path: Path, recipe: 
         assert report["metrics"]["eval/success_rate"] == pytest.approx(last["eval/success_rate"])
 
 
+def test_turn_level_credit_trains_on_episodes(tmp_path: Path):
+    out = tmp_path / "run"
+    args = [*SHORT, "algorithm.advantage=turn_rloo", "algorithm.turn_gamma=0.9", "actor.loss_agg=seq-mean-token-sum-norm"]
+    assert main(["train", str(RECIPES / "guess_number.yaml"), f"trainer.output_dir={out}", *args]) == 0
+    last = read_jsonl(out / "metrics.jsonl")[-1]
+    assert last["actor/grad_norm"] > 0 and "env/success_rate" in last
+
+
 ARCHER = ["trainer.total_steps=4", "trainer.save_every=2", "sft.enabled=false", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=2",
           "actor.mini_batch_size=8", "actor.micro_batch_size=8", "trainer.eval_every=2", "algorithm.advantage=archer",
           "algorithm.archer.critic_updates=2", "algorithm.archer.critic_batch_size=8", "algorithm.archer.buffer_size=64"]
