@@ -196,7 +196,7 @@ CASES = [
          files(rows__jsonl=jsonl({"prompt": "3+3=", "ground_truth": None}))),
     Case("data-wrong-prompt-key", "data", train("data.train.prompt_key=question"), 2, (r"data.train.prompt_key: 'builtin:arithmetic' row 1 has no field 'question'",)),
     Case("data-eval-file-corrupt", "data", train("data.eval.path={dir}/eval.jsonl"), 2, (r"data.eval.path: {dir}/eval.jsonl:1 is not valid JSON",), files(eval__jsonl="{oops}\n")),
-    Case("data-unknown-builtin", "data", train("data.train.path=builtin:multiplication"), 2, (r"data.train.path: unknown builtin dataset 'multiplication'",)),
+    Case("data-unknown-builtin", "data", train("data.train.path=builtin:chess"), 2, (r"data.train.path: unknown builtin dataset 'chess'",)),
     Case("data-extractor-finds-nothing", "data", train("data.train.path={dir}/rows.jsonl", "data.train.answer_extractor=gsm8k"), 2,
          (r"data.train.answer_extractor: '{dir}/rows.jsonl' row 1: the 'gsm8k' extractor finds no answer",), files(rows__jsonl=jsonl(*ROWS))),
     Case("prompts-all-too-long", "data", train("data.train.path={dir}/rows.jsonl"), 2,
