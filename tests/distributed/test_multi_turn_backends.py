@@ -41,5 +41,6 @@ def test_episodes_with_the_vllm_engine(tmp_path):
     assert "eval/success_rate" in records[0] and "eval/success_rate" in records[-1]
     for record in records[1:]:
         assert 1 <= record["env/turns_mean"] <= 5 and record["env/action_tokens_mean"] > 0
-        # vLLM's logprobs of the actions match the trainer's over the action tokens
-        assert record["rollout/logprob_diff_max"] < 1e-3
+        # vLLM's logprobs of the actions match the trainer's over the action tokens (measured in
+        # the single on-policy update, which needs no separate old-logprob pass)
+        assert record["rollout/logprob_diff"] < 1e-3
