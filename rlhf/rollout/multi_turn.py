@@ -29,7 +29,7 @@ from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream, sequence_tensor
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.episodes import Chooser, Episode, Limits, play_episodes
-from rlhf.rollout.source import SOURCE_SCORES, Sampled
+from rlhf.rollout.source import SOURCE_SCORES, PromptGroups, Sampled
 from rlhf.rollout.turn_format import TurnFormat
 
 SUCCESS_AT = 1.0 - 1e-6
@@ -49,15 +49,13 @@ class MultiTurnSource:
     """
 
     def __init__(self, stream: PromptStream, pool, turn_format: TurnFormat, *, n: int, sampling: SamplingParams, limits: Limits):
-        self.stream, self.pool, self.turn_format = stream, pool, turn_format
+        self.prompts, self.pool, self.turn_format = PromptGroups(stream), pool, turn_format
         self.n, self.sampling, self.limits = n, sampling, limits
-        self.next_group = 0
         self.last: Sampled | None = None
 
     def next_batch(self, roles, timer) -> Sampled:
-        rows = next(self.stream)
-        groups = [g for g in range(self.next_group, self.next_group + len(rows)) for _ in range(self.n)]
-        self.next_group += len(rows)
+        rows, row_groups = self.prompts.next()
+        groups = [group for group in row_groups for _ in range(self.n)]
         episodes_rows = [row for row in rows for _ in range(self.n)]
         batch, metrics = play_and_score(episodes_rows, roles, self.pool, self.turn_format, self.sampling, self.limits, timer)
         batch.set("group_index", groups)
@@ -66,11 +64,10 @@ class MultiTurnSource:
 
     def state_dict(self) -> dict[str, Any]:
         """The stream's position and the next group id."""
-        return {"stream": self.stream.state_dict(), "next_group": self.next_group}
+        return self.prompts.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state["stream"])
-        self.next_group = int(state["next_group"])
+        self.prompts.load_state_dict(state)
 
     def close(self) -> None:
         self.pool.close()

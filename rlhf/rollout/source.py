@@ -52,3 +52,32 @@ class RolloutSource(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class PromptGroups:
+    """The prompt rows of each step, each with a fresh group id (its samples or episodes share
+    it), drawn from a seeded stream; its position is part of the source's state."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.next_group = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.stream.batch_size
+
+    def next(self) -> tuple[list[dict], list[int]]:
+        """(the next batch of rows, their group ids)."""
+        rows = next(self.stream)
+        groups = list(range(self.next_group, self.next_group + len(rows)))
+        self.next_group += len(rows)
+        return rows, groups
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's position and the next group id."""
+        return {"stream": self.stream.state_dict(), "next_group": self.next_group}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.next_group = int(state["next_group"])
+

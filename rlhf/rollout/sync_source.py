@@ -17,7 +17,7 @@ from rlhf.config.schema import DynamicSamplingConfig
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream
 from rlhf.rollout.base import SamplingParams
-from rlhf.rollout.source import SOURCE_SCORES, Sampled
+from rlhf.rollout.source import SOURCE_SCORES, PromptGroups, Sampled
 
 
 class SyncRolloutSource:
@@ -34,9 +34,8 @@ class SyncRolloutSource:
 
     def __init__(self, stream: PromptStream, tokenize: Callable[[list[dict]], Batch], *, n: int, sampling: SamplingParams,
                  dynamic: DynamicSamplingConfig, with_baseline: bool):
-        self.stream, self.tokenize, self.n, self.sampling = stream, tokenize, n, sampling
+        self.prompts, self.tokenize, self.n, self.sampling = PromptGroups(stream), tokenize, n, sampling
         self.dynamic, self.with_baseline = dynamic, with_baseline
-        self.next_group = 0
         self.last: Sampled | None = None
 
     def next_batch(self, roles, timer) -> Sampled:
@@ -51,17 +50,15 @@ class SyncRolloutSource:
 
     def state_dict(self) -> dict[str, Any]:
         """The stream's position and the next group id."""
-        return {"stream": self.stream.state_dict(), "next_group": self.next_group}
+        return self.prompts.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream.load_state_dict(state["stream"])
-        self.next_group = int(state["next_group"])
+        self.prompts.load_state_dict(state)
 
     def round(self, roles, timer) -> tuple[Batch, dict[str, float]]:
         """Generate n responses for the next prompt batch and score them."""
-        prompts = self.tokenize(next(self.stream))
-        prompts.set("group_index", list(range(self.next_group, self.next_group + len(prompts))))
-        self.next_group += len(prompts)
+        rows, groups = self.prompts.next()
+        prompts = self.tokenize(rows).set("group_index", groups)
         with timer.phase("generate"):
             batch = roles.rollout.generate(prompts.repeat_interleave(self.n), self.sampling)
         with timer.phase("reward"):
@@ -83,7 +80,7 @@ class SyncRolloutSource:
 
     def _dynamic(self, roles, timer, max_extra_rounds: int) -> Sampled:
         """DAPO's dynamic sampling (Yu et al. 2025, sec. 3.2): keep groups whose rewards differ."""
-        n, wanted = self.n, self.stream.batch_size
+        n, wanted = self.n, self.prompts.batch_size
         kept, dropped, scores, round_metrics = [], [], [], []
         while sum(len(b) for b in kept) < wanted * n and len(round_metrics) <= max_extra_rounds:
             batch, metrics = self.round(roles, timer)
