@@ -34,6 +34,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import weakref
 from multiprocessing import Pipe
 from pathlib import Path
@@ -190,6 +191,10 @@ class _Worker:
             raise UserCodeError("cannot start a child process: sys.executable is not set in this interpreter")
         self.conn, child_conn = Pipe(duplex=True)
         lifeline_r, self.lifeline_w = os.pipe()
+        # a Ctrl-C may close the pipes from the main thread while a caller's thread, which saw the
+        # child die, closes them too: each descriptor must be closed exactly once (a second close
+        # could hit a descriptor the process has since reused)
+        self._pipes_lock = threading.Lock()
         try:
             # the interpreter's own flags (-O, -W ..., -X ...) carry over, as multiprocessing does it
             self.process = subprocess.Popen(
@@ -278,11 +283,12 @@ class _Worker:
         self.close_pipes()
 
     def close_pipes(self) -> None:
-        if not self.conn.closed:
-            self.conn.close()
-        if self.lifeline_w is not None:
-            os.close(self.lifeline_w)
-            self.lifeline_w = None
+        with self._pipes_lock:
+            if not self.conn.closed:
+                self.conn.close()
+            if self.lifeline_w is not None:
+                os.close(self.lifeline_w)
+                self.lifeline_w = None
 
 
 @atexit.register
