@@ -8,18 +8,18 @@ signature, a constructor that rejects `env.kwargs`) are ConfigErrors instead
 and for an exception the user's line, with the trimmed traceback on the lines after it.
 
 Both the driver and an environment's worker process import this module: only the standard
-library and :mod:`rlhf.envs.base`.
+library, :mod:`rlhf.envs.base` and :mod:`rlhf.usercode.report`.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import sysconfig
-import traceback
 from typing import Any
 
 from rlhf.envs.base import Step
+from rlhf.usercode import report
+from rlhf.usercode.report import plain_scalar, short
 
 STEP_FORM = "rlhf.envs.base.Step(observation: str, reward: float, done: bool, info: dict)"
 """What `step` must return, for messages."""
@@ -38,15 +38,11 @@ def checked_step(result: Any, where: str) -> Step:
     if not isinstance(result.observation, str):
         raise EnvError(f"{where} returned a Step whose observation is {short(result.observation)} "
                        f"({type(result.observation).__name__}); it must be a str ('' for none)")
-    reward = result.reward
-    if getattr(reward, "ndim", None) == 0 and hasattr(reward, "item"):  # a numpy scalar or a 0-d tensor
-        reward = reward.item()
+    reward = plain_scalar(result.reward)
     if not isinstance(reward, numbers.Real) or not math.isfinite(float(reward)):
         raise EnvError(f"{where} returned a Step whose reward is {short(result.reward)} "
                        f"({type(result.reward).__name__}); it must be a finite number")
-    done = result.done
-    if getattr(done, "ndim", None) == 0 and hasattr(done, "item"):  # numpy's bool, common in environments that use numpy
-        done = done.item()
+    done = plain_scalar(result.done)  # numpy's bool is common in environments that use numpy
     if not isinstance(done, bool):
         raise EnvError(f"{where} returned a Step whose done is {short(done)} ({type(done).__name__}); it must be a bool")
     if not isinstance(result.info, dict):
@@ -64,8 +60,7 @@ def _plain(value: Any, where: str, name: str, depth: int) -> Any:
     """`value` (`name`: where it sits in info) with numpy scalars as Python numbers, tuples as
     lists; EnvError for anything that is not plain data. Plain data unpickles in any process
     (an object of the user's module would not, in the driver) and goes into samples.jsonl."""
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        value = value.item()
+    value = plain_scalar(value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if depth < _MAX_DEPTH and isinstance(value, (list, tuple)):
@@ -91,47 +86,9 @@ def raised(where: str, error: BaseException) -> EnvError:
 
 
 def explain(error: BaseException) -> tuple[str, str]:
-    """('ValueError: boom (at line 12 of /x/env.py, in step)', the traceback trimmed to the
-    user's frames, library frames below the user's last line left out)."""
-    frames, last_user = _user_frames(error)
-    line = ""
-    if frames:
-        frame = frames[last_user]
-        line = f" (at line {frame.lineno} of {frame.filename}, in {frame.name})"
-    details = ["Traceback (most recent call last):\n", *traceback.format_list(frames[: last_user + 1])]
-    if len(frames) - 1 > last_user:
-        details.append(f"  ... {len(frames) - 1 - last_user} frame(s) inside libraries\n")
-    details.extend(traceback.format_exception_only(type(error), error))
-    return cause(error) + line, "".join(details).rstrip()
-
-
-def cause(error: BaseException) -> str:
-    """'ValueError: bad row', or just 'StopIteration' for an exception without a message."""
-    try:
-        text = str(error)
-    except Exception:  # a user exception whose __str__ fails
-        text = "<its message cannot be shown>"
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """`repr(value)`, cut to `limit` characters (and never failing)."""
-    try:
-        text = repr(value)
-    except Exception:  # a huge int or a broken __repr__
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _user_frames(error: BaseException) -> tuple[list[traceback.FrameSummary], int]:
-    """(the exception's frames below rlhf's own, the index of the last one outside the
-    standard library and installed packages)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    while frames and _is_ours(frames[0].filename):
-        frames.pop(0)
-    library = tuple({sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")})
-    last_user = max((i for i, frame in enumerate(frames) if not frame.filename.startswith(library)), default=len(frames) - 1)
-    return frames, last_user
+    """(the exception and the user's line, the traceback trimmed to the user's frames): see
+    :func:`rlhf.usercode.report.explain`."""
+    return report.explain(error, _is_ours)
 
 
 def _is_ours(filename: str) -> bool:

@@ -43,10 +43,11 @@ import torch
 from rlhf.config.errors import ConfigError
 from rlhf.data.batch import Batch
 from rlhf.rewards.base import RewardOutput
-from rlhf.rewards.function_host import FunctionHost, Verdict, short
+from rlhf.rewards.function_host import FunctionHost, Verdict
 from rlhf.rewards.function_load import NOT_EXTRA
 from rlhf.usercode.errors import DeadlineExceeded, ProcessDied, UserCodeError
 from rlhf.usercode.process import UserCodeProcess
+from rlhf.usercode.report import short
 
 IMPORT_TIMEOUT_S = 120.0
 """How long the worker may take to import the function's module (and what that imports)."""

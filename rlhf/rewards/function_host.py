@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import sysconfig
-import traceback
 from dataclasses import dataclass
 from typing import Any, Collection
 
 from rlhf.rewards.function_load import BATCH_ARGS, NOT_EXTRA, SAMPLE_ARGS, CallPlan, load_function, plan_call
+from rlhf.usercode.report import explain, kind, plain_scalar, short
 
 RESERVED_METRICS = frozenset({"mean", "errors", "nonfinite"})
 """Keys a dict result may not use: the combiner and the source log these names."""
@@ -62,8 +61,8 @@ class FunctionHost:
         try:
             result = self._invoke(main, extras)
         except BaseException as error:  # the user's code may raise anything: report it with its traceback
-            return Verdict(failure=f"{self.label} raised on sample {index} (response {short(main[1])}): "
-                                   f"{_cause(error)}{_user_line(error)}", details=_user_traceback(error))
+            summary, details = explain(error, _ours)
+            return Verdict(failure=f"{self.label} raised on sample {index} (response {short(main[1])}): {summary}", details=details)
         return self.check(index, result)
 
     def score_batch(self, main: tuple[list, list, list], extras: dict[str, list]) -> list[Verdict] | Verdict:
@@ -74,8 +73,8 @@ class FunctionHost:
             if hasattr(results, "tolist"):  # a numpy array or a tensor
                 results = results.tolist()
         except BaseException as error:  # as in score_one
-            return Verdict(failure=f"{self.label} raised on a batch of {size} samples: {_cause(error)}{_user_line(error)}",
-                           details=_user_traceback(error))
+            summary, details = explain(error, _ours)
+            return Verdict(failure=f"{self.label} raised on a batch of {size} samples: {summary}", details=details)
         if not isinstance(results, (list, tuple)) or len(results) != size:
             got = f"{len(results)} results" if isinstance(results, (list, tuple)) else f"a {type(results).__name__}"
             return Verdict(failure=f"{self.label} returned {got} for {size} samples; it must return a list with one score per sample")
@@ -92,8 +91,9 @@ class FunctionHost:
         try:
             return self._check(index, result)
         except BaseException as error:  # reading a user object ran user code (`__float__`, `item`, `__eq__`)
+            summary, details = explain(error, _ours)
             return Verdict(failure=f"{self.label} returned {short(result)} for sample {index}, which could not be read "
-                                   f"as a score: {_cause(error)}{_user_line(error)}", details=_user_traceback(error))
+                                   f"as a score: {summary}", details=details)
 
     def _check(self, index: int, result: Any) -> Verdict:
         value = result
@@ -108,7 +108,7 @@ class FunctionHost:
         try:
             number = _as_number(value)
         except OverflowError:
-            return Verdict(failure=f"{self.label} returned {short(value)} ({_kind(value)}) for sample {index}, too large "
+            return Verdict(failure=f"{self.label} returned {short(value)} ({kind(value)}) for sample {index}, too large "
                                    "for a float; a score must be finite", nonfinite=True)
         if number is None:
             return Verdict(failure=f"{self.label} returned {short(value)} ({type(value).__name__}) for sample {index}; "
@@ -134,64 +134,10 @@ def _metrics(result: dict) -> dict[str, float]:
 def _as_number(value: Any) -> float | None:
     """`value` as a float when it is a real number (bools, numpy scalars, 0-d tensors too), else
     None; OverflowError for one too large for a float (`10**400`)."""
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        value = value.item()
+    value = plain_scalar(value)
     return float(value) if isinstance(value, numbers.Real) else None
 
 
-def _kind(value: Any) -> str:
-    """'int of 401 digits' for an int, else the type's name."""
-    if isinstance(value, int):
-        return f"int of {len(str(abs(value)))} digits" if value.bit_length() < 10_000 else f"int of about {int(value.bit_length() * math.log10(2)) + 1} digits"
-    return type(value).__name__
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """`repr(value)`, cut to `limit` characters (and never failing)."""
-    try:
-        text = repr(value)
-    except Exception:  # a huge int (Python refuses to print > 4300 digits) or a broken __repr__
-        text = f"<{_kind(value)}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _cause(error: BaseException) -> str:
-    """'ValueError: cannot parse', or just 'CancelledError' for an exception without a message."""
-    try:
-        text = str(error)
-    except Exception:  # a user exception whose __str__ fails
-        text = "<its message cannot be shown>"
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _user_frames(error: BaseException) -> tuple[list[traceback.FrameSummary], int]:
-    """(the frames of an exception raised in a user function, without this module's frames
-    above them; the index of the last one outside libraries: the standard library, installed
-    packages)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    while frames and frames[0].filename == __file__:
-        frames.pop(0)
-    library = tuple({sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")})
-    last_user = max((i for i, frame in enumerate(frames) if not frame.filename.startswith(library)), default=len(frames) - 1)
-    return frames, last_user
-
-
-def _user_line(error: BaseException) -> str:
-    """' (at line 7 of /x/my_rewards.py, in helper)': the user's line the exception came from."""
-    frames, last_user = _user_frames(error)
-    if not frames:
-        return ""
-    frame = frames[last_user]
-    return f" (at line {frame.lineno} of {frame.filename}, in {frame.name})"
-
-
-def _user_traceback(error: BaseException) -> str:
-    """The traceback of an exception raised in a user function, trimmed to the user's frames
-    (see :func:`_user_frames`), library frames below the user's last line left out."""
-    frames, last_user = _user_frames(error)
-    omitted = len(frames) - 1 - last_user
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames[: last_user + 1])]
-    if omitted:
-        lines.append(f"  ... {omitted} frame(s) inside libraries\n")
-    lines.extend(traceback.format_exception_only(type(error), error))
-    return "".join(lines).rstrip()
+def _ours(filename: str) -> bool:
+    """A frame of this module (the host calling the user's function)."""
+    return filename == __file__
