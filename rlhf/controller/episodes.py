@@ -20,11 +20,6 @@ from rlhf.rollout.turn_format import TurnFormat
 from rlhf.timing import PhaseTimer
 
 
-def env_limits(run: Run) -> Limits:
-    env = run.config.env
-    return Limits(env.max_turns, env.max_tokens_per_turn, env.max_total_tokens)
-
-
 def env_pool(run: Run):
     """The run's environments, built on first use."""
     if run.env_pool is None:
@@ -40,7 +35,7 @@ def multi_turn_source(run: Run) -> MultiTurnSource:
     stream = PromptStream(run.train_rows, config.data.train_batch_size, config.trainer.seed)
     sampling = sampling_params(config)
     return MultiTurnSource(stream, env_pool(run), TurnFormat(run.tokenizer, config.data, config.env), n=config.rollout.n,
-                           sampling=sampling, limits=env_limits(run))
+                           sampling=sampling, limits=Limits.of(config.env))
 
 
 def evaluate_episodes(run: Run, roles) -> dict[str, float]:
@@ -53,10 +48,9 @@ def greedy_episodes(config: RecipeConfig, tokenizer, roles, pool, rows: list[dic
     """One greedy episode per row, `data.eval_batch_size` at a time, with `roles.rollout` and
     `roles.reward` (final answers): `eval/success_rate` (when the environment reports
     success), `eval/turns_mean`, `eval/return_mean`, `eval/truncated_rate`."""
-    env = config.env
-    limits = Limits(env.max_turns, env.max_tokens_per_turn, env.max_total_tokens)
+    limits = Limits.of(config.env)
     greedy = SamplingParams(max_new_tokens=limits.max_tokens_per_turn, greedy=True)
-    turn_format = TurnFormat(tokenizer, config.data, env)
+    turn_format = TurnFormat(tokenizer, config.data, config.env)
     batch_size = config.data.eval_batch_size
     totals: dict[str, float] = {}
     for start in range(0, len(rows), batch_size):
@@ -81,14 +75,11 @@ def demo_batch(run: Run, rows: list[dict], rng: random.Random):
         return {i: ((tokenizer(actions[i], add_special_tokens=False)["input_ids"] + eos)[:budget], None) for i in contexts}
 
     turn_format = TurnFormat(tokenizer, run.config.data, run.config.env)
-    episodes = play_episodes(rows, pool, choose, turn_format, env_limits(run), eos)
+    episodes = play_episodes(rows, pool, choose, turn_format, Limits.of(run.config.env), eos)
     return episodes_batch(episodes, rows, tokenizer.pad_token_id)
 
 
 def greedy_success_rate(run: Run, rollout, judge, rows: list[dict]) -> float:
     """Success rate of one greedy episode per row (SFT validation of a multi-turn run)."""
-    limits = env_limits(run)
-    greedy = SamplingParams(max_new_tokens=limits.max_tokens_per_turn, greedy=True)
-    turn_format = TurnFormat(run.tokenizer, run.config.data, run.config.env)
-    _, metrics = play_and_score(rows, SimpleNamespace(rollout=rollout, reward=judge), env_pool(run), turn_format, greedy, limits, PhaseTimer())
-    return metrics.get("env/success_rate", 0.0)
+    metrics = greedy_episodes(run.config, run.tokenizer, SimpleNamespace(rollout=rollout, reward=judge), env_pool(run), rows)
+    return metrics.get("eval/success_rate", 0.0)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 
 from rlhf.data.batch import Batch
+from rlhf.rewards.base import CORRECT_AT
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine, SamplingParams
 
-CORRECT_AT = 1.0 - 1e-6
-"""A response is correct when the verifier (the first reward source) scores it at least this."""
 
 
 def greedy_accuracy(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], max_new_tokens: int) -> dict[str, float]:

@@ -21,6 +21,10 @@ import torch
 
 from rlhf.data.batch import Batch
 
+CORRECT_AT = 1.0 - 1e-6
+"""A score at or above this is a verifier's "correct" (its 1, within float rounding): a correct
+greedy answer in evaluation, a successful episode whose final answer the sources graded."""
+
 
 @dataclass
 class RewardOutput:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rlhf.config.env_schema import EnvConfig
 from rlhf.rollout.turn_format import TurnFormat
 
 Chooser = Callable[[dict[int, list[int]], int], dict[int, tuple[list[int], list[float] | None]]]
@@ -33,6 +34,10 @@ class Limits:
     max_turns: int
     max_tokens_per_turn: int
     max_total_tokens: int
+
+    @classmethod
+    def of(cls, env: EnvConfig) -> "Limits":
+        return cls(env.max_turns, env.max_tokens_per_turn, env.max_total_tokens)
 
 
 @dataclass

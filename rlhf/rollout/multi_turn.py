@@ -27,14 +27,11 @@ import torch
 
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream, sequence_tensor
+from rlhf.rewards.base import CORRECT_AT
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.episodes import Chooser, Episode, Limits, play_episodes
 from rlhf.rollout.source import SOURCE_SCORES, PromptGroups, Sampled
 from rlhf.rollout.turn_format import TurnFormat
-
-SUCCESS_AT = 1.0 - 1e-6
-"""A graded final answer counts as a success when its score reaches this (a verifier's 1)."""
-
 
 class MultiTurnSource:
     """Scored multi-turn batches from prompt rows (see the module docstring).
@@ -68,9 +65,6 @@ class MultiTurnSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.prompts.load_state_dict(state)
-
-    def close(self) -> None:
-        self.pool.close()
 
 
 def play_and_score(rows: list[dict], roles, pool, turn_format: TurnFormat, sampling: SamplingParams, limits: Limits, timer) -> tuple[Batch, dict[str, float]]:
@@ -171,7 +165,7 @@ def grade_answers(reward, batch: Batch, episodes: list[Episode], graded: list[in
     for row, i in enumerate(graded):
         last = int(batch["num_turns"][i]) - 1
         batch["turn_rewards"][i, last] += result.scores[row]
-        episodes[i].success = bool(result.scores[row] >= SUCCESS_AT)
+        episodes[i].success = bool(result.scores[row] >= CORRECT_AT)  # the verifier's 1
         batch["success"][i] = episodes[i].success
     batch.set("scores", batch["turn_rewards"].sum(dim=-1))
     for name, scores in result.per_source.items():
