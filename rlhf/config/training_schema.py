@@ -146,6 +146,10 @@ class ArcherConfig:
     for the critic: only the heads learn from TD)."""
     warmup_steps: int = 0
     """RL steps that only train the critic (the policy waits for a useful advantage)."""
+    bootstrap_truncated: bool = False
+    """False: an episode cut by env.max_turns or env.max_total_tokens is over (its last turn's
+    target is its reward, as the policy's return is). True: bootstrap V̄ after a cut, for
+    environments whose budget is only a training convenience."""
 
 
 @dataclass

@@ -37,7 +37,9 @@ class Trajectory:
     turn_rewards: torch.Tensor
     """[K] float32."""
     terminal: bool
-    """True when the episode ended with done; False when the turn or token budget cut it."""
+    """True when nothing can follow the last turn, so its value is its reward alone: the episode
+    ended with done, or was cut by the turn or token budget of a task whose budget is part of
+    the game (the default). False only for a cut episode of a critic that bootstraps them."""
 
     @property
     def num_turns(self) -> int:
@@ -54,12 +56,12 @@ class Trajectory:
     def next_positions(self) -> torch.Tensor:
         """[K] where V̄(s_{k+1}) is read: the last token before action k + 1; after the last
         action, the last token of the trajectory (its final observation, if any). That read is
-        used only when the episode was truncated; a terminal one does not bootstrap."""
+        used only when the episode is not terminal; a terminal one does not bootstrap."""
         last = torch.tensor([self.ids.numel() - 1], dtype=torch.long)
         return torch.cat([self.action_starts[1:] - 1, last])
 
     def terminal_turns(self) -> torch.Tensor:
-        """[K] bool: True only on the last turn of an episode that ended with done."""
+        """[K] bool: True only on the last turn of a terminal episode."""
         flags = torch.zeros(self.num_turns, dtype=torch.bool)
         flags[-1] = self.terminal
         return flags
@@ -74,12 +76,21 @@ class Trajectory:
         return Trajectory(state["ids"], state["action_starts"], state["action_ends"], state["turn_rewards"], bool(state["terminal"]))
 
 
-def trajectories_from_batch(batch: Batch) -> list[Trajectory]:
+def trajectories_from_batch(batch: Batch, *, bootstrap_truncated: bool = False) -> list[Trajectory]:
     """The rows of a multi-turn Batch as trajectories (rows with no turn are left out).
 
     Reads prompt_ids/prompt_mask (left-padded), response_ids/response_mask (right-padded),
     action_starts/action_ends [B, K] (response columns), turn_rewards [B, K], num_turns [B]
     and the non-tensor `truncated` [B] (a missing flag means the episode ended with done).
+
+    Args:
+        bootstrap_truncated: False (default): every episode is terminal after its last turn.
+            The env's turn and token budgets are part of its task (guess within 5 turns), the
+            policy's return stops there, and so must the critic's values: bootstrapping a cut
+            episode from V̄(s') would value an endless game nobody plays, and its failures would
+            never teach the critic a 0. True: a truncated episode bootstraps (Pardo et al. 2018,
+            "Time Limits in Reinforcement Learning"), for environments whose budget is only a
+            training convenience.
     """
     missing = [key for key in TRAJECTORY_FIELDS if key not in batch]
     if missing:
@@ -100,7 +111,7 @@ def trajectories_from_batch(batch: Batch) -> list[Trajectory]:
             action_starts=(batch["action_starts"][row, :turns].long() + offset).cpu(),
             action_ends=(batch["action_ends"][row, :turns].long() + offset).cpu(),
             turn_rewards=batch["turn_rewards"][row, :turns].float().cpu(),
-            terminal=not bool(truncated[row]),
+            terminal=not (bootstrap_truncated and bool(truncated[row])),
         ))
     return trajectories
 

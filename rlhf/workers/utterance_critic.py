@@ -11,7 +11,7 @@ hidden state at position t has read exactly the tokens up to t:
 * V(s_k) at the last token before action k starts (the state s_k is everything before it);
 * Q(s_k, a_k) at the last token of action k (state and the whole utterance);
 * V̄(s_{k+1}) at the last token before action k + 1, and after the last action at the last
-  token of the trajectory (used only when the episode was truncated; done ends bootstrapping).
+  token of the trajectory (used only by a critic that bootstraps truncated episodes).
 
 The math (targets, losses, Polyak averaging, advantages) is :mod:`rlhf.algorithms.archer`.
 """
@@ -102,7 +102,7 @@ class UtteranceCritic:
 
     def __init__(self, heads: UtteranceHeads, buffer: ReplayBuffer, *, gamma: float, tau: float, lr: float,
                  device: torch.device, backbone: torch.nn.Module | None = None, policy_module: torch.nn.Module | None = None,
-                 micro_batch_size: int = 8):
+                 micro_batch_size: int = 8, bootstrap_truncated: bool = False):
         if (backbone is None) == (policy_module is None):
             raise ValueError("UtteranceCritic needs exactly one of a backbone of its own or the policy module")
         self.device = torch.device(device)
@@ -113,6 +113,7 @@ class UtteranceCritic:
         self.policy_module = policy_module
         self.buffer = buffer
         self.gamma, self.tau, self.micro_batch_size = gamma, tau, micro_batch_size
+        self.bootstrap_truncated = bootstrap_truncated
         self.optimizer = torch.optim.AdamW(self._online_parameters(), lr=lr)
         self.updates = 0
 
@@ -162,7 +163,7 @@ class UtteranceCritic:
     @dispatch(ALL)
     def observe(self, batch: Batch) -> int:
         """Push this step's trajectories into the replay buffer; returns the turns it holds."""
-        self.buffer.push(trajectories_from_batch(batch))
+        self.buffer.push(trajectories_from_batch(batch, bootstrap_truncated=self.bootstrap_truncated))
         return self.buffer.num_turns
 
     @dispatch(ALL)
@@ -224,7 +225,7 @@ class UtteranceCritic:
         heads (0 where `turn_mask` is 0). Taking the smaller Q head is the same pessimism the V
         target uses, so a turn is not credited for one head's over-estimate."""
         advantages = torch.zeros(batch["turn_mask"].shape, dtype=torch.float32)
-        trajectories = trajectories_from_batch(batch)
+        trajectories = trajectories_from_batch(batch, bootstrap_truncated=self.bootstrap_truncated)
         batch_rows = [row for row in range(len(batch)) if int(batch["num_turns"][row]) > 0]
         self.heads.eval()
         for chunk in self._chunks(len(trajectories)):
@@ -281,8 +282,8 @@ def _turn_positions(trajectories: list[Trajectory], rows: torch.Tensor, turns: t
 
 def build_utterance_critic(archer: ArcherConfig, *, policy_module: torch.nn.Module | None = None, backbone_path: str = "",
                            device: torch.device | str, seed: int, gamma: float, micro_batch_size: int = 8) -> UtteranceCritic:
-    """The utterance critic of `algorithm.archer`: reads `backbone`, `buffer_size`, `tau` and
-    `critic_lr` (the loop reads `critic_updates`, `critic_batch_size` and `warmup_steps`).
+    """The utterance critic of `algorithm.archer`: reads `backbone`, `buffer_size`, `tau`,
+    `critic_lr` and `bootstrap_truncated` (the loop reads `critic_updates`, `critic_batch_size` and `warmup_steps`).
 
     Args:
         policy_module: the policy's causal LM (its `nn.Module`), needed by backbone 'policy'.
@@ -294,7 +295,8 @@ def build_utterance_critic(archer: ArcherConfig, *, policy_module: torch.nn.Modu
     if archer.backbone not in BACKBONES:
         raise ConfigError(f"algorithm.archer.backbone: unknown backbone {archer.backbone!r}; valid: {', '.join(BACKBONES)}")
     buffer = ReplayBuffer(archer.buffer_size, seed=seed + 2)
-    options = dict(gamma=gamma, tau=archer.tau, lr=archer.critic_lr, device=torch.device(device), micro_batch_size=micro_batch_size)
+    options = dict(gamma=gamma, tau=archer.tau, lr=archer.critic_lr, device=torch.device(device), micro_batch_size=micro_batch_size,
+                   bootstrap_truncated=archer.bootstrap_truncated)
     if archer.backbone == "policy":
         if policy_module is None:
             raise ValueError("build_utterance_critic: backbone 'policy' needs the policy module")

@@ -84,7 +84,7 @@ def critic(tiny_path, backbone="separate", policy_module=None, seed=0, **archer)
 
 
 def test_trajectories_follow_the_batch_contract():
-    left, right = trajectories_from_batch(episode_batch(HAND))
+    left, right = trajectories_from_batch(episode_batch(HAND), bootstrap_truncated=True)
     assert left.ids.tolist() == ids("prxyoz") and right.ids.tolist() == ids("longpqab")
     # V(s_k): last token before action k; Q(s_k, a_k): last token of action k;
     # V̄(s_{k+1}): last token before action k + 1, or the trajectory's last token after the last action
@@ -93,6 +93,14 @@ def test_trajectories_follow_the_batch_contract():
     assert right.value_positions().tolist() == [4] and right.q_positions().tolist() == [6]
     assert right.next_positions().tolist() == [7] and right.terminal_turns().tolist() == [True]
     assert left.turn_rewards.tolist() == [0.0, 1.0]
+
+
+def test_a_truncated_episode_is_over_unless_the_critic_bootstraps_it():
+    """By default the budget is part of the task: the last turn of a cut episode is terminal,
+    so a failed episode teaches its critic a 0 instead of V̄ of a state nobody plays on."""
+    left, right = trajectories_from_batch(episode_batch(HAND))
+    assert left.terminal_turns().tolist() == [False, True] and right.terminal_turns().tolist() == [True]
+    assert ArcherConfig().bootstrap_truncated is False
 
 
 def test_a_single_turn_batch_is_refused_with_the_missing_fields():
