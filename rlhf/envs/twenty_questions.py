@@ -36,7 +36,7 @@ from rlhf.envs.base import Step
 
 INVALID = "ask: is it <attribute>? or guess: it is <object>"
 ASK_PROBABILITY = 0.5
-"""How often `demo_action` asks a question (when any is left), rather than guessing."""
+"""How often `demo_action` asks a question (when any is left), rather than guessing, by default."""
 _MOVE = re.compile(r"\b(?:is it|it is)\s+(?:(?:a|an|the)\s+)?([a-z]+)")
 _NAME = re.compile(r"[a-z]+")
 
@@ -87,11 +87,21 @@ class TwentyQuestions:
         invalid_observation: the answer to an action that is neither a question nor a guess
             (the default names both forms; a tiny model's recipe uses a short one, which
             leaves its small context to the game).
+        demo_ask_probability: how often `demo_action` asks (while a question can still split
+            the candidates) rather than guessing. 1.0: ask until one object is left, then
+            name it; the demonstrations then never guess blindly, and what they lack is only
+            the choice of questions (a tiny model imitating them learns to use the answers,
+            and RL has only the information-seeking left to learn).
     """
 
-    def __init__(self, catalogue: str | None = None, invalid_observation: str = INVALID):
+    def __init__(self, catalogue: str | None = None, invalid_observation: str = INVALID,
+                 demo_ask_probability: float = ASK_PROBABILITY):
+        if isinstance(demo_ask_probability, bool) or not isinstance(demo_ask_probability, (int, float)) \
+                or not 0.0 <= demo_ask_probability <= 1.0:
+            raise ValueError(f"twenty_questions: demo_ask_probability must be a number in [0, 1], got {demo_ask_probability!r}")
         self.catalogue = load_catalogue(catalogue)
         self.invalid_observation = invalid_observation
+        self.demo_ask_probability = float(demo_ask_probability)
         self.target = ""
         self.answers: dict[str, bool] = {}
         self.wrong_guesses: set[str] = set()
@@ -123,7 +133,7 @@ class TwentyQuestions:
                 and all((attribute in has) == answer for attribute, answer in self.answers.items())]
 
     def demo_action(self, rng: random.Random) -> str:
-        """A legal move: with probability ASK_PROBABILITY a question about an attribute that
+        """A legal move: with probability `demo_ask_probability` a question about an attribute that
         splits the objects still consistent with the answers ('is it big?'), else a guess among
         them ('it is cat'); the guess when only one is left. Never a move the answers so far
         make useless, yet no skill at choosing questions (a question that splits 1 of 9 off is
@@ -131,6 +141,6 @@ class TwentyQuestions:
         candidates = self.candidates()
         objects = self.catalogue.objects
         splitting = [a for a in self.catalogue.attributes if 0 < sum(a in objects[c] for c in candidates) < len(candidates)]
-        if splitting and rng.random() < ASK_PROBABILITY:
+        if splitting and rng.random() < self.demo_ask_probability:
             return f"is it {rng.choice(splitting)}?"
         return f"it is {rng.choice(candidates)}"

@@ -94,6 +94,27 @@ def test_demo_moves_are_legal_and_consistent_and_succeed_sometimes_not_always():
     assert 0.2 < wins / episodes < 0.8
 
 
+def test_demos_that_always_ask_guess_only_the_last_candidate_and_a_bad_probability_is_refused():
+    """demo_ask_probability 1.0: questions while one can split the candidates, then the one
+    object left, so every demonstration that has the turns wins (none guesses blindly)."""
+    rng, objects = random.Random(1), list(CATALOGUE.objects)
+    for episode in range(64):
+        env = TwentyQuestions(invalid_observation="?", demo_ask_probability=1.0)
+        env.reset({"ground_truth": objects[episode % len(objects)]})
+        for turn in range(len(CATALOGUE.attributes) + 1):
+            action = env.demo_action(rng)
+            if parse_move(action) in CATALOGUE.objects:
+                assert env.candidates() == [parse_move(action)]
+                assert env.step(action).done
+                break
+            env.step(action)
+        else:
+            raise AssertionError("the demonstration never guessed")
+    for bad in (-0.1, 1.5, True, "always"):
+        with pytest.raises(ValueError, match="demo_ask_probability must be a number in \\[0, 1\\]"):
+            TwentyQuestions(demo_ask_probability=bad)
+
+
 def test_a_catalogue_of_ones_own_through_env_kwargs_and_a_bad_one_names_the_file(tmp_path):
     path = tmp_path / "things.json"
     path.write_text(json.dumps({"attributes": ["red", "round"], "objects": {"apple": ["red", "round"], "banana": []}}))
