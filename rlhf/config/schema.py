@@ -184,7 +184,9 @@ class RolloutConfig:
     top_k: int = 0
     """Sample among the k most likely tokens only (0: no limit)."""
     max_new_tokens: int = 64
-    """Longest response in tokens; generation also stops at the tokenizer's EOS."""
+    """Longest response in tokens; generation also stops at the tokenizer's EOS. Multi-turn
+    runs (an `env` section) ignore it: env.max_tokens_per_turn bounds each action and
+    env.max_total_tokens the whole episode."""
     micro_batch_size: int = 0
     """Sequences per generate call (0: the whole batch at once)."""
     timeout_s: float = 1800.0

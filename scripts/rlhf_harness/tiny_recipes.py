@@ -141,9 +141,9 @@ def _gsm8k_grpo_qwen2_5_7b(work_dir: Path) -> list[str]:
     ]
 
 
-MULTI_TURN_SHORT = ["sft.stop_at_accuracy=0.02", "sft.eval_every=10", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=4",
+MULTI_TURN_SHORT = ["sft.stop_at_accuracy=0.02", "sft.eval_every=10", "sft.max_steps=60", "data.eval.size=8", "data.train_batch_size=4", "rollout.n=4",
                     "actor.mini_batch_size=16", "actor.micro_batch_size=16", "trainer.total_steps=2", "trainer.eval_every=2"]
-"""A tiny multi-turn recipe cut to 2 steps of 4 prompts × 4 episodes."""
+"""A tiny multi-turn recipe cut to 2 steps of 4 prompts × 4 episodes, after at most 60 SFT steps."""
 
 MULTI_TURN_SMALL = ["env.max_tokens_per_turn=16", "env.max_total_tokens=128", "env.timeout_s=30", "rollout.vllm.max_model_len=128"]
 """A GPU multi-turn recipe's episodes at the tiny model's context (128 positions)."""
