@@ -66,7 +66,7 @@ def wait_until_hanging(run: subprocess.Popen, tmp_path: Path) -> set[int]:
     return family
 
 
-@pytest.mark.parametrize("in_eval", [True, False], ids=["during-evaluation", "during-a-step"])
+@pytest.mark.parametrize("in_eval", [pytest.param(True, marks=pytest.mark.slow), False], ids=["during-evaluation", "during-a-step"])
 def test_ctrl_c_stops_a_run_whose_reward_function_hangs(tmp_path, in_eval):
     """In the evaluation before RL one Ctrl-C stops the run; inside a step the first asks to
     stop after the step, and the second (the way to stop now) must not wait for the function."""

@@ -49,7 +49,7 @@ def parquet_with_long_prompts(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize("verbose", [False, pytest.param(True, marks=pytest.mark.slow)])  # verbose: 6 s, full suite only
 def test_a_tiny_run_is_quiet_unless_verbose(tmp_path: Path, verbose: bool):
     # a fresh data file each time: datasets draws its progress bar when it first reads a file
     data = parquet_with_long_prompts(tmp_path / "add.parquet")

@@ -65,6 +65,7 @@ def spawn_and_wait(work: Path, model_dir: str, timeout_s: float = 240.0) -> None
             pytest.fail(f"the two ZeRO-3 ranks did not finish in {timeout_s:.0f} s (a collective mismatch hangs them)")
 
 
+@pytest.mark.slow  # 8 s; the fast suite keeps tests/engines/test_deepspeed_engine.py's two-rank ZeRO-3 run
 def test_zero3_ranks_with_different_micro_batch_counts_agree_and_match_one_process(tiny_path, batch, tmp_path):
     model = load_causal_lm(tiny_path, torch.device("cpu"))
     batch = add_rl_fields(batch, model)
