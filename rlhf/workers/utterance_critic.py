@@ -225,7 +225,7 @@ class UtteranceCritic:
         heads (0 where `turn_mask` is 0). Taking the smaller Q head is the same pessimism the V
         target uses, so a turn is not credited for one head's over-estimate."""
         advantages = torch.zeros(batch["turn_mask"].shape, dtype=torch.float32)
-        trajectories = trajectories_from_batch(batch, bootstrap_truncated=self.bootstrap_truncated)
+        trajectories = trajectories_from_batch(batch)  # positions only: which turns end an episode does not matter here
         batch_rows = [row for row in range(len(batch)) if int(batch["num_turns"][row]) > 0]
         self.heads.eval()
         for chunk in self._chunks(len(trajectories)):

@@ -5,14 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
+from rlhf_harness.tiny_recipes import MULTI_TURN_SHORT
 from tiny_helpers import comparable_metrics, interrupt_rl_step
 
 from rlhf.cli.main import main
 from rlhf.logging.jsonl import read_jsonl
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "multi_turn"
-SHORT = ["trainer.total_steps=2", "sft.stop_at_accuracy=0.02", "sft.eval_every=10", "sft.max_steps=60", "data.eval.size=8", "data.train_batch_size=4",
-         "rollout.n=4", "actor.mini_batch_size=16", "actor.micro_batch_size=16", "trainer.eval_every=2", "trainer.sample_every=1"]
+SHORT = [*MULTI_TURN_SHORT, "trainer.sample_every=1"]
 
 
 @pytest.mark.parametrize("recipe", ["guess_number", pytest.param("twenty_questions", marks=pytest.mark.slow)])
