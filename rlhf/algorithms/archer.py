@@ -134,10 +134,53 @@ def utterance_advantages(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     utterance beats what is usually said there.
 
     Args:
-        q: [N] Q(s, a) (the critic uses min of its two online Q heads).
-        v: [N] V(s).
+        q: [N] (or [B, K] turns of a batch) Q(s, a) (the critic uses min of its two online Q heads).
+        v: V(s), the shape of `q`.
     Returns:
-        [N] float32, detached: advantages are constants for the policy's gradient.
+        float32 of that shape, detached: advantages are constants for the policy's gradient.
     """
-    _check_transitions(q=q, v=v)
+    if q.shape != v.shape:
+        raise ValueError(f"utterance_advantages: q has shape {tuple(q.shape)}, v has {tuple(v.shape)}")
     return (q.float() - v.float()).detach()
+
+
+def _explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1 − Var(targets − predictions) / Var(targets) (0-d; 0 when the targets do not vary)."""
+    target_var = targets.var(unbiased=False)
+    if target_var <= 0:
+        return torch.zeros(())
+    return 1 - (targets - predictions).var(unbiased=False) / target_var
+
+
+def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation (0-d; 0 when either side does not vary)."""
+    x, y = x - x.mean(), y - y.mean()
+    scale = (x.square().sum() * y.square().sum()).sqrt()
+    return (x * y).sum() / scale if scale > 0 else torch.zeros(())
+
+
+def critic_fit(q: torch.Tensor, v: torch.Tensor, returns: torch.Tensor, mc_advantages: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How much the utterance critic knows about the turns the policy just played, measured
+    against their Monte Carlo returns (a diagnostic, logged each step; not a training signal).
+
+    On fresh on-policy turns G_k (the discounted return-to-go) is an unbiased sample of
+    Q^π(s_k, a_k), and G_k − b_k with the group's leave-one-out baseline b_k
+    (:func:`rlhf.algorithms.turns.turn_baseline`) an unbiased, critic-free advantage. A critic
+    whose advantages do not correlate with those carries noise, and the policy follows its
+    noise at the optimiser's full step size: watch `advantage_corr` before trusting a run.
+
+    Args:
+        q, v: [N] the critic's min(Q1, Q2)(s_k, a_k) and V(s_k) of the batch's played turns.
+        returns: [N] G_k of the same turns.
+        mc_advantages: [N] G_k − b_k.
+    Returns:
+        `q_explained_var` (Q against G; 1 is perfect, ≤ 0 no better than a constant),
+        `v_explained_var` (V against G), `advantage_corr` (Pearson of Q − V with G − b), 0-d.
+    """
+    _check_transitions(q=q, v=v, returns=returns, mc_advantages=mc_advantages)
+    q, v, returns, mc_advantages = q.float(), v.float(), returns.float(), mc_advantages.float()
+    return {
+        "q_explained_var": _explained_variance(q, returns),
+        "v_explained_var": _explained_variance(v, returns),
+        "advantage_corr": _correlation(q - v, mc_advantages),
+    }

@@ -135,7 +135,8 @@ class ArcherConfig:
     critic_updates: int = 4
     """Critic gradient steps per RL step, each on a fresh sample from the buffer."""
     critic_batch_size: int = 64
-    """Turns per critic gradient step."""
+    """Turns per critic gradient step, at least: whole trajectories are drawn from the buffer
+    until their turns reach it (one forward reads all the turns of a trajectory)."""
     tau: float = 0.1
     """Soft update of the target networks: target <- (1 - tau) target + tau online."""
     critic_lr: float = 1e-4

@@ -19,8 +19,10 @@ import torch
 
 from rlhf.algorithms.advantages import compute_advantages, whiten
 from rlhf.algorithms.agreement import logprob_gap
+from rlhf.algorithms.archer import critic_fit, utterance_advantages
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.token_rewards import outcome_token_rewards, turn_token_rewards
+from rlhf.algorithms.turns import turn_baseline, turn_returns
 from rlhf.controller.perf import device_count, throughput
 from rlhf.config.training_schema import ActorConfig
 from rlhf.controller.roles import Roles
@@ -94,13 +96,21 @@ def archer_critic_step(run: Run, roles: Roles, batch: Batch) -> dict[str, float]
     """ArCHer's high level (Zhou et al. 2024): this step's turns join the replay buffer, the
     utterance critic takes `algorithm.archer.critic_updates` TD steps on samples from it, and
     its advantage Q(s, a) - V(s) of each turn of the batch is set as `utterance_advantages
-    [B, K]` (the critic is updated first, then judges the turns the policy will learn from)."""
+    [B, K]` (the critic is updated first, then judges the turns the policy will learn from).
+    Metrics include how well Q, V and Q - V match the batch's Monte Carlo returns
+    (:func:`rlhf.algorithms.archer.critic_fit`)."""
     archer = run.config.algorithm.archer
     critic = roles.utterance_critic
     critic.observe(batch)
     metrics = critic.update(archer.critic_updates, archer.critic_batch_size)
-    batch.set("utterance_advantages", critic.turn_advantages(batch))
-    return metrics
+    q, v = critic.turn_values(batch)
+    batch.set("utterance_advantages", utterance_advantages(q, v))
+    # how much the critic knows: its Q and V against this batch's own Monte Carlo returns
+    returns = turn_returns(batch["turn_rewards"], batch["turn_mask"], run.config.algorithm.turn_gamma)
+    baseline = turn_baseline(returns, batch["turn_mask"], batch["group_index"])
+    played = batch["turn_mask"].bool()
+    fit = critic_fit(q[played], v[played], returns[played], (returns - baseline)[played])
+    return {**metrics, **{f"archer/{key}": value.item() for key, value in fit.items()}}
 
 
 def single_on_policy_update(actor: ActorConfig, batch_size: int) -> bool:

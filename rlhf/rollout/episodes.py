@@ -138,7 +138,7 @@ def _apply_step(episode: Episode, step, turn: int, limits: Limits, turn_format: 
         episode.truncated = True
         return
     ended_with_eos = bool(episode.response) and episode.response[-1] in eos_ids
-    ids = turn_format.observation_ids(step.observation, ended_with_eos)
+    ids = turn_format.observation_ids(step.observation, ended_with_eos, tool=int(step.info.get("tool_calls", 0)) > 0)
     if episode.length + len(ids) >= limits.max_total_tokens:  # no room left for another action
         episode.truncated = True
         return

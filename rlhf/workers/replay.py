@@ -132,8 +132,8 @@ class ReplayBuffer:
     """The most recent trajectories, holding at most `capacity` turns (oldest leave first).
 
     The newest trajectory always stays, even when it alone has more turns than the capacity,
-    so a sample is never drawn from an empty buffer right after a push. Sampling is uniform
-    over stored turns, with replacement, from the buffer's own generator: its state is part of
+    so a sample is never drawn from an empty buffer right after a push. Samples are whole
+    trajectories (:meth:`sample`), drawn with the buffer's own generator: its state is part of
     :meth:`state_dict`, so a resumed run draws exactly the turns the straight run would.
     """
 
@@ -159,20 +159,24 @@ class ReplayBuffer:
             total -= self.trajectories.pop(0).num_turns
 
     def sample(self, num_turns: int) -> TurnSample:
-        """`num_turns` turns drawn uniformly (with replacement) from every stored turn."""
+        """At least `num_turns` turns, as whole trajectories: trajectories drawn uniformly without
+        replacement, the fewest whose turns reach `num_turns` (or all of them), every turn of each.
+
+        Every stored turn is equally likely to be in a sample (a trajectory is drawn with the same
+        chance whatever its length, and brings all its turns), and a critic step pays one forward
+        per trajectory for all its turns, where drawing single turns would pay one forward per
+        turn: about K times fewer forwards for K-turn episodes, at the cost of correlated turns
+        within a step.
+        """
         if not self.trajectories:
             raise RuntimeError("the replay buffer is empty: observe a batch of trajectories before sampling")
-        counts = torch.tensor([trajectory.num_turns for trajectory in self.trajectories])
-        ends = counts.cumsum(0)
-        flat = torch.randint(int(ends[-1]), (num_turns,), generator=self.generator)
-        which = torch.searchsorted(ends, flat, right=True)
-        turns = flat - (ends[which] - counts[which])
-        # group by trajectory in order of first appearance, so the grouping (and the
-        # floating-point sums over it) is a function of the draw alone
-        order = list(dict.fromkeys(which.tolist()))
-        renumber = {index: row for row, index in enumerate(order)}
-        rows = torch.tensor([renumber[index] for index in which.tolist()], dtype=torch.long)
-        return TurnSample([self.trajectories[index] for index in order], rows, turns)
+        order = torch.randperm(len(self.trajectories), generator=self.generator)
+        counts = torch.tensor([self.trajectories[index].num_turns for index in order.tolist()])
+        enough = int(torch.searchsorted(counts.cumsum(0), torch.tensor(num_turns))) + 1
+        picked = [self.trajectories[index] for index in order[:enough].tolist()]
+        rows = torch.cat([torch.full((t.num_turns,), row, dtype=torch.long) for row, t in enumerate(picked)])
+        turns = torch.cat([torch.arange(t.num_turns) for t in picked])
+        return TurnSample(picked, rows, turns)
 
     def state_dict(self) -> dict:
         """Everything a resume needs: the stored trajectories and the generator's state."""

@@ -220,11 +220,13 @@ class UtteranceCritic:
 
     @dispatch(ALL)
     @torch.no_grad()
-    def turn_advantages(self, batch: Batch) -> torch.Tensor:
-        """[B, K] float32 advantage of each turn, min(Q1, Q2)(s_k, a_k) − V(s_k) from the online
-        heads (0 where `turn_mask` is 0). Taking the smaller Q head is the same pessimism the V
-        target uses, so a turn is not credited for one head's over-estimate."""
-        advantages = torch.zeros(batch["turn_mask"].shape, dtype=torch.float32)
+    def turn_values(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q [B, K], V [B, K]) float32 of each turn of the batch from the online heads:
+        min(Q1, Q2)(s_k, a_k) and V(s_k), 0 where `turn_mask` is 0. Taking the smaller Q head is
+        the same pessimism the V target uses, so a turn is not credited for one head's
+        over-estimate."""
+        q_values = torch.zeros(batch["turn_mask"].shape, dtype=torch.float32)
+        v_values = torch.zeros_like(q_values)
         trajectories = trajectories_from_batch(batch)  # positions only: which turns end an episode does not matter here
         batch_rows = [row for row in range(len(batch)) if int(batch["num_turns"][row]) > 0]
         self.heads.eval()
@@ -236,10 +238,20 @@ class UtteranceCritic:
             hidden = self._hidden(part, target=False)
             q1, q2, _ = self.heads(hidden[rows.to(self.device), positions["q"]])
             _, _, v = self.heads(hidden[rows.to(self.device), positions["v"]])
-            values = utterance_advantages(torch.minimum(q1, q2), v).cpu()
+            q, v = torch.minimum(q1, q2).cpu(), v.cpu()
             for local, row in enumerate(chunk):
-                advantages[batch_rows[row], : part[local].num_turns] = values[rows == local]
-        return advantages * batch["turn_mask"].float().cpu()
+                q_values[batch_rows[row], : part[local].num_turns] = q[rows == local]
+                v_values[batch_rows[row], : part[local].num_turns] = v[rows == local]
+        mask = batch["turn_mask"].float().cpu()
+        return q_values * mask, v_values * mask
+
+    @dispatch(ALL)
+    @torch.no_grad()
+    def turn_advantages(self, batch: Batch) -> torch.Tensor:
+        """[B, K] float32 advantage of each turn, Q(s_k, a_k) − V(s_k) of :meth:`turn_values`
+        (0 where `turn_mask` is 0)."""
+        q, v = self.turn_values(batch)
+        return utterance_advantages(q, v) * batch["turn_mask"].float().cpu()
 
     @dispatch(RANK_ZERO)
     def state_dict(self) -> dict:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlhf.algorithms.archer import critic_losses, q_targets, soft_update_, utterance_advantages, v_targets
+from rlhf.algorithms.archer import critic_fit, critic_losses, q_targets, soft_update_, utterance_advantages, v_targets
 
 
 def test_q_targets_bootstrap_unless_the_episode_ended_with_done():
@@ -76,3 +76,21 @@ def test_utterance_advantages_are_q_minus_v_and_carry_no_gradient():
     advantages = utterance_advantages(q, torch.tensor([0.5, 1.0]))
     torch.testing.assert_close(advantages, torch.tensor([1.5, -1.0]))
     assert not advantages.requires_grad
+
+
+def test_critic_fit_by_hand():
+    returns = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    mc_advantages = torch.tensor([0.5, -0.5, 0.5, -0.5])
+    perfect = critic_fit(q=returns.clone(), v=torch.full((4,), 0.5), returns=returns, mc_advantages=mc_advantages)
+    assert perfect["q_explained_var"] == 1.0 and perfect["v_explained_var"] == pytest.approx(0.0, abs=1e-7)
+    assert perfect["advantage_corr"] == pytest.approx(1.0)
+    # Q half-way to the returns: residual variance 1/4 of theirs; an advantage of the wrong sign
+    half = critic_fit(q=torch.tensor([0.75, 0.25, 0.75, 0.25]), v=torch.tensor([1.0, 0.0, 1.0, 0.0]), returns=returns,
+                      mc_advantages=mc_advantages)
+    assert half["q_explained_var"] == pytest.approx(0.75) and half["v_explained_var"] == 1.0
+    assert half["advantage_corr"] == pytest.approx(-1.0)
+    # returns that do not vary, or a constant advantage, explain and correlate nothing
+    flat = critic_fit(q=torch.zeros(3), v=torch.zeros(3), returns=torch.ones(3), mc_advantages=torch.zeros(3))
+    assert all(float(value) == 0.0 for value in flat.values())
+    with pytest.raises(ValueError, match="one length"):
+        critic_fit(q=torch.zeros(3), v=torch.zeros(3), returns=torch.zeros(2), mc_advantages=torch.zeros(3))

@@ -82,6 +82,58 @@ def test_observations_as_chat_turns_and_as_plain_text(tokenizer):
     assert plain.prompt_text({"prompt": "guess"}, "") == "guess"
 
 
+# ChatML with Qwen2.5's rendering of tool results: a user turn wrapping <tool_response>
+TOOL_ROLE_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m['content'] }}\n</tool_response><|im_end|>\n"
+    "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_tool_results_use_the_templates_tool_role_where_it_has_one(tokenizer):
+    chatml = copy.deepcopy(tokenizer)
+    chatml.chat_template = TOOL_ROLE_TEMPLATE
+    turn_format = formats(chatml, chat=True)
+    assert turn_format.has_tool_role
+    assert turn_format.observation_text("42", ended_with_eos=False) == "<|im_end|>\n<|im_start|>user\n42<|im_end|>\n<|im_start|>assistant\n"
+    assert turn_format.observation_text("42", ended_with_eos=False, tool=True) == (
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    # the tiny template refuses the tool role: tool results are user turns there
+    tiny = formats(tokenizer, chat=True)
+    assert not tiny.has_tool_role
+    assert tiny.observation_text("42", ended_with_eos=False, tool=True) == tiny.observation_text("42", ended_with_eos=False)
+    # plain prompts have one observation template for both
+    plain = formats(tokenizer, chat=False, template=" > {observation};")
+    assert plain.observation_text("42", ended_with_eos=False, tool=True) == " > 42;"
+
+
+def test_an_episode_shows_tool_results_as_tool_messages_and_other_feedback_as_user_turns(tokenizer):
+    chatml = copy.deepcopy(tokenizer)
+    chatml.chat_template = TOOL_ROLE_TEMPLATE
+    turn_format = formats(chatml, chat=True)
+
+    class HalfTools(EchoEnv):
+        def step(self, action: str) -> Step:
+            step = super().step(action)
+            return Step(step.observation, step.reward, step.done, {"tool_calls": self.taken % 2})
+
+    a, b = chatml("ab", add_special_tokens=False)["input_ids"]
+    seen = []
+
+    def choose(contexts, budget):
+        seen.append(dict(contexts))
+        return {i: ([a, b], [-0.5, -0.5]) for i in contexts}
+
+    rows = [{"prompt": "go"}]
+    play_episodes(rows, ListPool(lambda: HalfTools(turns=3)), choose, turn_format, Limits(5, 8, 300), [chatml.eos_token_id])
+    prompt = turn_format.prompt_ids(rows[0], "")
+    tool = turn_format.observation_ids("[ab]", ended_with_eos=False, tool=True)
+    user = turn_format.observation_ids("[ab]", ended_with_eos=False)
+    assert tool != user
+    assert seen[2][0] == prompt + [a, b] + tool + [a, b] + user  # turn 1 called a tool, turn 2 did not
+
+
 def test_action_and_observation_tokens_are_kept_exactly_as_produced(tokenizer):
     """Actions come back as given (even ids whose text would tokenise differently) and every
     later context is exactly prompt ++ earlier actions ++ observations: nothing re-tokenised."""

@@ -132,6 +132,23 @@ def test_samples_are_turns_of_stored_trajectories_grouped_by_trajectory():
     assert sample.rows.max() == len(sample.trajectories) - 1
 
 
+def test_samples_are_the_fewest_whole_trajectories_and_every_turn_is_equally_likely():
+    buffer = ReplayBuffer(capacity=100, seed=0)
+    buffer.push(trajectories_from_batch(episode_batch(HAND)))  # one trajectory of 2 turns, one of 1
+    for wanted, possible_sizes in ((1, {1, 2}), (2, {2, 3}), (3, {3}), (50, {3})):
+        sample = buffer.sample(wanted)
+        assert len(sample.turns) in possible_sizes and len(sample.turns) >= min(wanted, 3)
+        # dropping the last trajectory drawn would leave too few turns: the fewest were drawn
+        assert len(sample.turns) - sample.trajectories[-1].num_turns < wanted
+    seen = {}
+    for _ in range(3000):
+        sample = buffer.sample(1)
+        for r, t in zip(sample.rows.tolist(), sample.turns.tolist()):
+            key = (id(sample.trajectories[r]), t)
+            seen[key] = seen.get(key, 0) + 1
+    assert len(seen) == 3 and all(abs(count / 3000 - 0.5) < 0.04 for count in seen.values()), seen
+
+
 def test_the_buffer_resumes_exactly_from_its_state_dict():
     straight = ReplayBuffer(capacity=6, seed=3)
     straight.push(trajectories_from_batch(two_turn_game("gbgb")))
@@ -241,7 +258,8 @@ def test_build_errors_name_the_recipe_key(tiny_path, policy):
 def test_every_replica_runs_the_critic_and_rank_zero_saves_it():
     table = dispatch_table(UtteranceCritic)
     assert {name: spec.mode for name, spec in table.items()} == {
-        "observe": ALL, "update": ALL, "turn_advantages": ALL, "load_state_dict": ALL, "state_dict": RANK_ZERO}
+        "observe": ALL, "update": ALL, "turn_values": ALL, "turn_advantages": ALL, "load_state_dict": ALL,
+        "state_dict": RANK_ZERO}
 
 
 def test_micro_batches_weigh_their_turns_as_one_batch_would(tiny_path):
