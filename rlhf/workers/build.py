@@ -60,23 +60,38 @@ def build_colocated(
         colocated.rollout = rollout_for(config, model, tokenizer, model_path, rank, rollout)
     if "reward_model" in roles:
         colocated.reward_model = RewardModels(reward_models or {})
+    # a 'separate' ArCHer backbone copies the policy now, before ZeRO-3 can partition it
+    archer_backbone = separate_archer_backbone(config, model) if "utterance_critic" in roles else None
     if "actor" in roles:
         colocated.actor = build_actor(config, model, dp_size)
     if adapter_off_ref:
         colocated.ref = AdapterDisabledRef(colocated.actor.engine.module, temperature=config.rollout.temperature,
                                            micro_batch_size=config.actor.micro_batch_size, max_tokens=config.train.max_tokens_per_micro_batch)
     if "utterance_critic" in roles:  # beside the actor: its heads may read the policy's hidden states
-        colocated.utterance_critic = build_archer_critic(config, colocated.actor.engine.module, model_path, device)
+        colocated.utterance_critic = build_archer_critic(config, colocated.actor.engine.module, archer_backbone, device)
     return colocated
 
 
-def build_archer_critic(config: RecipeConfig, policy_module: torch.nn.Module, model_path: str, device: torch.device):
+def separate_archer_backbone(config: RecipeConfig, model: torch.nn.Module) -> torch.nn.Module | None:
+    """The backbone of a 'separate' ArCHer critic: `critic.path`'s, or a copy of the policy's
+    current backbone (after the SFT warm start, on every backend), as the PPO critic's is.
+    None for the 'policy' backbone, which reads the actor's own module."""
+    if config.algorithm.archer.backbone != "separate":
+        return None
+    if config.critic.path:
+        from rlhf.workers.utterance_critic import load_backbone
+
+        return load_backbone(config.critic.path)
+    return copy.deepcopy(model.base_model).float()
+
+
+def build_archer_critic(config: RecipeConfig, policy_module: torch.nn.Module, backbone: torch.nn.Module | None, device: torch.device):
     """ArCHer's utterance critic (`algorithm.archer`): heads over the policy's hidden states
-    (`backbone: policy`) or over a backbone of its own from `critic.path` (else the policy's
-    checkpoint). Every rank of the actor's group holds an identical copy."""
+    (`backbone: policy`) or over a backbone of its own (:func:`separate_archer_backbone`).
+    Every rank of the actor's group holds an identical copy."""
     from rlhf.workers.utterance_critic import build_utterance_critic
 
-    return build_utterance_critic(config.algorithm.archer, policy_module=policy_module, backbone_path=config.critic.path or model_path,
+    return build_utterance_critic(config.algorithm.archer, policy_module=policy_module, backbone=backbone,
                                   device=device, seed=config.trainer.seed, gamma=config.algorithm.turn_gamma,
                                   micro_batch_size=config.critic.micro_batch_size)
 

@@ -292,14 +292,15 @@ def _turn_positions(trajectories: list[Trajectory], rows: torch.Tensor, turns: t
     return {key: torch.stack(values).to(device) for key, values in reads.items()}
 
 
-def build_utterance_critic(archer: ArcherConfig, *, policy_module: torch.nn.Module | None = None, backbone_path: str = "",
+def build_utterance_critic(archer: ArcherConfig, *, policy_module: torch.nn.Module | None = None, backbone: torch.nn.Module | None = None,
                            device: torch.device | str, seed: int, gamma: float, micro_batch_size: int = 8) -> UtteranceCritic:
     """The utterance critic of `algorithm.archer`: reads `backbone`, `buffer_size`, `tau`,
     `critic_lr` and `bootstrap_truncated` (the loop reads `critic_updates`, `critic_batch_size` and `warmup_steps`).
 
     Args:
         policy_module: the policy's causal LM (its `nn.Module`), needed by backbone 'policy'.
-        backbone_path: the checkpoint of a 'separate' backbone (critic.path or the policy's).
+        backbone: the transformers base model (no LM head) of a 'separate' critic, which the
+            critic then owns and trains (see :func:`rlhf.workers.build.separate_archer_backbone`).
         seed: initialises the heads and the replay buffer's generator.
         gamma: discount over turns (`algorithm.turn_gamma`).
         micro_batch_size: trajectories per forward.
@@ -313,17 +314,16 @@ def build_utterance_critic(archer: ArcherConfig, *, policy_module: torch.nn.Modu
         if policy_module is None:
             raise ValueError("build_utterance_critic: backbone 'policy' needs the policy module")
         return UtteranceCritic(UtteranceHeads(policy_module.config.hidden_size, seed), buffer, policy_module=policy_module, **options)
-    backbone = _load_backbone(backbone_path)
+    if backbone is None:
+        raise ValueError("build_utterance_critic: backbone 'separate' needs the critic's backbone module")
     return UtteranceCritic(UtteranceHeads(backbone.config.hidden_size, seed), buffer, backbone=backbone, **options)
 
 
-def _load_backbone(path: str) -> torch.nn.Module:
-    """The transformers base model (no LM head) at `path`, in float32."""
+def load_backbone(path: str) -> torch.nn.Module:
+    """The transformers base model (no LM head) at `path` (`critic.path`), in float32."""
     from transformers import AutoModel
 
-    if not path:
-        raise ConfigError("algorithm.archer.backbone 'separate' needs a checkpoint for the critic's backbone (critic.path or model.path); none was given")
     try:
         return AutoModel.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as error:
-        raise ConfigError(f"algorithm.archer.backbone 'separate': cannot load the critic's backbone from {path!r}: {type(error).__name__}: {error}") from None
+        raise ConfigError(f"critic.path: cannot load the ArCHer critic's backbone ('separate') from {path!r}: {type(error).__name__}: {error}") from None

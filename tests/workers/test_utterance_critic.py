@@ -12,7 +12,7 @@ from rlhf.dispatch import ALL, RANK_ZERO, dispatch_table
 from rlhf.models.load import load_causal_lm
 from rlhf.models.tokenizer import build_char_tokenizer
 from rlhf.workers.replay import ReplayBuffer, trajectories_from_batch
-from rlhf.workers.utterance_critic import UtteranceCritic, build_utterance_critic
+from rlhf.workers.utterance_critic import UtteranceCritic, build_utterance_critic, load_backbone
 from tiny_helpers import sharpen_weights
 
 TOKENIZER = build_char_tokenizer()
@@ -80,7 +80,8 @@ def policy(tiny_path):
 
 def critic(tiny_path, backbone="separate", policy_module=None, seed=0, **archer):
     config = ArcherConfig(backbone=backbone, **{"critic_lr": 1e-3, "tau": 0.1, **archer})
-    return build_utterance_critic(config, policy_module=policy_module, backbone_path=tiny_path, device="cpu", seed=seed, gamma=0.9)
+    own = load_backbone(tiny_path) if backbone == "separate" else None
+    return build_utterance_critic(config, policy_module=policy_module, backbone=own, device="cpu", seed=seed, gamma=0.9)
 
 
 def test_trajectories_follow_the_batch_contract():
@@ -246,8 +247,10 @@ def test_token_advantages_spread_over_each_turns_action_tokens(tiny_path):
 def test_build_errors_name_the_recipe_key(tiny_path, policy):
     with pytest.raises(ConfigError, match="algorithm.archer.backbone"):
         build_utterance_critic(ArcherConfig(backbone="shared"), device="cpu", seed=0, gamma=1.0)
-    with pytest.raises(ConfigError, match="critic.path"):
+    with pytest.raises(ValueError, match="backbone module"):
         build_utterance_critic(ArcherConfig(backbone="separate"), device="cpu", seed=0, gamma=1.0)
+    with pytest.raises(ConfigError, match="critic.path: cannot load"):
+        load_backbone(str(tiny_path) + "-missing")
     with pytest.raises(ValueError, match="policy module"):
         build_utterance_critic(ArcherConfig(backbone="policy"), device="cpu", seed=0, gamma=1.0)
     separate_state = critic(tiny_path).state_dict()
@@ -264,7 +267,7 @@ def test_every_replica_runs_the_critic_and_rank_zero_saves_it():
 
 def test_micro_batches_weigh_their_turns_as_one_batch_would(tiny_path):
     batch = two_turn_game("gbgbbg")
-    whole, per_trajectory = (build_utterance_critic(ArcherConfig(critic_lr=1e-3), backbone_path=tiny_path, device="cpu", seed=0,
+    whole, per_trajectory = (build_utterance_critic(ArcherConfig(critic_lr=1e-3), backbone=load_backbone(tiny_path), device="cpu", seed=0,
                                                     gamma=0.9, micro_batch_size=size) for size in (8, 1))
     for model in (whole, per_trajectory):
         model.observe(batch)
@@ -273,3 +276,22 @@ def test_micro_batches_weigh_their_turns_as_one_batch_would(tiny_path):
     for key in metrics[0]:
         assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-4, abs=1e-6), key
     torch.testing.assert_close(whole.turn_advantages(batch), per_trajectory.turn_advantages(batch), rtol=1e-4, atol=1e-5)
+
+
+def test_a_separate_backbone_copies_the_policy_as_it_is_now_not_its_checkpoint(tiny_path, policy):
+    """After an in-process SFT warm start the policy's weights exist only in memory: the
+    critic's backbone must start from them (as the PPO critic's does), not from the
+    checkpoint the run began with."""
+    from rlhf.config.schema import RecipeConfig
+    from rlhf.workers.build import separate_archer_backbone
+
+    config = RecipeConfig()
+    backbone = separate_archer_backbone(config, policy)  # `policy` is the checkpoint, sharpened in memory
+    checkpoint = load_backbone(tiny_path)
+    for (name, copied), original, saved in zip(backbone.named_parameters(), policy.base_model.parameters(), checkpoint.parameters()):
+        assert torch.equal(copied, original) and copied.data_ptr() != original.data_ptr(), name
+    assert any(not torch.equal(copied, saved) for copied, saved in zip(backbone.parameters(), checkpoint.parameters()))
+    config.critic.path = tiny_path
+    assert all(torch.equal(a, b) for a, b in zip(separate_archer_backbone(config, policy).parameters(), checkpoint.parameters()))
+    config.algorithm.archer.backbone = "policy"
+    assert separate_archer_backbone(config, policy) is None
