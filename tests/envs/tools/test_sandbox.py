@@ -10,32 +10,20 @@ import time
 import pytest
 
 from rlhf.envs.tools.containment import namespaces_available, pids_cgroup_root
-from rlhf.envs.tools.sandbox import BOOTSTRAP, SandboxLimits, format_observation, run_python
+from rlhf.envs.tools.sandbox import SandboxLimits, format_observation, run_python
+from sandbox_helpers import FORK_BOMB, sandbox_processes
 
 FAST = SandboxLimits(timeout_s=2.0, cpu_s=1, memory_mb=256, max_output_bytes=2000, max_processes=8)
 KERNEL_PROCESS_CAP = pids_cgroup_root() is not None or os.geteuid() != 0
-
-
-def _sandbox_processes() -> list[int]:
-    """Live processes started from this checkout's bootstrap (zombies excluded)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if BOOTSTRAP.encode() in cmdline.read():
-                    found.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
     yield
     deadline = time.monotonic() + 2.0
-    while _sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _sandbox_processes() == []
+    assert sandbox_processes() == []
 
 
 def test_normal_code_prints_its_result_in_a_fresh_directory_that_is_removed():
@@ -102,15 +90,7 @@ def test_starting_processes_is_refused_by_default():
 
 @pytest.mark.skipif(not KERNEL_PROCESS_CAP, reason="root without a writable pids cgroup: no kernel cap on processes")
 def test_a_fork_bomb_is_capped_by_the_kernel_and_killed():
-    code = (
-        "import os, time\nforked = 0\n"
-        "for _ in range(200):\n"
-        "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
-        "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    forked += 1\n"
-        "print('forked', forked, flush=True)\n"
-        "while True:\n    try: os.fork()\n    except OSError: pass\n"
-    )
-    result = run_python(code, SandboxLimits(timeout_s=2.0, cpu_s=2, max_processes=8, allow_processes=True))
+    result = run_python(FORK_BOMB, SandboxLimits(timeout_s=2.0, cpu_s=2, max_processes=8, allow_processes=True))
     assert result.killed == "timeout"
     forked = int(result.stdout.split()[1])
     assert 0 < forked < 8

@@ -22,23 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.envs.tools.sandbox import BOOTSTRAP
+from sandbox_helpers import FORK_BOMB, sandbox_processes
 
 REPO = Path(__file__).resolve().parents[3]
 
 DRIVER = r"""
-import json, os
+import json, os, sys
 from rlhf.envs.tools.containment import namespaces_available, pids_cgroup_root
 from rlhf.envs.tools.sandbox import SandboxLimits, run_python
 
-FORK_BOMB = (
-    "import os, time\nforked = 0\n"
-    "for _ in range(200):\n"
-    "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
-    "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    forked += 1\n"
-    "print('forked', forked, flush=True)\n"
-    "while True:\n    try: os.fork()\n    except OSError: pass\n"
-)
+FORK_BOMB = sys.argv[1]
 NETWORK = "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=1)\nprint('connected')"
 runs = {
     "normal": run_python("import os\nprint(6 * 7)\nprint(os.getcwd())"),
@@ -88,7 +81,7 @@ def report() -> dict:
     if python is None:
         pytest.skip("'nobody' can run no interpreter that reads this checkout (a checkout under /root, say)")
     done = subprocess.run(
-        [python, "-c", DRIVER], user=user.pw_uid, group=user.pw_gid, extra_groups=[],
+        [python, "-c", DRIVER, FORK_BOMB], user=user.pw_uid, group=user.pw_gid, extra_groups=[],
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}, capture_output=True, text=True, timeout=120, cwd="/",
     )
     assert done.returncode == 0, done.stderr
@@ -123,12 +116,4 @@ def test_files_outside_stay_untouched_and_loops_are_killed(report):
 
 
 def test_nothing_is_left_running(report):
-    survivors = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if BOOTSTRAP.encode() in cmdline.read():
-                    survivors.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    assert survivors == []
+    assert sandbox_processes() == []
