@@ -17,6 +17,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 − Var(returns − values) / Var(returns) over entries where `mask` is 1 (1: perfect, ≤ 0: no better
+    than predicting the mean). Returns a 0-d tensor; 0 when the returns do not vary."""
+    residual_var = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
+    returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    if returns_var <= 0:
+        return torch.zeros(())
+    return 1 - residual_var / returns_var
+
+
 def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm_length: int | None = None) -> torch.Tensor:
     """Reduce a [B, R] token loss to a scalar.
 

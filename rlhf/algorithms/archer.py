@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 
+from rlhf.algorithms.aggregation import explained_variance
+
 
 def _check_transitions(**tensors: torch.Tensor) -> None:
     """Raise unless every tensor is 1-D and all have the same length N."""
@@ -144,14 +146,6 @@ def utterance_advantages(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (q.float() - v.float()).detach()
 
 
-def _explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """1 − Var(targets − predictions) / Var(targets) (0-d; 0 when the targets do not vary)."""
-    target_var = targets.var(unbiased=False)
-    if target_var <= 0:
-        return torch.zeros(())
-    return 1 - (targets - predictions).var(unbiased=False) / target_var
-
-
 def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pearson correlation (0-d; 0 when either side does not vary)."""
     x, y = x - x.mean(), y - y.mean()
@@ -180,7 +174,7 @@ def critic_fit(q: torch.Tensor, v: torch.Tensor, returns: torch.Tensor, mc_advan
     _check_transitions(q=q, v=v, returns=returns, mc_advantages=mc_advantages)
     q, v, returns, mc_advantages = q.float(), v.float(), returns.float(), mc_advantages.float()
     return {
-        "q_explained_var": _explained_variance(q, returns),
-        "v_explained_var": _explained_variance(v, returns),
+        "q_explained_var": explained_variance(q, returns, torch.ones_like(returns)),
+        "v_explained_var": explained_variance(v, returns, torch.ones_like(returns)),
         "advantage_corr": _correlation(q - v, mc_advantages),
     }

@@ -38,6 +38,7 @@ class TurnFormat:
         self.chat = bool(data.chat_template and getattr(tokenizer, "chat_template", None))
         eos = tokenizer.eos_token_id
         self.eos_text = tokenizer.decode([eos]) if eos is not None else ""
+        self.tool_delimiters: tuple[str, str] | None = None
         if self.chat:
             self.before_observation, self.after_observation = self._chat_delimiters("user")
             self.tool_delimiters = self._tool_delimiters()
@@ -58,7 +59,7 @@ class TurnFormat:
     @property
     def has_tool_role(self) -> bool:
         """True when tool results are inserted as the chat template's own `tool` messages."""
-        return self.chat and self.tool_delimiters is not None
+        return self.tool_delimiters is not None
 
     def observation_text(self, observation: str, ended_with_eos: bool, tool: bool = False) -> str:
         """The text inserted after an action and before the next one (`tool`: the observation

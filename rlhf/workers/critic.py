@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf.algorithms.losses import hl_gauss_loss, hl_gauss_value, masked_mean, value_loss
+from rlhf.algorithms.aggregation import explained_variance
+from rlhf.algorithms.losses import hl_gauss_loss, hl_gauss_value, value_loss
 from rlhf.data.batch import Batch, action_mask
 from rlhf.data.padding import map_micro_batches
 from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
@@ -99,12 +100,3 @@ class CriticWorker:
         self.engine.backward(loss * weight)
         return {"value_loss": loss.detach(), **stats}
 
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """1 − Var(returns − values) / Var(returns) over valid tokens (1: perfect, ≤ 0: no better
-    than predicting the mean). Returns a 0-d tensor; 0 when the returns do not vary."""
-    residual_var = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
-    returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
-    if returns_var <= 0:
-        return torch.zeros(())
-    return 1 - residual_var / returns_var

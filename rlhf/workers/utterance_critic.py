@@ -250,8 +250,7 @@ class UtteranceCritic:
     def turn_advantages(self, batch: Batch) -> torch.Tensor:
         """[B, K] float32 advantage of each turn, Q(s_k, a_k) − V(s_k) of :meth:`turn_values`
         (0 where `turn_mask` is 0)."""
-        q, v = self.turn_values(batch)
-        return utterance_advantages(q, v) * batch["turn_mask"].float().cpu()
+        return utterance_advantages(*self.turn_values(batch))
 
     @dispatch(RANK_ZERO)
     def state_dict(self) -> dict:

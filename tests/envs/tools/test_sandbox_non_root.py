@@ -48,14 +48,17 @@ print(json.dumps({
 """
 
 
+def _run_as(user: pwd.struct_passwd, command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """`command` as `user` (no supplementary groups), importing from this checkout."""
+    return subprocess.run(command, user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/", capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}, timeout=timeout)
+
+
 def _unprivileged_interpreter(user: pwd.struct_passwd) -> str | None:
     """An interpreter `user` can run that imports this checkout's sandbox module, or None."""
     for python in (sys.executable, "/usr/bin/python3"):
         try:
-            probe = subprocess.run(
-                [python, "-c", "import rlhf.envs.tools.sandbox"], user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-                env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, timeout=60, cwd="/",
-            )
+            probe = _run_as(user, [python, "-c", "import rlhf.envs.tools.sandbox"], timeout=60)
         except (OSError, subprocess.SubprocessError):
             continue
         if probe.returncode == 0:
@@ -80,10 +83,7 @@ def report() -> dict:
     python = _unprivileged_interpreter(user)
     if python is None:
         pytest.skip("'nobody' can run no interpreter that reads this checkout (a checkout under /root, say)")
-    done = subprocess.run(
-        [python, "-c", DRIVER, FORK_BOMB], user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}, capture_output=True, text=True, timeout=120, cwd="/",
-    )
+    done = _run_as(user, [python, "-c", DRIVER, FORK_BOMB], timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
