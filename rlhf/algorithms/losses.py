@@ -53,6 +53,7 @@ def ppo_policy_loss(
     dual_clip: float | None = None,
     agg: str = "token-mean",
     norm_length: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO clipped surrogate, per token.
 
@@ -64,6 +65,8 @@ def ppo_policy_loss(
     Args:
         logprobs, old_logprobs, advantages, response_mask: [B, R].
         agg, norm_length: how token losses are reduced (see :func:`aggregate`).
+        weights: [B, R] constant per-token weights of an off-policy correction
+            (:mod:`rlhf.algorithms.off_policy`), multiplying each token's loss; None: all 1.
     Returns:
         (scalar loss, stats) with stats `clip_frac_high`, `clip_frac_low` (share of valid
         tokens whose ratio was clipped above / below) and `approx_kl` (k3 estimate of
@@ -74,7 +77,7 @@ def ppo_policy_loss(
     loss_mat = clipped_surrogate(ratio, advantages, clip_low, clip_high, dual_clip)
     mask = response_mask.to(logprobs.dtype)
     stats = _clip_stats(ratio, log_ratio, advantages, mask, clip_low, clip_high)
-    return aggregate(loss_mat, mask, agg, norm_length), stats
+    return aggregate(_weighted(loss_mat, weights), mask, agg, norm_length), stats
 
 
 def gspo_policy_loss(
@@ -87,6 +90,7 @@ def gspo_policy_loss(
     dual_clip: float | None = None,
     agg: str = "seq-mean-token-mean",
     norm_length: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Group Sequence Policy Optimization: PPO's clipped surrogate on a sequence-level ratio.
 
@@ -104,6 +108,7 @@ def gspo_policy_loss(
     Args:
         logprobs, old_logprobs, advantages, response_mask: [B, R].
         agg, norm_length: how token losses are reduced (see :func:`aggregate`).
+        weights: [B, R] off-policy correction weights, as in :func:`ppo_policy_loss`.
     Returns:
         (scalar loss, stats) with the keys of :func:`ppo_policy_loss`: `clip_frac_high`,
         `clip_frac_low` (share of valid tokens whose sequence ratio was clipped above /
@@ -119,7 +124,15 @@ def gspo_policy_loss(
     ratio = seq_ratio * (logprobs - logprobs.detach()).exp()  # [B, R]
     loss_mat = clipped_surrogate(ratio, advantages, clip_low, clip_high, dual_clip)
     stats = _clip_stats(seq_ratio.expand_as(ratio), token_log_ratio.clamp(-20.0, 20.0), advantages, mask, clip_low, clip_high)
-    return aggregate(loss_mat, mask, agg, norm_length), stats
+    return aggregate(_weighted(loss_mat, weights), mask, agg, norm_length), stats
+
+
+def _weighted(loss_mat: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """`loss_mat` times constant per-token weights (an off-policy correction), if any."""
+    if weights is None:
+        return loss_mat
+    assert weights.shape == loss_mat.shape, (tuple(weights.shape), tuple(loss_mat.shape))
+    return loss_mat * weights.detach().to(loss_mat.dtype)
 
 
 PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -129,7 +142,7 @@ POLICY_LOSSES: dict[str, PolicyLoss] = {
     "gspo": gspo_policy_loss,
 }
 """Loss name -> function. All take (logprobs, old_logprobs, advantages, response_mask) and the
-keywords clip_low, clip_high, dual_clip, agg, norm_length, and return (loss, stats) with the
+keywords clip_low, clip_high, dual_clip, agg, norm_length, weights, and return (loss, stats) with the
 same stats keys."""
 
 

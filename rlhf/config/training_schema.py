@@ -36,6 +36,27 @@ class OptimizationConfig:
 
 
 @dataclass
+class OffPolicyConfig:
+    """Correction for tokens the rollout engine sampled with a policy other than the trainer's
+    (stale weights in async runs, or a numerically different engine; see
+    rlhf.algorithms.off_policy). Needs rollout.logprobs: true."""
+
+    correction: str = "none"
+    """'none', 'tis' (truncated token weights), 'mis' (sequences outside a ratio band dropped),
+    'icepop' (tokens outside a ratio band dropped) or 'decoupled' (AReaL's decoupled PPO)."""
+    tis_cap: float = 2.0
+    """TIS: token weights pi_trainer / pi_rollout are capped at this value (Yao et al. 2025: 2)."""
+    mis_bounds: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    """MIS: [lower, upper]; sequences whose ratio leaves the band are dropped."""
+    mis_ratio: str = "geometric"
+    """MIS: a sequence's ratio, 'geometric' (exp of the token-mean log-ratio) or 'product'."""
+    icepop_bounds: list[float] = field(default_factory=lambda: [0.5, 5.0])
+    """IcePop: [alpha, beta]; tokens whose ratio leaves the band are dropped (paper: 0.5, 5)."""
+    decoupled_cap: Optional[float] = None
+    """Decoupled PPO: cap on the weight pi_proximal / pi_behaviour (null: uncapped, as AReaL)."""
+
+
+@dataclass
 class ActorConfig(OptimizationConfig):
     """Policy optimisation: optimiser, batching and the clipped surrogate."""
 
@@ -51,6 +72,8 @@ class ActorConfig(OptimizationConfig):
     """How token losses become one number (see rlhf.algorithms.losses.LOSS_AGG_MODES)."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus subtracted from the policy loss (T1 uses it)."""
+    off_policy: OffPolicyConfig = field(default_factory=OffPolicyConfig)
+    """Off-policy correction of the policy loss (rollout-trainer mismatch, stale samples)."""
 
 
 @dataclass

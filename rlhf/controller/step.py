@@ -5,6 +5,7 @@
     (3) score them; the rollout        (7) wake the rollout engine, push the weights into it;
         engine sleeps                      move the anchor
     (4) old / reference logprobs,      (8) adapt the KL coefficient
+        off-policy weights,
         critic values
 
 Algorithm variants are choices of pure functions and flags inside these steps; steps (1)-(3)
@@ -21,10 +22,11 @@ from rlhf.algorithms.advantages import compute_advantages, whiten
 from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.archer import critic_fit, utterance_advantages
 from rlhf.algorithms.kl import kl_estimate
+from rlhf.algorithms.off_policy import OffPolicyBounds, mismatch_kl, off_policy_weights, weight_stats
 from rlhf.algorithms.token_rewards import outcome_token_rewards, turn_token_rewards
 from rlhf.algorithms.turns import turn_baseline, turn_returns
 from rlhf.controller.perf import device_count, throughput
-from rlhf.config.training_schema import ActorConfig
+from rlhf.config.training_schema import ActorConfig, OffPolicyConfig
 from rlhf.controller.roles import Roles
 from rlhf.controller.setup import Run
 from rlhf.controller.sync_check import SyncChecker
@@ -45,16 +47,19 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     roles.rollout.sleep()
     # 4. old logprobs (skipped for a single on-policy update, which reuses its own forward),
     #    reference logprobs when a KL term is on, values when a critic is
-    if roles.ref is not None or not single_on_policy_update(config.actor, len(batch)):
+    correction = config.actor.off_policy.correction
+    if roles.ref is not None or correction != "none" or not single_on_policy_update(config.actor, len(batch)):
         with timer.phase("old_logprobs"):
             batch.set("old_logprobs", roles.actor.compute_logprobs(batch))
+    metrics: dict[str, float] = {}
+    if correction != "none":  # weights for tokens the rollout engine's policy sampled
+        metrics.update(add_off_policy_weights(config.actor.off_policy, batch))
     if roles.ref is not None:
         with timer.phase("ref_logprobs"):
             batch.set("ref_logprobs", roles.ref.compute_logprobs(batch))
     if roles.critic is not None:
         with timer.phase("values"):
             batch.set("values", roles.critic.compute_values(batch))
-    metrics: dict[str, float] = {}
     if roles.utterance_critic is not None:
         with timer.phase("utterance_critic"):
             metrics.update(archer_critic_step(run, roles, batch))
@@ -87,8 +92,9 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     step_seconds = time.perf_counter() - step_start
     step_metrics = batch_metrics(batch, sampled.all_scores, step_seconds, device_count(config))
     step_metrics.update(phase_shares(timer.seconds, step_seconds))  # the timer holds this step's phases: the loop pops it
-    if "actor/rollout_logprob_diff" in metrics:  # measured in the update when no old-logprob pass ran
-        step_metrics.setdefault("rollout/logprob_diff", metrics.pop("actor/rollout_logprob_diff"))
+    for name in ("logprob_diff", "kl_k3"):  # measured in the update when no old-logprob pass ran
+        if f"actor/rollout_{name}" in metrics:
+            step_metrics.setdefault(f"rollout/{name}", metrics.pop(f"actor/rollout_{name}"))
     return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
 
 
@@ -111,6 +117,18 @@ def archer_critic_step(run: Run, roles: Roles, batch: Batch) -> dict[str, float]
     played = batch["turn_mask"].bool()
     fit = critic_fit(q[played], v[played], returns[played], (returns - baseline)[played])
     return {**metrics, **{f"archer/{key}": value.item() for key, value in fit.items()}}
+
+
+def add_off_policy_weights(off_policy: OffPolicyConfig, batch: Batch) -> dict[str, float]:
+    """Set `off_policy_weights [B, R]` of correction `actor.off_policy.correction` from the
+    trainer's `old_logprobs` and the rollout engine's `rollout_logprobs`
+    (:mod:`rlhf.algorithms.off_policy`); returns their `off_policy/*` statistics."""
+    bounds = OffPolicyBounds(tis_cap=off_policy.tis_cap, mis_bounds=tuple(off_policy.mis_bounds), mis_ratio=off_policy.mis_ratio,
+                             icepop_bounds=tuple(off_policy.icepop_bounds), decoupled_cap=off_policy.decoupled_cap)
+    mask = action_mask(batch).float()
+    weights = off_policy_weights(off_policy.correction, batch["old_logprobs"], batch["rollout_logprobs"], mask, bounds)
+    batch.set("off_policy_weights", weights)
+    return {f"off_policy/{key}": value.item() for key, value in weight_stats(weights, mask).items()}
 
 
 def single_on_policy_update(actor: ActorConfig, batch_size: int) -> bool:
@@ -182,8 +200,10 @@ def batch_metrics(batch: Batch, all_scores: torch.Tensor, step_seconds: float, d
     lengths = batch["response_mask"].sum(dim=-1).float()
     metrics = {}
     if "rollout_logprobs" in batch and "old_logprobs" in batch:
-        mean_gap, max_gap = logprob_gap(batch["rollout_logprobs"], batch["old_logprobs"], action_mask(batch))
-        metrics = {"rollout/logprob_diff": mean_gap.item(), "rollout/logprob_diff_max": max_gap.item()}
+        mask = action_mask(batch)
+        mean_gap, max_gap = logprob_gap(batch["rollout_logprobs"], batch["old_logprobs"], mask)
+        metrics = {"rollout/logprob_diff": mean_gap.item(), "rollout/logprob_diff_max": max_gap.item(),
+                   "rollout/kl_k3": mismatch_kl(batch["old_logprobs"], batch["rollout_logprobs"], mask.float()).item()}
     return {
         **metrics,
         "reward/mean": all_scores.mean().item(),

@@ -37,7 +37,8 @@ RESERVED_FIELDS: dict[str, str] = {
     "group_index": "which prompt a sample belongs to",
     **dict.fromkeys(("prompt_ids", "prompt_mask", "response_ids", "response_mask"), "the tokens of prompt and response"),
     **dict.fromkeys(("rollout_logprobs", "old_logprobs", "ref_logprobs", "values"), "per-token model outputs"),
-    **dict.fromkeys(("scores", "outcome_scores", "process_token_rewards", "baseline_scores", "token_rewards", "advantages", "returns"),
+    **dict.fromkeys(("scores", "outcome_scores", "process_token_rewards", "baseline_scores", "token_rewards", "advantages", "returns",
+                     "off_policy_weights"),
                     "the rewards and advantages"),
 }
 """Batch fields the trainer sets after the mapping (prompt batch, rollout engine, reward and

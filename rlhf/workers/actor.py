@@ -13,6 +13,7 @@ from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
+from rlhf.algorithms.off_policy import mismatch_kl
 from rlhf.data.batch import Batch, action_mask
 from rlhf.data.padding import map_micro_batches
 from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
@@ -78,7 +79,8 @@ class ActorWorker:
         """`ppo_epochs` passes of shuffled mini-batches, one optimiser step each
         (see :func:`rlhf.workers.updates.run_updates`).
 
-        Needs `advantages` (and `ref_logprobs` when the KL coefficient is > 0) in `batch`.
+        Needs `advantages` (and `ref_logprobs` when the KL coefficient is > 0) in `batch`;
+        `off_policy_weights [B, R]`, when set, multiply each token's policy loss.
         `kl_coef` overrides the configured coefficient (an adaptive KL controller's current
         value). Without `old_logprobs` the update is strictly on-policy (one epoch, one
         mini-batch): the detached logprobs of its own forward serve as the old ones.
@@ -104,6 +106,7 @@ class ActorWorker:
         pg_loss, stats = self.policy_loss(
             logprobs, old_logprobs, micro["advantages"].to(device), mask,
             clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, dual_clip=self.loss.dual_clip, agg=self.loss.loss_agg, norm_length=norm_length,
+            weights=micro["off_policy_weights"].to(device) if "off_policy_weights" in micro else None,
         )
         with torch.set_grad_enabled(self.loss.entropy_coef > 0):
             entropy = aggregate(entropy_from_logits(logits), mask, **agg)
@@ -111,7 +114,9 @@ class ActorWorker:
         stats.update(pg_loss=pg_loss.detach(), entropy=entropy.detach())
         if "rollout_logprobs" in micro and "old_logprobs" not in micro:
             # no old-logprob pass: the rollout engine's gap is measured against this forward
-            stats["rollout_logprob_diff"] = logprob_gap(micro["rollout_logprobs"].to(device), logprobs.detach(), mask)[0]
+            behaviour = micro["rollout_logprobs"].to(device)
+            stats["rollout_logprob_diff"] = logprob_gap(behaviour, logprobs.detach(), mask)[0]
+            stats["rollout_kl_k3"] = mismatch_kl(logprobs.detach(), behaviour, mask)
         if kl_coef > 0:
             kl = aggregate(kl_estimate(logprobs, micro["ref_logprobs"].to(device), self.loss.kl_kind), mask, **agg)
             loss = loss + kl_coef * kl

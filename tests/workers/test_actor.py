@@ -154,3 +154,30 @@ def test_a_token_budget_gives_the_same_logprobs_and_update(tokenizer_and_model, 
     assert_same_update(whole, budget)
     assert budget_metrics["actor/grad_norm"] == pytest.approx(whole_metrics["actor/grad_norm"], rel=1e-4)
     assert budget_metrics["actor/pg_loss"] == pytest.approx(whole_metrics["actor/pg_loss"], rel=1e-4, abs=1e-6)
+
+
+def test_off_policy_weights_scale_the_update_and_rejected_rows_teach_nothing(tokenizer_and_model, batch):
+    """Rows weighted 0 by an off-policy correction contribute nothing: the update equals the one
+    of the other rows alone (with seq-mean-token-sum over all rows, so the divisor is the same),
+    and weights of 2 on every token double the gradient."""
+    _, model = tokenizer_and_model
+    batch = add_rl_fields(batch, model, seed=2)
+    mask = batch["response_mask"].float()
+    keep = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])[:, None]
+    loss = PolicyLossConfig(mini_batch_size=6, micro_batch_size=3, loss_agg="seq-mean-token-sum")
+    weighted_model, zeroed_model = copy.deepcopy(model), copy.deepcopy(model)
+    weighted = make_actor(weighted_model, loss, grad_clip=0.0)
+    weighted_metrics = weighted.update_policy(batch.set("off_policy_weights", keep * mask))
+    # the same batch without weights but with the rejected rows' advantages zeroed
+    zeroed = make_actor(zeroed_model, loss, grad_clip=0.0)
+
+    def plain() -> Batch:
+        return Batch({key: value for key, value in batch.tensors.items() if key != "off_policy_weights"}, dict(batch.non_tensors), dict(batch.meta))
+
+    zeroed_metrics = zeroed.update_policy(plain().set("advantages", batch["advantages"] * keep))
+    assert max_weight_difference(weighted_model, model) > 1e-4
+    assert_same_update(weighted, zeroed)
+    assert weighted_metrics["actor/grad_norm"] == pytest.approx(zeroed_metrics["actor/grad_norm"], rel=1e-5)
+    doubled = make_actor(copy.deepcopy(model), loss, grad_clip=0.0).update_policy(batch.set("off_policy_weights", 2 * mask))
+    single = make_actor(copy.deepcopy(model), loss, grad_clip=0.0).update_policy(plain())
+    assert doubled["actor/grad_norm"] == pytest.approx(2 * single["actor/grad_norm"], rel=1e-5)
