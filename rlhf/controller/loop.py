@@ -22,6 +22,7 @@ from rlhf.data.prompts import PromptStream
 from rlhf.eval.sampled import eval_plan, evaluate_policy
 from rlhf.logging.factory import build_loggers
 from rlhf.logging.jsonl import METRICS_FILE, SAMPLES_FILE
+from rlhf.rollout.async_source import AsyncRolloutSource
 from rlhf.rollout.source import RolloutSource
 from rlhf.rollout.sync_source import SyncRolloutSource
 from rlhf.timing import PhaseTimer
@@ -40,19 +41,22 @@ class RLResult:
 def rl_loop(run: Run) -> RLResult:
     """Run `trainer.total_steps` RL steps on `run`, writing `metrics.jsonl` in its directory."""
     roles = build_roles(run)
+    source = None
     try:
-        return _train(run, roles)
+        source = rollout_source(run)
+        return _train(run, roles, source)
     finally:
+        if source is not None:
+            source.close()  # an asynchronous source's rollout process first: it reads the actor's weights
         roles.close()
         if run.env_pool is not None:
             run.env_pool.close()
 
 
-def _train(run: Run, roles: Roles) -> RLResult:
-    """The loop of :func:`rl_loop` over built roles: from step 1, or after the checkpoint
-    `trainer.resume` names."""
+def _train(run: Run, roles: Roles, source: RolloutSource) -> RLResult:
+    """The loop of :func:`rl_loop` over built roles and the run's rollout source: from step 1,
+    or after the checkpoint `trainer.resume` names."""
     config, trainer = run.config, run.config.trainer
-    source = rollout_source(run)
     sync_checker = SyncChecker.from_run(run) if config.sync.check_every else None
     timer = PhaseTimer()
     guard = NonFiniteGuard(trainer.max_nonfinite_steps, run.output_dir / "debug")
@@ -90,12 +94,15 @@ def _train(run: Run, roles: Roles) -> RLResult:
 
 
 def rollout_source(run: Run) -> RolloutSource:
-    """Where the run's samples come from: episodes against `env` in a multi-turn run, else
-    synchronous single-turn generation."""
+    """Where the run's samples come from: episodes against `env` in a multi-turn run, a
+    rollout process beside the trainer with `rollout.mode: async`, else synchronous
+    single-turn generation."""
     config = run.config
     if config.env.type:
         return multi_turn_source(run)
     stream = PromptStream(run.train_rows, config.data.train_batch_size, config.trainer.seed)
+    if config.rollout.mode == "async":
+        return AsyncRolloutSource(config, stream, run.prompts, tokenizer=run.tokenizer, model_path=run.model_path, sampling=sampling_params(config))
     return SyncRolloutSource(stream, run.prompts, n=config.rollout.n, sampling=sampling_params(config), dynamic=config.data.dynamic_sampling,
                              with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
 

@@ -80,7 +80,7 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     with timer.phase("weight_sync"):
         roles.rollout.wake()
         if updated:
-            metrics["sync/bytes"] = roles.sync_weights()
+            metrics["sync/bytes"] = roles.sync_weights() + source.after_update(roles)
             if sync_checker is not None:
                 metrics.update(sync_checker.after_sync(roles.rollout, roles.actor))
     if updated:

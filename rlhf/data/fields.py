@@ -37,6 +37,7 @@ RESERVED_FIELDS: dict[str, str] = {
     "group_index": "which prompt a sample belongs to",
     **dict.fromkeys(("prompt_ids", "prompt_mask", "response_ids", "response_mask"), "the tokens of prompt and response"),
     **dict.fromkeys(("rollout_logprobs", "old_logprobs", "ref_logprobs", "values"), "per-token model outputs"),
+    **dict.fromkeys(("token_versions", "policy_version"), "the policy versions that sampled a response"),
     **dict.fromkeys(("scores", "outcome_scores", "process_token_rewards", "baseline_scores", "token_rewards", "advantages", "returns",
                      "off_policy_weights"),
                     "the rewards and advantages"),

@@ -18,6 +18,7 @@ Notation: B rows, P prompt length (left-padded), R = max_new_tokens, V vocabular
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from transformers import DynamicCache
@@ -66,9 +67,11 @@ def next_tokens(logits: torch.Tensor, sampling: SamplingParams) -> tuple[torch.T
 
 @torch.no_grad()
 def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: SamplingParams,
-           eos_ids: list[int], pad_id: int) -> Decoded:
+           eos_ids: list[int], pad_id: int, interrupt: Callable[[], bool] | None = None) -> Decoded:
     """Sample one response per row of `prompt_ids [B, P]` / `prompt_mask [B, P]` (steps 1-4 of
-    the module docstring); the model runs in its current mode (callers put it in eval mode)."""
+    the module docstring); the model runs in its current mode (callers put it in eval mode).
+    `interrupt`, asked after every step, stops the loop early when it returns True (partial
+    rollouts: rows without EOS and with budget left are then unfinished)."""
     batch, device, budget = prompt_ids.shape[0], prompt_ids.device, sampling.max_new_tokens
     tokens_out = torch.full((batch, budget), pad_id, dtype=torch.long, device=device)
     logprobs_out = torch.zeros((batch, budget), dtype=torch.float32, device=device)
@@ -88,7 +91,7 @@ def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.
         longest = step + 1
         # 3. finished rows leave the batch (and the cache)
         running = ~torch.isin(tokens, eos)
-        if step + 1 == budget or not bool(running.any()):
+        if step + 1 == budget or not bool(running.any()) or (interrupt is not None and interrupt()):
             break
         if not bool(running.all()):
             keep = running.nonzero().squeeze(-1)

@@ -11,7 +11,7 @@ module, `update_weights` copies tensors in place.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -34,7 +34,7 @@ class HFRolloutEngine:
 
     @dispatch(ENGINES)
     @torch.no_grad()
-    def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
+    def generate(self, prompts: Batch, sampling: SamplingParams, interrupt: Callable[[], bool] | None = None) -> Batch:
         """Adds `response_ids [B, R]`, `response_mask [B, R]`, `response_text` (and with
         `sampling.logprobs`, `rollout_logprobs [B, R]`) to `prompts`, and this engine's tokenizer
         as `meta["tokenizer"]`.
@@ -42,22 +42,23 @@ class HFRolloutEngine:
         `rollout_logprobs` are float32 log softmax(logits / `sampling.temperature`) of the
         sampled tokens (also when greedy; 0 on padding): what the trainer computes from its own
         forward, so the two can be compared. `micro_batch_size` rows are decoded at a time
-        (0: all), which bounds the KV cache.
+        (0: all), which bounds the KV cache. `interrupt` (asked after every decoding step)
+        stops the generation early, leaving unfinished rows without EOS (partial rollouts).
         """
         size = self.micro_batch_size or len(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
-            chunks = [self._generate_chunk(chunk, sampling) for chunk in prompts.split(size)]
+            chunks = [self._generate_chunk(chunk, sampling, interrupt) for chunk in prompts.split(size)]
         finally:
             self.model.train(was_training)
         return Batch.concat(chunks)
 
-    def _generate_chunk(self, prompts: Batch, sampling: SamplingParams) -> Batch:
+    def _generate_chunk(self, prompts: Batch, sampling: SamplingParams, interrupt: Callable[[], bool] | None) -> Batch:
         device = next(self.model.parameters()).device
         with self._autocast(device):
             decoded = decode(self.model, prompts["prompt_ids"].to(device), prompts["prompt_mask"].to(device), sampling,
-                             self.eos_token_ids, self.tokenizer.pad_token_id)
+                             self.eos_token_ids, self.tokenizer.pad_token_id, interrupt)
         response_mask = response_mask_from_ids(decoded.response_ids, self.eos_token_ids)
         response_ids = decoded.response_ids.masked_fill(response_mask == 0, self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)

@@ -59,6 +59,13 @@ class MultiTurnSource:
         self.last = Sampled(batch, batch["scores"], metrics)
         return self.last
 
+    def after_update(self, roles) -> int:
+        """Nothing to do: it generates with `roles.rollout`, which the loop syncs."""
+        return 0
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
     def state_dict(self) -> dict[str, Any]:
         """The stream's position and the next group id."""
         return self.prompts.state_dict()

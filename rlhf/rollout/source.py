@@ -6,7 +6,8 @@ the step trains on. Today's source is synchronous and single-turn
 (:class:`rlhf.rollout.sync_source.SyncRolloutSource`); a multi-turn source (episodes against
 environments) and an asynchronous one (rollout workers streaming into a buffer beside training)
 plug in here without touching the loop: every source yields the same Batch, and a source's
-position in its stream is part of the checkpoint (`state_dict`).
+position in its stream is part of the checkpoint (`state_dict`). After each policy update the
+loop calls `after_update` (a source with engines of its own pushes the weights there).
 
 Batch fields a source sets (B sequences, P prompt tokens, R response tokens): `prompt_ids
 [B, P]`, `prompt_mask [B, P]`, `response_ids [B, R]`, `response_mask [B, R]`, `scores [B]`,
@@ -49,9 +50,32 @@ class RolloutSource(Protocol):
         `roles.reward`; time spent goes into `timer.phase(name)` blocks."""
         ...
 
+    def after_update(self, roles: Any) -> int:
+        """The policy just changed: a source with engines of its own sends them the weights
+        (returns the bytes moved; 0 for sources that generate with `roles.rollout`)."""
+        ...
+
+    def close(self) -> None:
+        """Stop what the source started (an asynchronous source's rollout process)."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def score(reward: Any, batch: Batch) -> dict[str, float]:
+    """Score `batch` with the run's reward, setting `scores`, each source's own scores under
+    :data:`SOURCE_SCORES` and, with process rewards, `outcome_scores` and
+    `process_token_rewards`; returns the reward metrics."""
+    result = reward.evaluate(batch)
+    batch.set("scores", result.scores)
+    for name, scores in result.per_source.items():  # for samples.jsonl
+        batch.set(SOURCE_SCORES + name, scores)
+    if result.process_token_rewards is not None:
+        # token-level estimators read these two instead of `scores` (see add_advantages)
+        batch.set("outcome_scores", result.outcome_scores).set("process_token_rewards", result.process_token_rewards)
+    return dict(result.metrics)
 
 
 class PromptGroups:

@@ -17,7 +17,7 @@ from rlhf.config.schema import DynamicSamplingConfig
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream
 from rlhf.rollout.base import SamplingParams
-from rlhf.rollout.source import SOURCE_SCORES, PromptGroups, Sampled
+from rlhf.rollout.source import PromptGroups, Sampled, score
 
 
 class SyncRolloutSource:
@@ -48,6 +48,13 @@ class SyncRolloutSource:
             self.last = self._dynamic(roles, timer, self.dynamic.max_extra_rounds)
         return self.last
 
+    def after_update(self, roles) -> int:
+        """Nothing to do: it generates with `roles.rollout`, which the loop syncs."""
+        return 0
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
     def state_dict(self) -> dict[str, Any]:
         """The stream's position and the next group id."""
         return self.prompts.state_dict()
@@ -62,14 +69,7 @@ class SyncRolloutSource:
         with timer.phase("generate"):
             batch = roles.rollout.generate(prompts.repeat_interleave(self.n), self.sampling)
         with timer.phase("reward"):
-            reward = roles.reward.evaluate(batch)
-            metrics = reward.metrics
-            batch.set("scores", reward.scores)
-            for name, scores in reward.per_source.items():  # for samples.jsonl
-                batch.set(SOURCE_SCORES + name, scores)
-            if reward.process_token_rewards is not None:
-                # token-level estimators read these two instead of `scores` (see add_advantages)
-                batch.set("outcome_scores", reward.outcome_scores).set("process_token_rewards", reward.process_token_rewards)
+            metrics = score(roles.reward, batch)
         if self.with_baseline:
             with timer.phase("baseline"):
                 greedy = SamplingParams(max_new_tokens=self.sampling.max_new_tokens, greedy=True)

@@ -1,0 +1,212 @@
+"""The asynchronous rollout source: a rollout process generates beside training (`rollout.mode: async`).
+
+SRL (Mei et al. 2023) splits RL into actors that generate and learners that train, joined by
+streams; AReaL (Fu et al. 2025) bounds how stale a streamed sample may be. Here one rollout
+process (:mod:`rlhf.rollout.async_worker`) generates groups while the trainer trains, and
+this source, in the trainer's process, keeps the stream going:
+
+    (1) keep the pipeline full: request groups (one prompt, rollout.n samples) until
+        `async_training.buffer_size` are requested but not yet trained on; with `stale: drop`
+        each names the oldest version that may start it (:mod:`rlhf.rollout.staleness`)
+    (2) take the next data.train_batch_size groups in request order as they arrive (the
+        trainer waits only when none is ready: `time/trainer_wait_s`); a group older than
+        `max_staleness` is dropped and counted, or kept with `stale: correct`
+    (3) request replacements at once, so the rollout side generates during the update
+    (4) score the batch with the reward sources, in this process
+After each update the loop calls :meth:`AsyncRolloutSource.after_update`, which posts the new
+weights to the rollout process every `async_training.sync_every` updates.
+
+Batch fields it adds to the sync source's: `token_versions [B, R]` (the policy version that
+sampled each token, −1 on padding) and `policy_version [B]` (its oldest token's version).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable
+
+import torch
+
+from rlhf.config.schema import RecipeConfig
+from rlhf.data.batch import Batch
+from rlhf.data.prompts import PromptStream
+from rlhf.models.lora import base_module
+from rlhf.rollout.async_worker import GroupRequest, GroupResult, RolloutProcess, RolloutProcessError, WorkerSpec
+from rlhf.rollout.base import SamplingParams
+from rlhf.rollout.source import PromptGroups, Sampled, score
+from rlhf.rollout.staleness import earliest_version, staleness, staleness_histogram
+
+
+class AsyncRolloutSource:
+    """Scored batches streamed from a rollout process (see the module docstring).
+
+    Args:
+        config: the recipe (rollout, async_training, data.train_batch_size).
+        stream: batches of data.train_batch_size prompt rows.
+        tokenize: prompt rows -> a left-padded prompt Batch.
+        tokenizer, model_path, sampling: the policy's tokenizer, its checkpoint (for engines
+            that load their own model) and how responses are sampled.
+    """
+
+    def __init__(self, config: RecipeConfig, stream: PromptStream, tokenize: Callable[[list[dict]], Batch], *, tokenizer, model_path: str,
+                 sampling: SamplingParams):
+        self.config, self.settings = config, config.async_training
+        self.prompts, self.tokenize = PromptGroups(stream), tokenize
+        self.tokenizer, self.model_path, self.sampling = tokenizer, model_path, sampling
+        self.batch_groups, self.n = config.data.train_batch_size, config.rollout.n
+        self.capacity = self.settings.buffer_size or (self.settings.max_staleness + 1) * self.batch_groups
+        self.version = 0
+        """The trainer's policy version: updates applied so far."""
+        self.next_position = 0
+        """Stream position of the next group requested (groups are trained in this order)."""
+        self.unrequested: deque[tuple[int, dict]] = deque()  # (group id, row) drawn from the stream, not yet requested
+        self.in_flight: dict[int, tuple[int, dict]] = {}  # group id -> (position, row), requested, not yet back
+        self.ready: deque[GroupResult] = deque()  # back, not yet trained on
+        self.dropped_total = 0
+        self.process: RolloutProcess | None = None
+        self.idle_seen = 0.0
+        self.last: Sampled | None = None
+
+    # -- the loop's interface -------------------------------------------------------------
+
+    def next_batch(self, roles, timer) -> Sampled:
+        """Steps (1)-(4) of the module docstring."""
+        self._start(roles)
+        self._request_more()  # 1.
+        with timer.phase("trainer_wait"):  # 2.
+            groups, dropped = self._take()
+        self._request_more()  # 3.
+        batch = Batch.concat([group.batch for group in groups])
+        batch.meta["tokenizer"] = self.tokenizer
+        with timer.phase("reward"):  # 4.
+            metrics = score(roles.reward, batch)
+        ages = staleness(self.version, batch["policy_version"][:: self.n])
+        idle = self.process.idle_seconds()
+        metrics.update({
+            "async/staleness_mean": ages.float().mean().item(),
+            "async/staleness_max": float(ages.max()),
+            **staleness_histogram(ages, self.settings.max_staleness),
+            "async/dropped": float(dropped),
+            "async/dropped_total": float(self.dropped_total),
+            "async/buffer_ready": float(len(self.ready)),
+            "async/buffer_size": float(len(self.ready) + len(self.in_flight)),
+            "async/policy_version": float(self.version),
+            "time/rollout_wait_s": idle - self.idle_seen,
+        })
+        self.idle_seen = idle
+        self.last = Sampled(batch, batch["scores"], metrics)
+        return self.last
+
+    def after_update(self, roles) -> int:
+        """The policy moved one version; every `sync_every` versions its weights go to the
+        rollout process. Returns the bytes posted."""
+        self.version += 1
+        if self.process is None or self.version % self.settings.sync_every:
+            return 0
+        return self.process.mailbox.post(roles.actor.named_weights(), self.version)
+
+    def close(self) -> None:
+        """Stop the rollout process (nothing is left running)."""
+        if self.process is not None:
+            self.process.close()
+            self.process = None
+
+    # -- pipeline ---------------------------------------------------------------------------
+
+    def _start(self, roles) -> None:
+        """Start the rollout process with the actor's current weights as version `self.version`,
+        and request again what was requested but never came back (after a resume)."""
+        if self.process is not None:
+            return
+        weights = dict(roles.actor.named_weights())
+        policy = base_module(roles.actor.engine.module)
+        spec = worker_spec(self.config, policy, next(iter(weights.values())).dtype, self.tokenizer, self.model_path, self.sampling)
+        self.process = RolloutProcess(spec, weights.items())
+        self.process.mailbox.post(weights.items(), self.version)
+        for group_id, (position, row) in sorted(self.in_flight.items(), key=lambda item: item[1][0]):
+            self._submit(group_id, position, row)
+
+    def _request_more(self) -> None:
+        """Request groups until `capacity` are requested or ready but not trained on."""
+        while len(self.in_flight) + len(self.ready) < self.capacity:
+            if not self.unrequested:
+                rows, groups = self.prompts.next()
+                self.unrequested.extend(zip(groups, rows))
+            group_id, row = self.unrequested.popleft()
+            self.in_flight[group_id] = (self.next_position, row)
+            self._submit(group_id, self.next_position, row)
+            self.next_position += 1
+
+    def _submit(self, group_id: int, position: int, row: dict) -> None:
+        gated = self.settings.stale == "drop"
+        earliest = earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0
+        prompts = self.tokenize([row]).set("group_index", [group_id]).repeat_interleave(self.n)
+        self.process.submit(GroupRequest(group_id, earliest, Batch(prompts.tensors, prompts.non_tensors, {})))
+
+    def _take(self) -> tuple[list[GroupResult], int]:
+        """The next `batch_groups` groups fresh enough to train on (waiting for them), and how
+        many were dropped as too old on the way."""
+        taken, dropped = [], 0
+        while len(taken) < self.batch_groups:
+            group = self._next_ready()
+            version = int(group.batch["policy_version"].min())
+            if self.version - version > self.settings.max_staleness and self.settings.stale == "drop":
+                dropped += 1
+                self._request_more()
+                continue
+            taken.append(group)
+        self.dropped_total += dropped
+        return taken, dropped
+
+    def _next_ready(self) -> GroupResult:
+        """The oldest returned group, waiting up to `async_training.timeout_s` for one."""
+        deadline = time.monotonic() + self.settings.timeout_s
+        while not self.ready:
+            result = self.process.receive(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+            if result is not None:
+                position, _ = self.in_flight.pop(result.group_id)
+                result.batch.set("policy_version", oldest_versions(result.batch["token_versions"]))
+                self.ready.append(result)
+            elif time.monotonic() > deadline:
+                raise RolloutProcessError(
+                    f"{self.process.description} delivered no group for {self.settings.timeout_s:.0f} s (async_training.timeout_s); "
+                    "the run stops (resume from the last checkpoint)")
+        return self.ready.popleft()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to continue losing nothing: the stream's position, rows drawn but not
+        requested, requests not back yet (requested again on resume), returned groups not
+        trained on (with their versions), the policy version and the drop count."""
+        return {
+            "prompts": self.prompts.state_dict(), "version": self.version, "next_position": self.next_position,
+            "unrequested": [[group_id, row] for group_id, row in self.unrequested],
+            "in_flight": [[group_id, position, row] for group_id, (position, row) in self.in_flight.items()],
+            "ready": [{"group_id": group.group_id, "tensors": group.batch.tensors, "non_tensors": group.batch.non_tensors} for group in self.ready],
+            "dropped_total": self.dropped_total,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prompts.load_state_dict(state["prompts"])
+        self.version, self.next_position = int(state["version"]), int(state["next_position"])
+        self.unrequested = deque((int(group_id), row) for group_id, row in state["unrequested"])
+        self.in_flight = {int(group_id): (int(position), row) for group_id, position, row in state["in_flight"]}
+        self.ready = deque(GroupResult(int(g["group_id"]), Batch(dict(g["tensors"]), dict(g["non_tensors"]), {})) for g in state["ready"])
+        self.dropped_total = int(state["dropped_total"])
+
+
+def oldest_versions(token_versions: torch.Tensor) -> torch.Tensor:
+    """[B] the oldest version among each row's tokens (−1 marks padding)."""
+    big = torch.iinfo(token_versions.dtype).max
+    return torch.where(token_versions >= 0, token_versions, big).min(dim=-1).values
+
+
+def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtype, tokenizer, model_path: str, sampling: SamplingParams) -> WorkerSpec:
+    """The rollout process's spec for `config` and the Hugging Face model `policy` (see :class:`WorkerSpec`)."""
+    settings = config.async_training
+    return WorkerSpec(config=config, architecture=policy.config, generation_config=policy.generation_config, dtype=dtype,
+                      tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial,
+                      generate_groups=settings.generate_groups or config.data.train_batch_size,
+                      threads=settings.rollout_threads, seed=config.trainer.seed + 1)

@@ -1,0 +1,248 @@
+"""The rollout process of an asynchronous run, and the trainer's handle on it.
+
+The process holds its own rollout engine (its own copy of the policy) and loops:
+
+    (1) take the group requests that arrived; with none pending, wait for one (idle time)
+    (2) load the newest weights the trainer posted (:mod:`rlhf.rollout.weight_mailbox`)
+    (3) take the oldest pending requests whose earliest allowed version it now holds, at most
+        `generate_groups`; none: wait for newer weights (idle time; the staleness bound)
+    (4) generate them in one call, every token tagged with its policy version (with partial
+        rollouts a call takes new weights mid-way: :mod:`rlhf.rollout.versioned`), and send
+        each group back
+
+It ignores Ctrl-C (the trainer decides when to stop and sends `STOP`), dies with the trainer
+(PR_SET_PDEATHSIG on Linux, and a check of the parent between calls elsewhere), and reports
+any exception as a message the trainer raises, so a failing rollout stops the run with its
+traceback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import queue
+import signal
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.multiprocessing as torch_mp
+
+from rlhf.data.batch import Batch
+from rlhf.rollout.base import SamplingParams
+from rlhf.rollout.versioned import generate_with_versions
+from rlhf.rollout.weight_mailbox import WeightMailbox
+
+STOP = "stop"
+
+
+class RolloutProcessError(RuntimeError):
+    """The rollout process raised, died or stopped answering; the run stops."""
+
+
+@dataclass
+class GroupRequest:
+    """One prompt to sample `len(prompts)` responses for."""
+
+    group_id: int
+    earliest: int
+    """The oldest policy version that may start it (:func:`rlhf.rollout.staleness.earliest_version`)."""
+    prompts: Batch
+    """[n, P] the prompt repeated n times, with its row's fields."""
+
+
+@dataclass
+class GroupResult:
+    """A finished group: the request's batch with the response fields and `token_versions`."""
+
+    group_id: int
+    batch: Batch
+
+
+@dataclass
+class WorkerSpec:
+    """What the rollout process builds its engine from and how it samples."""
+
+    config: Any
+    architecture: Any
+    """The policy's Hugging Face config: the process builds the model from it, then loads the
+    trainer's weights (an engine that loads its own model from `model_path` ignores it)."""
+    generation_config: Any
+    dtype: torch.dtype
+    tokenizer: Any
+    model_path: str
+    sampling: SamplingParams
+    partial: bool
+    generate_groups: int
+    threads: int
+    seed: int
+
+
+def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, idle_seconds) -> None:
+    """The rollout process: steps (1)-(4) of the module docstring until `STOP`."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    try:
+        engine = _build_engine(spec, mailbox)
+        held = mailbox.fetch(engine, -1)
+        pending: deque[GroupRequest] = deque()
+        while True:
+            # 1. requests (wait when there is nothing to do)
+            waited = time.perf_counter()
+            if not _take_requests(requests, pending, block=not pending):
+                return
+            # 2. the newest weights
+            held = mailbox.fetch(engine, held)
+            # 3. requests the held version may start
+            ready = take_startable(pending, held, spec.generate_groups)
+            if not ready:
+                _wait_for_version(mailbox, held)
+            idle_seconds.value += time.perf_counter() - waited
+            if not ready:
+                continue
+            # 4. generate, send each group back
+            held = _generate(engine, spec, mailbox, ready, results, held)
+    except BaseException:  # noqa: BLE001 -- everything goes back to the trainer, which raises it
+        results.put(("error", traceback.format_exc()))
+
+
+def _build_engine(spec: WorkerSpec, mailbox: WeightMailbox):
+    """The process's own rollout engine: a model of the policy's architecture that every
+    weight in the mailbox covers (a parameter left at its random initial value would corrupt
+    every sample silently), or an engine that loads its own."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf.rollout.registry import build_rollout, rollout_engine
+
+    module = None
+    if rollout_engine(spec.config.rollout.engine).needs_module:
+        module = AutoModelForCausalLM.from_config(spec.architecture, dtype=spec.dtype,
+                                                  trust_remote_code=spec.config.model.trust_remote_code)
+        module.generation_config = spec.generation_config
+        missing = sorted(set(dict(module.named_parameters())) - set(mailbox.tensors))
+        if missing:
+            raise RuntimeError(f"the trainer's weights do not cover the rollout model's parameters {missing[:5]}"
+                               f"{' ...' if len(missing) > 5 else ''}; the rollout process cannot generate with this policy")
+    return build_rollout(spec.config, module, spec.tokenizer, spec.model_path, share_module=True)
+
+
+def _take_requests(requests, pending: deque, block: bool) -> bool:
+    """Move arrived requests to `pending` (waiting up to 1 s for one when `block`); False on STOP."""
+    while True:
+        try:
+            message = requests.get(timeout=1.0) if block else requests.get_nowait()
+        except queue.Empty:
+            if block and os.getppid() == 1:  # the trainer is gone (no PR_SET_PDEATHSIG here)
+                return False
+            if block:
+                continue
+            return True
+        if message == STOP:
+            return False
+        pending.append(pickle.loads(message))
+        block = False
+
+
+def take_startable(pending: deque, held: int, limit: int) -> list:
+    """Pop the oldest pending requests that version `held` may start (their `earliest` ≤ held),
+    at most `limit`, stopping at the first that must wait: groups start in request order, which
+    is the order the trainer takes them in."""
+    ready = []
+    while pending and len(ready) < limit and pending[0].earliest <= held:
+        ready.append(pending.popleft())
+    return ready
+
+
+def _wait_for_version(mailbox: WeightMailbox, held: int, seconds: float = 0.05) -> None:
+    """Poll for weights newer than `held`, for at most `seconds`."""
+    deadline = time.perf_counter() + seconds
+    while mailbox.version <= held and time.perf_counter() < deadline:
+        time.sleep(0.002)
+
+
+def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], results, held: int) -> int:
+    """Generate the ready groups in one call and send each back; returns the version held after."""
+    state = {"held": held}
+
+    def refresh() -> int:
+        state["held"] = mailbox.fetch(engine, state["held"])
+        return state["held"]
+
+    newer = (lambda: mailbox.version > state["held"]) if spec.partial else None
+    out = generate_with_versions(engine, Batch.concat([request.prompts for request in ready]), spec.sampling, refresh, newer)
+    start = 0
+    for request in ready:
+        size = len(request.prompts)
+        part = out.select(range(start, start + size))
+        results.put(pickle.dumps(GroupResult(request.group_id, Batch(part.tensors, part.non_tensors, {}))))
+        start += size
+    return state["held"]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a killed trainer leaves no rollout behind)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class RolloutProcess:
+    """The trainer's handle: start, submit requests, receive groups, stop."""
+
+    def __init__(self, spec: WorkerSpec, named_weights):
+        context = torch_mp.get_context("spawn")
+        self.mailbox = WeightMailbox(named_weights, context)
+        self.requests, self.results = context.Queue(), context.Queue()
+        self.idle = context.Value("d", 0.0)
+        self.process = context.Process(target=worker_main, args=(spec, self.requests, self.results, self.mailbox, self.idle),
+                                       name="rlhf-rollout", daemon=True)
+        self.process.start()
+
+    @property
+    def description(self) -> str:
+        return f"the rollout process (pid {self.process.pid})"
+
+    def submit(self, request: GroupRequest) -> None:
+        # plain pickles: tensors travel by value (torch's queue reductions would hold a file
+        # descriptor open per tensor for as long as it lives)
+        self.requests.put(pickle.dumps(request))
+
+    def receive(self, timeout: float) -> GroupResult | None:
+        """The next finished group, or None when none came within `timeout` seconds; raises
+        RolloutProcessError when the process reported an error or is dead."""
+        try:
+            message = self.results.get(timeout=timeout)
+        except queue.Empty:
+            if not self.process.is_alive():
+                raise RolloutProcessError(f"{self.description} died (exit code {self.process.exitcode}) without a message; "
+                                          "the run stops (resume from the last checkpoint)") from None
+            return None
+        if isinstance(message, tuple) and message[0] == "error":
+            raise RolloutProcessError(f"{self.description} failed:\n{message[1]}")
+        return pickle.loads(message)
+
+    def idle_seconds(self) -> float:
+        """Seconds the process has waited for requests or weights since it started."""
+        return float(self.idle.value)
+
+    def close(self) -> None:
+        """Stop the process: STOP, then terminate, then kill; never leaves it running."""
+        if self.process.is_alive():
+            self.requests.put(STOP)
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        for channel in (self.requests, self.results):
+            channel.cancel_join_thread()
+            channel.close()
