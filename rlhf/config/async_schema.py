@@ -4,7 +4,7 @@ See :mod:`rlhf.rollout.async_source` for the dataflow."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -32,6 +32,9 @@ class AsyncTrainingConfig:
     """Groups one generate call of the rollout side takes at most (0: data.train_batch_size)."""
     rollout_threads: int = 1
     """torch threads of the rollout process (the trainer keeps trainer.num_threads)."""
+    rollout_cpus: list[int] = field(default_factory=list)
+    """CPU ids the rollout process runs on; the trainer then keeps the other CPUs it may use
+    (empty: both share every CPU)."""
     timeout_s: float = 600.0
     """Longest the trainer waits for the rollout side to deliver a group before the run stops
     with an error naming the rollout process."""

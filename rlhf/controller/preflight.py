@@ -13,8 +13,11 @@ checked by `rlhf validate`, `rlhf doctor` and before a run creates its directory
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
+
+import torch
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.loader import load_recipe
@@ -33,8 +36,31 @@ from rlhf.rollout.registry import ROLLOUT_ENGINES
 def recipe_errors(config: RecipeConfig) -> list[str]:
     """Every problem of `config` with the registered parts it names."""
     errors = [*_engine_errors(config), *source_type_errors([source.type for source in config.reward.sources]), *_logger_errors(config.trainer.loggers),
-              _env_type_error(config.env.type)]
+              _env_type_error(config.env.type), *async_machine_errors(config)]
     return [error for error in errors if error]
+
+
+def async_machine_errors(config: RecipeConfig) -> Iterable[str]:
+    """What an asynchronous run needs of this machine and of its rollout engine: a CPU for each
+    side (else nothing can overlap), CPU ids that exist, and an engine that can pause."""
+    if config.rollout.mode != "async":
+        return
+    settings = config.async_training
+    usable = sorted(os.sched_getaffinity(0))
+    if config.trainer.device == "cuda" or (config.trainer.device == "auto" and torch.cuda.is_available()):
+        yield ("rollout.mode: async runs the rollout process and the trainer on CPU cores of their own; on a GPU machine it would "
+               "share the one device with the trainer and has not been built for GPUs yet; use rollout.mode: sync, or trainer.device: cpu")
+    elif len(usable) < 2:
+        yield (f"rollout.mode: async needs 2 or more CPU cores (the rollout process and the trainer each need one, or nothing "
+               f"overlaps), but this process may use {len(usable)}; use rollout.mode: sync")
+    unknown = sorted(set(settings.rollout_cpus) - set(usable))
+    if unknown:
+        yield f"async_training.rollout_cpus: CPU ids {unknown} are not among those this process may use ({usable})"
+    elif settings.rollout_cpus and not set(usable) - set(settings.rollout_cpus):
+        yield f"async_training.rollout_cpus: {settings.rollout_cpus} leaves the trainer no CPU of {usable}; give the rollout process fewer"
+    if settings.partial and config.rollout.engine != "hf":
+        yield (f"async_training.partial: pausing a generation for new weights needs rollout.engine: hf "
+               f"({config.rollout.engine!r} generates each call in one piece); set partial: false")
 
 
 def _env_type_error(env_type: str) -> str | None:

@@ -22,6 +22,7 @@ sampled each token, −1 on padding) and `policy_version [B]` (its oldest token'
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from typing import Any, Callable
@@ -65,7 +66,7 @@ class AsyncRolloutSource:
         self.ready: deque[GroupResult] = deque()  # back, not yet trained on
         self.dropped_total = 0
         self.process: RolloutProcess | None = None
-        self.idle_seen = 0.0
+        self.clock_seen = (0.0, 0.0)  # the rollout process's (waiting, generating) seconds at the last batch
         self.last: Sampled | None = None
 
     # -- the loop's interface -------------------------------------------------------------
@@ -82,19 +83,23 @@ class AsyncRolloutSource:
         with timer.phase("reward"):  # 4.
             metrics = score(roles.reward, batch)
         ages = staleness(self.version, batch["policy_version"][:: self.n])
-        idle = self.process.idle_seconds()
+        versions = batch["token_versions"]
+        newest = versions.max(dim=-1).values  # a partial rollout's tokens span several versions
+        clock = self.process.seconds()
         metrics.update({
             "async/staleness_mean": ages.float().mean().item(),
             "async/staleness_max": float(ages.max()),
             **staleness_histogram(ages, self.settings.max_staleness),
+            "async/mixed_version_share": (newest > batch["policy_version"]).float().mean().item(),
             "async/dropped": float(dropped),
             "async/dropped_total": float(self.dropped_total),
             "async/buffer_ready": float(len(self.ready)),
             "async/buffer_size": float(len(self.ready) + len(self.in_flight)),
             "async/policy_version": float(self.version),
-            "time/rollout_wait_s": idle - self.idle_seen,
+            "time/rollout_wait_s": clock[0] - self.clock_seen[0],
+            "time/rollout_generate_s": clock[1] - self.clock_seen[1],
         })
-        self.idle_seen = idle
+        self.clock_seen = clock
         self.last = Sampled(batch, batch["scores"], metrics)
         return self.last
 
@@ -123,26 +128,36 @@ class AsyncRolloutSource:
         policy = base_module(roles.actor.engine.module)
         spec = worker_spec(self.config, policy, next(iter(weights.values())).dtype, self.tokenizer, self.model_path, self.sampling)
         self.process = RolloutProcess(spec, weights.items())
+        if spec.cpus:  # the trainer keeps the CPUs the rollout process does not run on
+            os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - set(spec.cpus))
         self.process.mailbox.post(weights.items(), self.version)
-        for group_id, (position, row) in sorted(self.in_flight.items(), key=lambda item: item[1][0]):
-            self._submit(group_id, position, row)
+        self._submit(sorted(self.in_flight.items(), key=lambda item: item[1][0]))
 
     def _request_more(self) -> None:
         """Request groups until `capacity` are requested or ready but not trained on."""
+        new = []
         while len(self.in_flight) + len(self.ready) < self.capacity:
             if not self.unrequested:
                 rows, groups = self.prompts.next()
                 self.unrequested.extend(zip(groups, rows))
             group_id, row = self.unrequested.popleft()
             self.in_flight[group_id] = (self.next_position, row)
-            self._submit(group_id, self.next_position, row)
+            new.append((group_id, (self.next_position, row)))
             self.next_position += 1
+        self._submit(new)
 
-    def _submit(self, group_id: int, position: int, row: dict) -> None:
+    def _submit(self, groups: list[tuple[int, tuple[int, dict]]]) -> None:
+        """Send requests for `groups` [(group id, (position, row))], tokenised together."""
+        if not groups:
+            return
+        prompts = self.tokenize([row for _, (_, row) in groups]).set("group_index", [group_id for group_id, _ in groups])
         gated = self.settings.stale == "drop"
-        earliest = earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0
-        prompts = self.tokenize([row]).set("group_index", [group_id]).repeat_interleave(self.n)
-        self.process.submit(GroupRequest(group_id, earliest, Batch(prompts.tensors, prompts.non_tensors, {})))
+        requests = []
+        for index, (group_id, (position, _)) in enumerate(groups):
+            earliest = earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0
+            one = prompts.select([index] * self.n)
+            requests.append(GroupRequest(group_id, earliest, Batch(one.tensors, one.non_tensors, {})))
+        self.process.submit(requests)
 
     def _take(self) -> tuple[list[GroupResult], int]:
         """The next `batch_groups` groups fresh enough to train on (waiting for them), and how
@@ -163,12 +178,12 @@ class AsyncRolloutSource:
         """The oldest returned group, waiting up to `async_training.timeout_s` for one."""
         deadline = time.monotonic() + self.settings.timeout_s
         while not self.ready:
-            result = self.process.receive(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
-            if result is not None:
-                position, _ = self.in_flight.pop(result.group_id)
+            results = self.process.receive(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+            for result in results or []:
+                del self.in_flight[result.group_id]
                 result.batch.set("policy_version", oldest_versions(result.batch["token_versions"]))
                 self.ready.append(result)
-            elif time.monotonic() > deadline:
+            if results is None and time.monotonic() > deadline:
                 raise RolloutProcessError(
                     f"{self.process.description} delivered no group for {self.settings.timeout_s:.0f} s (async_training.timeout_s); "
                     "the run stops (resume from the last checkpoint)")
@@ -209,4 +224,4 @@ def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtyp
     return WorkerSpec(config=config, architecture=policy.config, generation_config=policy.generation_config, dtype=dtype,
                       tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial,
                       generate_groups=settings.generate_groups or config.data.train_batch_size,
-                      threads=settings.rollout_threads, seed=config.trainer.seed + 1)
+                      threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=list(settings.rollout_cpus))

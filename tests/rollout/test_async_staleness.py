@@ -71,8 +71,8 @@ class SimulatedRollout:
         self.mailbox.version = version
         return 0
 
-    def submit(self, request):
-        self.pending.append(request)
+    def submit(self, requests):
+        self.pending.extend(requests)
 
     def work(self, calls: int) -> None:
         """`calls` generate calls, each with the newest weights posted before it started (as
@@ -95,10 +95,10 @@ class SimulatedRollout:
                 assert self.pending, "the trainer waits for a group that was never requested"
                 self.held = self.mailbox.version
                 assert self.pending[0].earliest <= self.held, "deadlock: nothing may start even with the newest weights"
-        return self.out.popleft()
+        return [self.out.popleft()]
 
-    def idle_seconds(self):
-        return 0.0
+    def seconds(self):
+        return 0.0, 0.0
 
     def close(self):
         pass
@@ -191,8 +191,7 @@ def test_a_checkpoint_holds_the_buffer_and_the_requests_in_flight(tmp_path):
     draws = iter([6] * 1000)
     resumed = make_source(lambda strategy: next(draws), batch_size=2, n=1, max_staleness=1, stale="drop", buffer_size=6, sync_every=1)
     resumed.load_state_dict(state)
-    for group_id, (position, row) in sorted(resumed.in_flight.items(), key=lambda item: item[1][0]):
-        resumed._submit(group_id, position, row)  # what _start does when it starts the process
+    resumed._submit(sorted(resumed.in_flight.items(), key=lambda item: item[1][0]))  # what _start does when it starts the process
     resumed.process.mailbox.version = resumed.version
     got = train(resumed, 3)
     assert first == [0, 1] and got == expected == [[2, 3], [4, 5], [6, 7]]

@@ -1,0 +1,113 @@
+"""`rollout.mode: async` end to end: the quickstart with a rollout process beside the trainer,
+its metrics, partial rollouts, a rollout process that dies, and Ctrl-C with resume."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import rlhf.rollout.async_source as async_source
+from rlhf.cli.main import main
+from rlhf.logging.jsonl import read_jsonl
+
+SMALL = [
+    "sft.max_steps=3", "sft.eval_every=2", "sft.val_size=16", "data.eval.size=16", "data.train_batch_size=4", "rollout.n=4",
+    "actor.mini_batch_size=16", "actor.micro_batch_size=8", "rollout.mode=async", "trainer.sample_every=1", "trainer.num_samples=4",
+]
+
+
+def trained_groups(run: Path) -> list[int]:
+    """The group id of every prompt trained on, step by step (samples.jsonl holds one sample
+    of each of a step's 4 groups)."""
+    return [sample["group"] for sample in read_jsonl(run / "samples.jsonl")]
+
+
+def test_an_async_run_trains_every_group_once_within_the_staleness_bound(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=4", *SMALL]) == 0
+    records = read_jsonl(out / "metrics.jsonl")[1:]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for record in records:
+        assert record["async/staleness_max"] <= 1 and record["async/dropped"] == 0.0
+        assert record["async/buffer_size"] <= 8  # (max_staleness + 1) * train_batch_size groups
+        for key in ("time/trainer_wait_s", "time/rollout_wait_s", "async/staleness_mean", "async/staleness_hist/0", "rollout/logprob_diff"):
+            assert key in record, key
+    assert [r["async/policy_version"] for r in records] == [0.0, 1.0, 2.0, 3.0]
+    assert trained_groups(out) == list(range(16))
+    versions = [sample["policy_version"] for sample in read_jsonl(out / "samples.jsonl")]
+    assert versions[:4] == [0, 0, 0, 0] and max(versions) <= 3
+    assert multiprocessing.active_children() == []  # the rollout process is gone
+
+
+def test_partial_rollouts_take_new_weights_mid_generation(tmp_path):
+    """Long responses (no SFT: the random model rarely stops), one group per generate call and a
+    bound of 2, so the rollout side is generating when each update's weights arrive."""
+    out = tmp_path / "run"
+    assert main(["train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=6", *SMALL, "sft.enabled=false",
+                 "async_training.partial=true", "async_training.max_staleness=2", "async_training.generate_groups=1",
+                 "rollout.max_new_tokens=48"]) == 0
+    records = read_jsonl(out / "metrics.jsonl")[1:]
+    assert all(r["async/staleness_max"] <= 2 for r in records)
+    assert sum(r["async/mixed_version_share"] for r in records) > 0, "no generation ever took new weights mid-way"
+    assert trained_groups(out) == list(range(24))
+
+
+def test_a_rollout_process_that_dies_stops_the_run_naming_it(tmp_path, monkeypatch, capsys):
+    real_score, calls = async_source.score, []
+
+    def score_then_kill(reward, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            for child in multiprocessing.active_children():
+                if child.name == "rlhf-rollout":
+                    os.kill(child.pid, signal.SIGKILL)
+        return real_score(reward, batch)
+
+    monkeypatch.setattr(async_source, "score", score_then_kill)
+    out = tmp_path / "run"
+    code = main(["train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=6", *SMALL, "async_training.buffer_size=4",
+                 "trainer.save_every=1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the rollout process (pid" in err and "died (exit code -9)" in err, err
+    assert multiprocessing.active_children() == []
+    assert (out / "checkpoints" / "latest").exists()  # the checkpoints written before stay
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_leaves_no_process_and_the_resume_loses_nothing(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "rlhf.cli.main", "train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=8",
+               "trainer.log_every=1", *SMALL]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    rollout_pid, lines = None, []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("step 2 |"):
+                children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True).stdout.split()
+                rollout_pid = int(children[0])
+                os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
+        assert process.wait(timeout=120) == 130, "".join(lines)
+    finally:
+        process.kill()
+    assert rollout_pid is not None, "".join(lines)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{rollout_pid}").exists() and "zombie" not in Path(f"/proc/{rollout_pid}/status").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{rollout_pid}").exists() or "zombie" in Path(f"/proc/{rollout_pid}/status").read_text()
+    stopped_at = read_jsonl(out / "metrics.jsonl")[-1]["step"]
+    assert 2 <= stopped_at < 8
+    # the same command again resumes; every group is trained exactly once, in order
+    assert subprocess.run(command, env=env, capture_output=True, text=True, timeout=300).returncode == 0
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(9))
+    assert [r["async/policy_version"] for r in records[1:]] == [float(v) for v in range(8)]
+    assert trained_groups(out) == list(range(32))
