@@ -3,6 +3,7 @@ share of them inside checkpoint saves), resume it each time with trainer.resume=
 compare its final metrics.jsonl with an uninterrupted run's (see scripts/rlhf_harness/faults/kill_resume.py).
 
     python scripts/kill_resume.py --kills 20 --seed 0 --out /tmp/kill_resume.json
+    python scripts/kill_resume.py --async --kills 20 --seed 0 --out /tmp/kill_resume_async.json
 
 Prints one line per kill and a summary; writes the whole result as JSON to --out. Exit 0 only
 when every check held.
@@ -25,6 +26,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments and of the run (trainer.seed)")
     parser.add_argument("--steps", type=int, default=24, help="trainer.total_steps")
     parser.add_argument("--save-every", type=int, default=2, help="trainer.save_every (the most steps a kill may lose)")
+    parser.add_argument("--async", dest="asynchronous", action="store_true",
+                        help="rollout.mode: async; checks every group is trained exactly once instead of comparing with the reference")
     parser.add_argument("--workdir", type=Path, default=None, help="an empty directory for both runs and their logs (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=Path("kill_resume.json"), help="where to write the JSON result")
     return parser.parse_args()
@@ -36,7 +39,7 @@ def main() -> int:
         raise SystemExit("--kills must be >= 1, --steps >= 2 and --save-every >= 1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kill_resume-"))
     print(f"work directory: {workdir}", flush=True)
-    settings = Settings(workdir, kills=args.kills, seed=args.seed, steps=args.steps, save_every=args.save_every)
+    settings = Settings(workdir, kills=args.kills, seed=args.seed, steps=args.steps, save_every=args.save_every, asynchronous=args.asynchronous)
     result = kill_and_resume(settings, report=lambda line: print(line, flush=True))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     summary = result["summary"]

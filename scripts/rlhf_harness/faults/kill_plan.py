@@ -130,12 +130,14 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 
 def watch_and_kill(
-    process: Popen, plan: KillPlan, run_dir: Path, before: Snapshot, metrics_before: tuple[int, int] | None, poll_s: float, timeout_s: float
+    process: Popen, plan: KillPlan, run_dir: Path, before: Snapshot, metrics_before: tuple[int, int] | None, poll_s: float, timeout_s: float,
+    kill=None,
 ) -> float | None:
     """Wait for the moment of `plan` (at the latest the record of step `plan.target + 1`), then
-    SIGKILL the process group of `process` (started with `start_new_session=True`). Returns
-    the seconds from launch to the kill, or None when the process ended by itself first (or
-    ran past `timeout_s`: then it is killed too)."""
+    `kill` it (default :func:`kill_group`: SIGKILL the process group of `process`, started with
+    `start_new_session=True`). Returns the seconds from launch to the kill, or None when the
+    process ended by itself first (or ran past `timeout_s`: then its group is killed)."""
+    kill = kill or kill_group
     start = time.monotonic()
     fired_at = start if plan.kind == "startup" else None
     while process.poll() is None:
@@ -148,7 +150,7 @@ def watch_and_kill(
         logged = logged_by_this_launch(run_dir, metrics_before)
         overtaken = logged is not None and logged > plan.target
         if overtaken or (fired_at is not None and now - fired_at >= plan.delay_s):
-            kill_group(process)
+            kill(process)
             return now - start
         time.sleep(poll_s)
     return None
@@ -158,6 +160,16 @@ def kill_group(process: Popen) -> None:
     """SIGKILL every process of the group `process` leads, and reap it."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def kill_leader(process: Popen) -> None:
+    """SIGKILL `process` alone (as the kernel's OOM killer would), and reap it: what it started
+    must end by itself."""
+    try:
+        os.kill(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()

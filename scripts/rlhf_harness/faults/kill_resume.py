@@ -16,9 +16,11 @@ Every launch is `python -m rlhf.cli.main train RECIPE ...` in a session of its o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ from rlhf_harness.faults.kill_plan import (
     choose_kill,
     file_identity,
     kill_group,
+    kill_leader,
     survivors,
     watch_and_kill,
 )
@@ -85,6 +88,11 @@ class Settings:
     """Seconds between looks at the run directory while waiting for a kill moment."""
     timeout_s: float = 600.0
     """Longest a single launch may run."""
+    asynchronous: bool = False
+    """Train with rollout.mode: async. Every other kill then hits the trainer alone (its
+    rollout process must end by itself), and the final history is checked instead of compared
+    (an asynchronous run's samples depend on timing): every group trained exactly once, in
+    order, or dropped and counted."""
 
 
 def train_command(settings: Settings, run_dir: Path) -> list[str]:
@@ -93,7 +101,8 @@ def train_command(settings: Settings, run_dir: Path) -> list[str]:
         f"trainer.output_dir={run_dir}", f"trainer.total_steps={settings.steps}", f"trainer.save_every={settings.save_every}",
         f"trainer.keep_last={settings.keep_last}", f"trainer.seed={settings.seed}", "trainer.resume=auto",
     ]
-    return [sys.executable, "-m", "rlhf.cli.main", "train", settings.recipe, *settings.overrides, *trainer]
+    asynchronous = ["rollout.mode=async", "trainer.num_samples=4"] if settings.asynchronous else []  # one sample of each of 4 groups
+    return [sys.executable, "-m", "rlhf.cli.main", "train", settings.recipe, *settings.overrides, *asynchronous, *trainer]
 
 
 def launch(command: list[str], log: Path) -> subprocess.Popen:
@@ -139,18 +148,33 @@ def kill_once(settings: Settings, index: int, plan: KillPlan) -> tuple[Kill | No
     log = settings.workdir / "logs" / f"attempt_{index:03d}.log"
     before, metrics_before = snapshot(run_dir), file_identity(run_dir / "metrics.jsonl")
     process = launch(train_command(settings, run_dir), log)
-    at_s = watch_and_kill(process, plan, run_dir, before, metrics_before, settings.poll_s, settings.timeout_s)
+    kill = kill_leader if settings.asynchronous and index % 2 else kill_group
+    at_s = watch_and_kill(process, plan, run_dir, before, metrics_before, settings.poll_s, settings.timeout_s, kill)
     if at_s is None:
         return None, process.returncode
+    left = outlived(process.pid)
     state = inspect_checkpoints(run_dir, before, settings.keep_last)
     last_logged = last_logged_step(run_dir)
     resumed = RESUMED.search(log.read_text())
     kill = Kill(
         index, plan, round(at_s, 3), state.resume_step, last_logged, (last_logged or 0) - (state.resume_step or 0), state.save_phase,
-        state.unreadable, state.leftovers, ends_in_partial_line(run_dir / "metrics.jsonl"), survivors(process.pid),
+        state.unreadable, state.leftovers, ends_in_partial_line(run_dir / "metrics.jsonl"), left,
         int(resumed.group(1)) if resumed else None,
     )
     return kill, None
+
+
+def outlived(session: int, grace_s: float = 5.0) -> list[int]:
+    """Processes of a killed launch's session still alive `grace_s` after the kill (a rollout
+    process whose trainer was killed gets that long to end); they are then killed."""
+    deadline = time.monotonic() + grace_s
+    while survivors(session) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = survivors(session)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def kill_and_resume(settings: Settings, report=print) -> dict:
@@ -172,7 +196,8 @@ def kill_and_resume(settings: Settings, report=print) -> dict:
     if failure is None and not finished:
         failure = run_to_end(settings, final_log)
     # 4. compare with the reference
-    comparison = compare(settings.workdir / "killed", settings.workdir / "reference") if failure is None else {}
+    check = async_history if settings.asynchronous else compare
+    comparison = check(settings.workdir / "killed", settings.workdir / "reference") if failure is None else {}
     resumed = RESUMED.search(final_log.read_text()) if final_log.exists() else None
     seconds = {"reference": round(reference_s, 1), "total": round(time.monotonic() - started, 1)}
     summary = summarize(settings.kills, settings.save_every, kills, failure, comparison, int(resumed.group(1)) if resumed else None, seconds)
@@ -212,6 +237,26 @@ def run_to_end(settings: Settings, log: Path) -> str | None:
         kill_group(process)
         return f"the final launch ran past {settings.timeout_s} s; see {log}"
     return None if status == 0 else f"the final launch failed (exit {status}); see {log}"
+
+
+def async_history(run_dir: Path, reference_dir: Path) -> dict:
+    """Step 4 of an asynchronous run: its history on its own terms (the reference only says how
+    long a step takes). Every step logged once, in order; every group of prompts trained
+    exactly once and in request order, the gaps being the groups dropped as stale (counted in
+    async/dropped); the policy version one per update."""
+    records = [record for record in records_of(run_dir / "metrics.jsonl")]
+    steps = [record["step"] for record in records]
+    groups = [sample["group"] for sample in records_of(run_dir / "samples.jsonl")]
+    dropped = int(sum(record.get("async/dropped", 0) for record in records))
+    versions = [record["async/policy_version"] for record in records[1:]]
+    expected_steps = list(range(len(steps)))
+    once_in_order = groups == sorted(set(groups)) and (len(groups) + dropped == (groups[-1] + 1 if groups else 0))
+    return {
+        "groups": {"equal": once_in_order and steps == expected_steps and versions == [float(v) for v in range(len(versions))],
+                   "records": len(groups), "dropped": dropped,
+                   "difference": None if once_in_order else f"groups trained: {groups}"},
+        "final_checkpoint": pointer_step(run_dir),
+    }
 
 
 def compare(run_dir: Path, reference_dir: Path) -> dict:
