@@ -111,3 +111,27 @@ def test_ctrl_c_checkpoints_leaves_no_process_and_the_resume_loses_nothing(tmp_p
     assert [r["step"] for r in records] == list(range(9))
     assert [r["async/policy_version"] for r in records[1:]] == [float(v) for v in range(8)]
     assert trained_groups(out) == list(range(32))
+
+
+@pytest.mark.slow
+def test_a_rollout_process_that_hangs_stops_the_run_after_its_timeout(tmp_path, monkeypatch, capsys):
+    """SIGSTOP freezes the rollout process (as a deadlock would): the trainer stops waiting
+    after async_training.timeout_s with an error naming it, and the frozen process is killed."""
+    real_score, calls = async_source.score, []
+
+    def score_then_freeze(reward, batch):
+        calls.append(1)
+        if len(calls) == 1:
+            for child in multiprocessing.active_children():
+                if child.name == "rlhf-rollout":
+                    os.kill(child.pid, signal.SIGSTOP)
+        return real_score(reward, batch)
+
+    monkeypatch.setattr(async_source, "score", score_then_freeze)
+    started = time.monotonic()
+    code = main(["train", "quickstart", f"trainer.output_dir={tmp_path / 'run'}", "trainer.total_steps=6", *SMALL, "async_training.timeout_s=3",
+                 "async_training.buffer_size=4"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the rollout process (pid" in err and "delivered no group for 3 s (async_training.timeout_s)" in err, err
+    assert multiprocessing.active_children() == []
+    assert time.monotonic() - started < 60
