@@ -1,0 +1,64 @@
+"""The trainer's weights reach the rollout process intact, on every training engine: after an
+update, samples of the new version carry the log-probs the trainer itself gives them (LoRA
+adapters merged, ZeRO-3 partitions gathered)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf.cli.main import RECIPES_DIR
+from rlhf.config.loader import load_recipe
+from rlhf.controller.loop import rollout_source
+from rlhf.controller.roles import build_roles
+from rlhf.controller.setup import build_run
+from rlhf.data.batch import action_mask
+from rlhf.timing import PhaseTimer
+
+SMALL = ["sft.enabled=false", "data.eval.size=16", "data.train_batch_size=4", "rollout.n=2", "actor.mini_batch_size=8",
+         "actor.micro_batch_size=4", "rollout.mode=async", "rollout.max_new_tokens=8"]
+
+
+@pytest.mark.parametrize("engine", [
+    pytest.param([], id="torch"),
+    pytest.param(["model.lora.rank=4"], id="lora"),
+    pytest.param(["train.engine=deepspeed", "train.zero_stage=3"], id="zero3", marks=pytest.mark.slow),
+])
+def test_samples_of_a_new_version_have_the_trainers_logprobs(tmp_path: Path, engine: list[str]):
+    run = build_run(load_recipe(RECIPES_DIR / "quickstart.yaml", [*SMALL, *engine, f"trainer.output_dir={tmp_path / 'run'}"]), "test")
+    roles = build_roles(run)
+    source = rollout_source(run)
+    try:
+        first = source.next_batch(roles, PhaseTimer()).batch
+        assert first["policy_version"].tolist() == [0] * 8
+        # an update that moves every trained weight (adapters only, with LoRA)
+        generator = torch.Generator().manual_seed(0)
+        trained = [param for param in roles.actor.engine.module.parameters() if param.requires_grad]
+        with gathered(trained, zero3="train.zero_stage=3" in engine), torch.no_grad():
+            for param in trained:
+                param.add_(0.2 * torch.randn(param.shape, generator=generator).to(param.dtype))
+        assert source.after_update(roles) > 0
+        source.next_batch(roles, PhaseTimer())  # requested before the update: version 0 or 1
+        third = source.next_batch(roles, PhaseTimer()).batch  # may only start with version 1
+        assert third["policy_version"].tolist() == [1] * 8
+        trainer = roles.actor.compute_logprobs(third)
+        mask = action_mask(third).bool()
+        gap = (trainer - third["rollout_logprobs"])[mask].abs().max().item()
+        assert gap < 1e-4, gap
+        stale_gap = (roles.actor.compute_logprobs(first) - first["rollout_logprobs"])[action_mask(first).bool()].abs().max().item()
+        assert stale_gap > 1e-2  # the update did change the policy
+    finally:
+        source.close()
+        roles.close()
+
+
+def gathered(params, zero3: bool):
+    """Under ZeRO-3 each parameter is a partition: gather it whole to change it."""
+    if not zero3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
