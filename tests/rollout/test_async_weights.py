@@ -26,8 +26,12 @@ SMALL = ["sft.enabled=false", "data.eval.size=16", "data.train_batch_size=4", "r
     pytest.param([], id="torch"),
     pytest.param(["model.lora.rank=4"], id="lora"),
     pytest.param(["train.engine=deepspeed", "train.zero_stage=3"], id="zero3", marks=pytest.mark.slow),
+    pytest.param(["rollout.engine=vllm", "rollout.vllm.kv_cache_gb=0.25"], id="vllm", marks=pytest.mark.slow),
 ])
 def test_samples_of_a_new_version_have_the_trainers_logprobs(tmp_path: Path, engine: list[str]):
+    if "rollout.engine=vllm" in engine:
+        pytest.importorskip("vllm")
+    tolerance = 1e-3 if "rollout.engine=vllm" in engine else 1e-4  # vLLM's CPU kernels differ from torch's by float rounding
     run = build_run(load_recipe(RECIPES_DIR / "quickstart.yaml", [*SMALL, *engine, f"trainer.output_dir={tmp_path / 'run'}"]), "test")
     roles = build_roles(run)
     source = rollout_source(run)
@@ -47,7 +51,7 @@ def test_samples_of_a_new_version_have_the_trainers_logprobs(tmp_path: Path, eng
         trainer = roles.actor.compute_logprobs(third)
         mask = action_mask(third).bool()
         gap = (trainer - third["rollout_logprobs"])[mask].abs().max().item()
-        assert gap < 1e-4, gap
+        assert gap < tolerance, gap
         stale_gap = (roles.actor.compute_logprobs(first) - first["rollout_logprobs"])[action_mask(first).bool()].abs().max().item()
         assert stale_gap > 1e-2  # the update did change the policy
     finally:
