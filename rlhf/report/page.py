@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from rlhf.report.plots import PLOTS, SFT_PLOTS, Plot, metric_plot, phase_plot
+from rlhf.report.plots import PLOTS, SFT_PLOTS, Plot, async_plots, metric_plot, phase_plot
 from rlhf.report.run_data import RunData, load_run, metric_keys, series
 
 REPORT_FILE = "report.html"
@@ -84,7 +84,7 @@ def _plots_html(run: RunData) -> list[str]:
     """The RL plots (when the run has RL steps) and the SFT plots (when it had an SFT stage)."""
     sections = []
     if run.metrics:
-        plots = [metric_plot(spec, run.metrics) for spec in PLOTS] + [phase_plot(run.metrics)]
+        plots = [metric_plot(spec, run.metrics) for spec in PLOTS] + [phase_plot(run.metrics)] + async_plots(run.metrics)
         sections += ["<h2>Plots</h2>", _plot_grid(plots)]
     if run.sft_metrics:
         sections += ["<h2>Supervised warm start (SFT)</h2>", _plot_grid([metric_plot(spec, run.sft_metrics) for spec in SFT_PLOTS])]

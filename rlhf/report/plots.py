@@ -55,8 +55,13 @@ SFT_PLOTS = (
 SMOOTH_FROM = 20
 """Series with at least this many points also get a trailing-mean line (raw points stay faint)."""
 
-_NOT_PHASES = ("time/step_s", "time/eval_s")
-"""Timed spans that are not phases of a step (eval runs after it)."""
+_NOT_PHASES = ("time/step_s", "time/eval_s", "time/rollout_wait_s", "time/rollout_generate_s")
+"""Timed spans that are not phases of a step (eval runs after it; the rollout process of an
+asynchronous run keeps its own time, beside the trainer's)."""
+
+OVERLAP = PlotSpec("Asynchronous overlap", "seconds per step", r"time/(trainer_wait|rollout_wait|rollout_generate|update)_s")
+"""How each side of an asynchronous run spent a step: the trainer waiting and updating, the
+rollout process waiting and generating."""
 
 
 @dataclass
@@ -99,6 +104,26 @@ def phase_plot(records: list[dict]) -> Plot:
     axis.stackplot(steps, stacks, labels=[key.removeprefix("time/").removesuffix("_s") for key in phases], alpha=0.8)
     axis.plot(steps, [by_step[s]["time/step_s"] for s in steps], color="black", linestyle="--", linewidth=1, label="whole step")
     axis.legend(fontsize=8, loc="upper left", ncol=2, framealpha=0.7)
+    return Plot(title, _png(figure))
+
+
+def async_plots(records: list[dict]) -> list[Plot]:
+    """An asynchronous run's overlap and staleness histogram (none for a synchronous run)."""
+    if not any("async/staleness_mean" in record for record in records):
+        return []
+    return [metric_plot(OVERLAP, records), staleness_plot(records)]
+
+
+def staleness_plot(records: list[dict]) -> Plot:
+    """Share of the trained samples per staleness (updates between the policy that sampled a
+    sample and the one it trained), over the whole run."""
+    title = "Staleness of trained samples"
+    keys = sorted((k for k in metric_keys(records) if k.startswith("async/staleness_hist/")), key=lambda k: (">" in k, k))
+    steps = [r for r in records if any(k in r for k in keys)]
+    figure, axis = _figure(title, "share of samples", "staleness (updates)")
+    labels = [key.removeprefix("async/staleness_hist/") for key in keys]
+    axis.bar(labels, [sum(r.get(key, 0.0) for r in steps) / len(steps) for key in keys], color="tab:blue", alpha=0.8)
+    axis.set_ylim(0, 1)
     return Plot(title, _png(figure))
 
 
