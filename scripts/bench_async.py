@@ -1,6 +1,7 @@
 """Synchronous against asynchronous RL on the quickstart task, at equal settings.
 
-    python scripts/bench_async.py [--seeds 0 1 2] [--steps 600] [--set KEY=VALUE ...] [--out bench_async.json]
+    python scripts/bench_async.py [--seeds 0 1 2] [--steps 600] [--set KEY=VALUE ...] [--async-set KEY=VALUE ...]
+        [--out bench_async.json]
 
 Each seed trains the quickstart recipe twice, one run at a time, with the same seed (so the same
 SFT warm start and the same prompts), the same batches and one torch thread per side:
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="trainer.seed of each pair of runs")
     parser.add_argument("--steps", type=int, default=None, help="trainer.total_steps (default: the recipe's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="a recipe override for both arms")
+    parser.add_argument("--async-set", dest="async_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of the async arm only (e.g. actor.off_policy.correction=tis)")
     parser.add_argument("--recipe", default="quickstart", help="the recipe both arms train")
     parser.add_argument("--workdir", type=Path, default=None, help="where the runs go (default: a new temporary directory)")
     parser.add_argument("--out", type=Path, default=Path("bench_async.json"), help="JSON output file")
@@ -47,7 +50,7 @@ def run_arm(args: argparse.Namespace, arm: str, seed: int, workdir: Path) -> dic
     """One training run of `arm`; its measurements (see the module docstring)."""
     out = workdir / f"{arm}_seed{seed}"
     command = [sys.executable, "-m", "rlhf.cli.main", "train", args.recipe, f"trainer.output_dir={out}", f"trainer.seed={seed}",
-               "trainer.num_threads=1", *ARMS[arm]["overrides"], *args.overrides]
+               "trainer.num_threads=1", *ARMS[arm]["overrides"], *args.overrides, *(args.async_overrides if arm == "async" else [])]
     if args.steps is not None:
         command.append(f"trainer.total_steps={args.steps}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}

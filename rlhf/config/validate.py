@@ -14,13 +14,13 @@ by :mod:`rlhf.controller.preflight`, before any command runs a recipe.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rlhf.config.choices import choice_error
 from rlhf.config.errors import ConfigError
 from rlhf.config.lengths import longest_sequence
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
@@ -164,16 +164,6 @@ def _range_errors(cfg: RecipeConfig) -> Iterable[str]:
         value = _get(cfg, key)
         if not check(value):
             yield f"{key}: must be {requirement}, got {value!r}"
-
-
-def choice_error(key: str, value: str, valid: Iterable[str]) -> str | None:
-    """'<key>: unknown value ...; valid values: ...' when ``value`` is not one of ``valid``."""
-    valid = list(valid)
-    if value in valid:
-        return None
-    close = difflib.get_close_matches(value, valid, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{key}: unknown value {value!r} ({hint}valid values: {', '.join(valid)})"
 
 
 def _registry_errors(cfg: RecipeConfig) -> Iterable[str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rlhf.config.choices import choice_error
 from rlhf.config.schema import RecipeConfig
 
 
@@ -16,7 +17,6 @@ def off_policy_errors(cfg: RecipeConfig) -> Iterable[str]:
     """Every problem of `actor.off_policy`: unknown names, bounds that cannot work, and a
     correction without the rollout engine's logprobs it needs."""
     from rlhf.algorithms.off_policy import MIS_RATIOS, OFF_POLICY_CORRECTIONS
-    from rlhf.config.validate import choice_error
 
     off = cfg.actor.off_policy
     yield from filter(None, (choice_error("actor.off_policy.correction", off.correction, OFF_POLICY_CORRECTIONS),
@@ -38,7 +38,6 @@ def async_errors(cfg: RecipeConfig) -> Iterable[str]:
     """Every problem of `rollout.mode` and `async_training`: ranges, a buffer smaller than one
     batch, settings under which nothing can overlap or the two sides would wait on each other
     forever, and options the asynchronous source does not serve yet."""
-    from rlhf.config.validate import choice_error
 
     mode_error = choice_error("rollout.mode", cfg.rollout.mode, ("sync", "async"))
     if mode_error or cfg.rollout.mode != "async":

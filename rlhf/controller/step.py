@@ -79,8 +79,9 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     # 7. wake the rollout engine, push the new weights (and check they arrived); move the anchor
     with timer.phase("weight_sync"):
         roles.rollout.wake()
+        pushed = source.after_step(roles, updated)  # the source's own engines (an asynchronous run's rollout process)
         if updated:
-            metrics["sync/bytes"] = roles.sync_weights() + source.after_update(roles)
+            metrics["sync/bytes"] = roles.sync_weights() + pushed
             if sync_checker is not None:
                 metrics.update(sync_checker.after_sync(roles.rollout, roles.actor))
     if updated:

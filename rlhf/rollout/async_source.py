@@ -13,8 +13,8 @@ this source, in the trainer's process, keeps the stream going:
         `max_staleness` is dropped and counted, or kept with `stale: correct`
     (3) request replacements at once, so the rollout side generates during the update
     (4) score the batch with the reward sources, in this process
-After each update the loop calls :meth:`AsyncRolloutSource.after_update`, which posts the new
-weights to the rollout process every `async_training.sync_every` updates.
+After each step the loop calls :meth:`AsyncRolloutSource.after_step`, which posts the new
+weights to the rollout process every `async_training.sync_every` versions.
 
 Batch fields it adds to the sync source's: `token_versions [B, R]` (the policy version that
 sampled each token, −1 on padding) and `policy_version [B]` (its oldest token's version).
@@ -82,11 +82,17 @@ class AsyncRolloutSource:
         batch.meta["tokenizer"] = self.tokenizer
         with timer.phase("reward"):  # 4.
             metrics = score(roles.reward, batch)
+        metrics.update(self._metrics(batch, dropped))
+        self.last = Sampled(batch, batch["scores"], metrics)
+        return self.last
+
+    def _metrics(self, batch: Batch, dropped: int) -> dict[str, float]:
+        """Staleness, buffer and both sides' idle time (see the README's list)."""
         ages = staleness(self.version, batch["policy_version"][:: self.n])
-        versions = batch["token_versions"]
-        newest = versions.max(dim=-1).values  # a partial rollout's tokens span several versions
-        clock = self.process.seconds()
-        metrics.update({
+        newest = batch["token_versions"].max(dim=-1).values  # a partial rollout's tokens span several versions
+        clock, seen = self.process.seconds(), self.clock_seen
+        self.clock_seen = clock
+        return {
             "async/staleness_mean": ages.float().mean().item(),
             "async/staleness_max": float(ages.max()),
             **staleness_histogram(ages, self.settings.max_staleness),
@@ -96,20 +102,20 @@ class AsyncRolloutSource:
             "async/buffer_ready": float(len(self.ready)),
             "async/buffer_size": float(len(self.ready) + len(self.in_flight)),
             "async/policy_version": float(self.version),
-            "time/rollout_wait_s": clock[0] - self.clock_seen[0],
-            "time/rollout_generate_s": clock[1] - self.clock_seen[1],
-        })
-        self.clock_seen = clock
-        self.last = Sampled(batch, batch["scores"], metrics)
-        return self.last
+            "time/rollout_wait_s": clock[0] - seen[0],
+            "time/rollout_generate_s": clock[1] - seen[1],
+        }
 
-    def after_update(self, roles) -> int:
+    def after_step(self, roles, updated: bool) -> int:
         """The policy moved one version; every `sync_every` versions its weights go to the
-        rollout process. Returns the bytes posted."""
+        rollout process. Returns the bytes posted. A step without a policy update (a critic
+        warm-up step) makes a version with the same weights, posted without copying: the
+        rollout side's staleness gate counts steps, and must not wait for an update that
+        never comes."""
         self.version += 1
         if self.process is None or self.version % self.settings.sync_every:
             return 0
-        return self.process.mailbox.post(roles.actor.named_weights(), self.version)
+        return self.process.mailbox.post(roles.actor.named_weights() if updated else [], self.version)
 
     def close(self) -> None:
         """Stop the rollout process (nothing is left running)."""

@@ -59,7 +59,7 @@ class MultiTurnSource:
         self.last = Sampled(batch, batch["scores"], metrics)
         return self.last
 
-    def after_update(self, roles) -> int:
+    def after_step(self, roles, updated: bool) -> int:
         """Nothing to do: it generates with `roles.rollout`, which the loop syncs."""
         return 0
 

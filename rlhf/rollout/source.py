@@ -6,8 +6,8 @@ the step trains on. Today's source is synchronous and single-turn
 (:class:`rlhf.rollout.sync_source.SyncRolloutSource`); a multi-turn source (episodes against
 environments) and an asynchronous one (rollout workers streaming into a buffer beside training)
 plug in here without touching the loop: every source yields the same Batch, and a source's
-position in its stream is part of the checkpoint (`state_dict`). After each policy update the
-loop calls `after_update` (a source with engines of its own pushes the weights there).
+position in its stream is part of the checkpoint (`state_dict`). At the end of each step the
+loop calls `after_step` (a source with engines of its own pushes the new weights there).
 
 Batch fields a source sets (B sequences, P prompt tokens, R response tokens): `prompt_ids
 [B, P]`, `prompt_mask [B, P]`, `response_ids [B, R]`, `response_mask [B, R]`, `scores [B]`,
@@ -50,9 +50,10 @@ class RolloutSource(Protocol):
         `roles.reward`; time spent goes into `timer.phase(name)` blocks."""
         ...
 
-    def after_update(self, roles: Any) -> int:
-        """The policy just changed: a source with engines of its own sends them the weights
-        (returns the bytes moved; 0 for sources that generate with `roles.rollout`)."""
+    def after_step(self, roles: Any, updated: bool) -> int:
+        """A step ended (`updated`: with a policy update): a source with engines of its own
+        sends them the weights (returns the bytes moved; 0 for sources that generate with
+        `roles.rollout`, which the loop syncs)."""
         ...
 
     def close(self) -> None:

@@ -48,7 +48,7 @@ class SyncRolloutSource:
             self.last = self._dynamic(roles, timer, self.dynamic.max_extra_rounds)
         return self.last
 
-    def after_update(self, roles) -> int:
+    def after_step(self, roles, updated: bool) -> int:
         """Nothing to do: it generates with `roles.rollout`, which the loop syncs."""
         return 0
 

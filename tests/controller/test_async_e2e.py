@@ -135,3 +135,15 @@ def test_a_rollout_process_that_hangs_stops_the_run_after_its_timeout(tmp_path, 
     assert code == 1 and "the rollout process (pid" in err and "delivered no group for 3 s (async_training.timeout_s)" in err, err
     assert multiprocessing.active_children() == []
     assert time.monotonic() - started < 60
+
+
+def test_steps_without_a_policy_update_do_not_stall_the_rollout_side(tmp_path):
+    """PPO's critic warm-up trains only the critic for 2 steps: the versions still advance (with
+    the same weights), so the staleness gate lets the rollout process go on."""
+    out = tmp_path / "run"
+    assert main(["train", "algorithms/ppo_gae", f"trainer.output_dir={out}", "trainer.total_steps=4", *SMALL, "critic.warmup_rl_steps=2",
+                 "critic.mini_batch_size=16", "critic.micro_batch_size=8", "async_training.timeout_s=60"]) == 0
+    records = read_jsonl(out / "metrics.jsonl")[1:]
+    assert [r["async/policy_version"] for r in records] == [0.0, 1.0, 2.0, 3.0]
+    assert ["actor/pg_loss" in r for r in records] == [False, False, True, True]
+    assert all(r["async/staleness_max"] <= 1 for r in records)

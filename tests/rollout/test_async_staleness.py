@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import deque
 from types import SimpleNamespace
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -142,7 +141,7 @@ def test_drop_mode_never_trains_a_sample_older_than_the_bound_and_wastes_none(da
         assert sampled.metrics["async/dropped"] == 0.0
         assert sampled.metrics["async/buffer_size"] <= buffer_size
         trained += sampled.batch["group_index"][::2]
-        source.after_update(roles)
+        source.after_step(roles, True)
         source.process.work(data.draw(st.integers(0, 3)))  # the rollout side works while the trainer trains
     assert trained == sorted(trained) == list(range(len(trained)))  # every group once, in request order
 
@@ -158,7 +157,7 @@ def test_correct_mode_runs_ahead_to_the_buffer_and_keeps_old_samples(data, batch
         assert sampled.metrics["async/dropped"] == 0.0 and sampled.metrics["async/buffer_size"] <= 4 * batch_size
         oldest = max(oldest, sampled.metrics["async/staleness_max"])
         trained += sampled.batch["group_index"]
-        source.after_update(roles)
+        source.after_step(roles, True)
         source.process.work(data.draw(st.integers(0, 4)))
     assert trained == list(range(len(trained)))
     assert oldest <= 3  # a group requested with 4 batches ahead is at most 3 updates old
@@ -172,7 +171,7 @@ def test_a_checkpoint_holds_the_buffer_and_the_requests_in_flight(tmp_path):
     source = make_source(lambda strategy: next(draws), batch_size=2, n=1, max_staleness=1, stale="drop", buffer_size=6, sync_every=1)
     roles = SimpleNamespace(reward=Reward(), actor=SimpleNamespace(named_weights=lambda: []))
     first = source.next_batch(roles, PhaseTimer()).batch["group_index"]
-    source.after_update(roles)
+    source.after_step(roles, True)
     source.process.work(1)
     path = tmp_path / "loop.pt"
     torch.save({"rollout_source": source.state_dict()}, path)
@@ -183,7 +182,7 @@ def test_a_checkpoint_holds_the_buffer_and_the_requests_in_flight(tmp_path):
         groups = []
         for _ in range(steps):
             groups.append(source.next_batch(roles, PhaseTimer()).batch["group_index"])
-            source.after_update(roles)
+            source.after_step(roles, True)
         return groups
 
     expected = train(source, 3)

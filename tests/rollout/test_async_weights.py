@@ -44,7 +44,7 @@ def test_samples_of_a_new_version_have_the_trainers_logprobs(tmp_path: Path, eng
         with gathered(trained, zero3="train.zero_stage=3" in engine), torch.no_grad():
             for param in trained:
                 param.add_(0.2 * torch.randn(param.shape, generator=generator).to(param.dtype))
-        assert source.after_update(roles) > 0
+        assert source.after_step(roles, True) > 0
         source.next_batch(roles, PhaseTimer())  # requested before the update: version 0 or 1
         third = source.next_batch(roles, PhaseTimer()).batch  # may only start with version 1
         assert third["policy_version"].tolist() == [1] * 8
