@@ -55,6 +55,13 @@ class OffPolicyConfig:
     decoupled_cap: Optional[float] = None
     """Decoupled PPO: cap on the weight pi_proximal / pi_behaviour (null: uncapped, as AReaL)."""
 
+    def bounds(self):
+        """These numbers as the pure corrections take them (rlhf.algorithms.off_policy.OffPolicyBounds)."""
+        from rlhf.algorithms.off_policy import OffPolicyBounds
+
+        return OffPolicyBounds(tis_cap=self.tis_cap, mis_bounds=tuple(self.mis_bounds), mis_ratio=self.mis_ratio,
+                               icepop_bounds=tuple(self.icepop_bounds), decoupled_cap=self.decoupled_cap)
+
 
 @dataclass
 class ActorConfig(OptimizationConfig):

@@ -22,7 +22,7 @@ from rlhf.algorithms.advantages import compute_advantages, whiten
 from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.archer import critic_fit, utterance_advantages
 from rlhf.algorithms.kl import kl_estimate
-from rlhf.algorithms.off_policy import OffPolicyBounds, mismatch_kl, off_policy_weights, weight_stats
+from rlhf.algorithms.off_policy import mismatch_kl, off_policy_weights, weight_stats
 from rlhf.algorithms.token_rewards import outcome_token_rewards, turn_token_rewards
 from rlhf.algorithms.turns import turn_baseline, turn_returns
 from rlhf.controller.perf import device_count, throughput
@@ -47,12 +47,13 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     roles.rollout.sleep()
     # 4. old logprobs (skipped for a single on-policy update, which reuses its own forward),
     #    reference logprobs when a KL term is on, values when a critic is
-    correction = config.actor.off_policy.correction
-    if roles.ref is not None or correction != "none" or not single_on_policy_update(config.actor, len(batch)):
+    if roles.ref is not None or not single_on_policy_update(config.actor, len(batch)):
         with timer.phase("old_logprobs"):
             batch.set("old_logprobs", roles.actor.compute_logprobs(batch))
     metrics: dict[str, float] = {}
-    if correction != "none":  # weights for tokens the rollout engine's policy sampled
+    if config.actor.off_policy.correction != "none" and "old_logprobs" in batch:
+        # weights for tokens the rollout engine's policy sampled (without an old-logprob pass
+        # the update computes them from its own forward)
         metrics.update(add_off_policy_weights(config.actor.off_policy, batch))
     if roles.ref is not None:
         with timer.phase("ref_logprobs"):
@@ -96,6 +97,8 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     for name in ("logprob_diff", "kl_k3"):  # measured in the update when no old-logprob pass ran
         if f"actor/rollout_{name}" in metrics:
             step_metrics.setdefault(f"rollout/{name}", metrics.pop(f"actor/rollout_{name}"))
+    for key in [key for key in metrics if key.startswith("actor/off_policy/")]:  # likewise
+        metrics[key.removeprefix("actor/")] = metrics.pop(key)
     return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
 
 
@@ -124,10 +127,8 @@ def add_off_policy_weights(off_policy: OffPolicyConfig, batch: Batch) -> dict[st
     """Set `off_policy_weights [B, R]` of correction `actor.off_policy.correction` from the
     trainer's `old_logprobs` and the rollout engine's `rollout_logprobs`
     (:mod:`rlhf.algorithms.off_policy`); returns their `off_policy/*` statistics."""
-    bounds = OffPolicyBounds(tis_cap=off_policy.tis_cap, mis_bounds=tuple(off_policy.mis_bounds), mis_ratio=off_policy.mis_ratio,
-                             icepop_bounds=tuple(off_policy.icepop_bounds), decoupled_cap=off_policy.decoupled_cap)
     mask = action_mask(batch).float()
-    weights = off_policy_weights(off_policy.correction, batch["old_logprobs"], batch["rollout_logprobs"], mask, bounds)
+    weights = off_policy_weights(off_policy.correction, batch["old_logprobs"], batch["rollout_logprobs"], mask, off_policy.bounds())
     batch.set("off_policy_weights", weights)
     return {f"off_policy/{key}": value.item() for key, value in weight_stats(weights, mask).items()}
 

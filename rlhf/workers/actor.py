@@ -13,7 +13,7 @@ from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
 from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
-from rlhf.algorithms.off_policy import mismatch_kl
+from rlhf.algorithms.off_policy import OffPolicyBounds, mismatch_kl, off_policy_weights, weight_stats
 from rlhf.data.batch import Batch, action_mask
 from rlhf.data.padding import map_micro_batches
 from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
@@ -42,6 +42,10 @@ class PolicyLossConfig:
     kl_kind: str = "k3"
     norm_length: int | None = None
     """Constant divisor of seq-mean-token-sum-norm (Dr. GRPO): the generation budget."""
+    off_policy: str = "none"
+    """`actor.off_policy.correction`, applied here when the update is its own old-logprob pass
+    (one epoch, one mini-batch); otherwise the controller sets `off_policy_weights`."""
+    off_policy_bounds: OffPolicyBounds = OffPolicyBounds()
 
 
 class ActorWorker:
@@ -103,11 +107,13 @@ class ActorWorker:
             logits = response_logits(self.engine.module, micro, self.temperature)
         logprobs = logprobs_from_logits(logits, micro["response_ids"].to(device))
         old_logprobs = micro["old_logprobs"].to(device) if "old_logprobs" in micro else logprobs.detach()
+        weights, off_stats = self._off_policy_weights(micro, old_logprobs, mask)
         pg_loss, stats = self.policy_loss(
             logprobs, old_logprobs, micro["advantages"].to(device), mask,
             clip_low=self.loss.clip_low, clip_high=self.loss.clip_high, dual_clip=self.loss.dual_clip, agg=self.loss.loss_agg, norm_length=norm_length,
-            weights=micro["off_policy_weights"].to(device) if "off_policy_weights" in micro else None,
+            weights=weights,
         )
+        stats.update(off_stats)
         with torch.set_grad_enabled(self.loss.entropy_coef > 0):
             entropy = aggregate(entropy_from_logits(logits), mask, **agg)
         loss = pg_loss - self.loss.entropy_coef * entropy
@@ -123,6 +129,18 @@ class ActorWorker:
             stats["kl"] = kl.detach()
         self.engine.backward(loss * weight)
         return stats
+
+    def _off_policy_weights(self, micro: Batch, old_logprobs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor | None, dict]:
+        """The correction's per-token weights: the controller's (`off_policy_weights`), or, in
+        an update that is its own old-logprob pass, computed here from this forward's detached
+        logprobs (the same π_old) with their statistics as `off_policy/*`."""
+        if "off_policy_weights" in micro:
+            return micro["off_policy_weights"].to(mask.device), {}
+        if self.loss.off_policy == "none":
+            return None, {}
+        behaviour = micro["rollout_logprobs"].to(mask.device)
+        weights = off_policy_weights(self.loss.off_policy, old_logprobs, behaviour, mask, self.loss.off_policy_bounds)
+        return weights, {f"off_policy/{key}": value for key, value in weight_stats(weights, mask).items()}
 
     def shard_weight(self, shard: Batch) -> float:
         """What this rank's loss averages over: its valid response tokens for token-mean

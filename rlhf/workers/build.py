@@ -128,6 +128,7 @@ def build_actor(config: RecipeConfig, model: torch.nn.Module, dp_size: int = 1) 
         policy_loss=actor.policy_loss, clip_low=actor.clip_low, clip_high=actor.clip_high, dual_clip=actor.dual_clip,
         loss_agg=actor.loss_agg, entropy_coef=actor.entropy_coef,
         kl_coef=kl.coef if kl.placement == "loss" else 0.0, kl_kind=kl.kind, norm_length=longest_response(config),
+        off_policy=actor.off_policy.correction, off_policy_bounds=actor.off_policy.bounds(),
     )
     # LoRA wraps the policy last: the reference, critic and rollout copies are of the base
     module = apply_lora(model, config.model.lora) if config.model.lora.rank else model

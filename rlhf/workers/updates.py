@@ -28,7 +28,7 @@ def run_updates(
 ) -> dict[str, float]:
     """Train `engine` on `batch`; returns every stat as the mean over optimiser steps of its
     mini-batch value (the micro-batches' stats weighted like their losses, so `pg_loss` is
-    the loss of the whole mini-batch), plus `grad_norm` (mean over the steps applied),
+    the loss of the whole mini-batch; a stat named `*_max` is the maximum instead), plus `grad_norm` (mean over the steps applied),
     `skipped_updates` (steps the engine skipped for a non-finite loss or gradient norm) and
     `lr` (after the last step).
     Micro-batches hold `micro_batch_size` rows, or fewer to stay within `max_tokens` (> 0)."""
@@ -45,11 +45,12 @@ def run_updates(
                 micro = mini.select(rows)
                 weight = micro_weight(micro, mini, loss_agg)
                 for key, value in micro_step(trimmed(micro), scale * weight).items():
-                    mini_stats[key] = mini_stats[key] + weight * value.detach().float().cpu()
+                    value = value.detach().float().cpu()
+                    mini_stats[key] = torch.maximum(mini_stats[key], value) if key.endswith("_max") else mini_stats[key] + weight * value
             for key, value in mini_stats.items():
                 history[key].append(value)
             history["grad_norm"].append(torch.as_tensor(engine.step()).float().cpu())
-    metrics = {key: torch.stack(values).float().mean().item() for key, values in history.items()}
+    metrics = {key: (torch.stack(values).max() if key.endswith("_max") else torch.stack(values).mean()).item() for key, values in history.items()}
     # a step with a non-finite loss or gradient norm was skipped by the engine (rlhf.engines.guards)
     norms = torch.stack(history["grad_norm"]) if history["grad_norm"] else torch.zeros(0)
     applied = torch.isfinite(norms)

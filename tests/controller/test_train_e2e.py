@@ -76,15 +76,17 @@ def test_verifier_source_trains_and_leaves_no_worker_processes(tmp_path):
     assert multiprocessing.active_children() == []
 
 
-@pytest.mark.parametrize("correction", ["tis", "icepop"])
-def test_an_off_policy_correction_weights_every_step_and_logs_the_mismatch(tmp_path, correction):
+@pytest.mark.parametrize(("correction", "update"), [("tis", "actor.mini_batch_size=16"), ("icepop", "actor.ppo_epochs=2")])
+def test_an_off_policy_correction_weights_every_step_and_logs_the_mismatch(tmp_path, correction, update):
     """The HF engine samples with the trainer's own weights, so every weight is ~1, nothing is
-    masked, and the measured mismatch is at float rounding."""
+    masked, and the measured mismatch is at float rounding. With one update per batch (the
+    whole batch one mini-batch) the weights come from the update's own forward; with two
+    epochs from the old-logprob pass."""
     out = tmp_path / "run"
     assert main(["train", "quickstart", f"trainer.output_dir={out}", *SMALL, "sft.enabled=false",
-                 f"actor.off_policy.correction={correction}"]) == 0
+                 f"actor.off_policy.correction={correction}", update]) == 0
     for record in read_jsonl(out / "metrics.jsonl")[1:]:
         assert record["off_policy/weight_mean"] == pytest.approx(1.0, abs=1e-4)
         assert record["off_policy/masked_token_frac"] == 0.0 and record["off_policy/masked_seq_frac"] == 0.0
-        assert 0.0 <= record["rollout/kl_k3"] < 1e-6 and record["rollout/logprob_diff_max"] < 1e-3
-        assert "time/old_logprobs_s" in record  # the correction needs the trainer's own logprobs
+        assert 0.0 <= record["rollout/kl_k3"] < 1e-6 and record["off_policy/weight_max"] < 1.001
+        assert ("time/old_logprobs_s" in record) == (correction == "icepop")

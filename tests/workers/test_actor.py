@@ -181,3 +181,28 @@ def test_off_policy_weights_scale_the_update_and_rejected_rows_teach_nothing(tok
     doubled = make_actor(copy.deepcopy(model), loss, grad_clip=0.0).update_policy(batch.set("off_policy_weights", 2 * mask))
     single = make_actor(copy.deepcopy(model), loss, grad_clip=0.0).update_policy(plain())
     assert doubled["actor/grad_norm"] == pytest.approx(2 * single["actor/grad_norm"], rel=1e-5)
+
+
+def test_an_update_that_is_its_own_old_logprob_pass_weighs_tokens_as_the_controller_would(tokenizer_and_model, batch):
+    """One epoch over one mini-batch: the correction's weights come from the update's own
+    forward (π_old) and the rollout engine's logprobs; the step equals the one with the
+    controller's weights from a separate old-logprob pass, and `off_policy/weight_max` is the
+    maximum over micro-batches, not their mean."""
+    from rlhf.algorithms.off_policy import OffPolicyBounds, off_policy_weights
+
+    _, model = tokenizer_and_model
+    mask = batch["response_mask"].float()
+    current = make_actor(model, PolicyLossConfig()).compute_logprobs(batch)
+    generator = torch.Generator().manual_seed(3)
+    batch.set("rollout_logprobs", (current + 0.4 * torch.randn(current.shape, generator=generator)) * mask)
+    batch.set("advantages", torch.randn(len(batch), 1, generator=generator) * mask)
+    bounds = OffPolicyBounds(tis_cap=1.5)
+    in_update_model, controller_model = copy.deepcopy(model), copy.deepcopy(model)
+    in_update = make_actor(in_update_model, PolicyLossConfig(mini_batch_size=6, micro_batch_size=2, off_policy="tis", off_policy_bounds=bounds))
+    metrics = in_update.update_policy(batch)
+    weights = off_policy_weights("tis", current, batch["rollout_logprobs"], mask, bounds)
+    controller = make_actor(controller_model, PolicyLossConfig(mini_batch_size=6, micro_batch_size=2))
+    controller.update_policy(Batch(dict(batch.tensors), dict(batch.non_tensors), dict(batch.meta)).set("off_policy_weights", weights))
+    assert_same_update(in_update, controller)
+    assert metrics["actor/off_policy/weight_max"] == pytest.approx(weights[mask.bool()].max().item(), rel=1e-5)
+    assert 0 < metrics["actor/off_policy/weight_mean"] < 1.5
