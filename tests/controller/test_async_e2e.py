@@ -29,6 +29,22 @@ def trained_groups(run: Path) -> list[int]:
     return [sample["group"] for sample in read_jsonl(run / "samples.jsonl")]
 
 
+def signal_rollout_when_scoring(monkeypatch, signum: int, at_call: int) -> None:
+    """Fault injection: the trainer sends `signum` to its rollout process when it scores its
+    `at_call`-th batch."""
+    real_score, calls = async_source.score, []
+
+    def score_then_signal(reward, batch):
+        calls.append(1)
+        if len(calls) == at_call:
+            for child in multiprocessing.active_children():
+                if child.name == "rlhf-rollout":
+                    os.kill(child.pid, signum)
+        return real_score(reward, batch)
+
+    monkeypatch.setattr(async_source, "score", score_then_signal)
+
+
 def test_an_async_run_trains_every_group_once_within_the_staleness_bound(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=4", *SMALL]) == 0
@@ -46,6 +62,7 @@ def test_an_async_run_trains_every_group_once_within_the_staleness_bound(tmp_pat
     assert multiprocessing.active_children() == []  # the rollout process is gone
 
 
+@pytest.mark.slow
 def test_partial_rollouts_take_new_weights_mid_generation(tmp_path):
     """Long responses (no SFT: the random model rarely stops), one group per generate call and a
     bound of 2, so the rollout side is generating when each update's weights arrive."""
@@ -59,18 +76,9 @@ def test_partial_rollouts_take_new_weights_mid_generation(tmp_path):
     assert trained_groups(out) == list(range(24))
 
 
+@pytest.mark.slow
 def test_a_rollout_process_that_dies_stops_the_run_naming_it(tmp_path, monkeypatch, capsys):
-    real_score, calls = async_source.score, []
-
-    def score_then_kill(reward, batch):
-        calls.append(1)
-        if len(calls) == 2:
-            for child in multiprocessing.active_children():
-                if child.name == "rlhf-rollout":
-                    os.kill(child.pid, signal.SIGKILL)
-        return real_score(reward, batch)
-
-    monkeypatch.setattr(async_source, "score", score_then_kill)
+    signal_rollout_when_scoring(monkeypatch, signal.SIGKILL, at_call=2)
     out = tmp_path / "run"
     code = main(["train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=6", *SMALL, "async_training.buffer_size=4",
                  "trainer.save_every=1"])
@@ -117,17 +125,7 @@ def test_ctrl_c_checkpoints_leaves_no_process_and_the_resume_loses_nothing(tmp_p
 def test_a_rollout_process_that_hangs_stops_the_run_after_its_timeout(tmp_path, monkeypatch, capsys):
     """SIGSTOP freezes the rollout process (as a deadlock would): the trainer stops waiting
     after async_training.timeout_s with an error naming it, and the frozen process is killed."""
-    real_score, calls = async_source.score, []
-
-    def score_then_freeze(reward, batch):
-        calls.append(1)
-        if len(calls) == 1:
-            for child in multiprocessing.active_children():
-                if child.name == "rlhf-rollout":
-                    os.kill(child.pid, signal.SIGSTOP)
-        return real_score(reward, batch)
-
-    monkeypatch.setattr(async_source, "score", score_then_freeze)
+    signal_rollout_when_scoring(monkeypatch, signal.SIGSTOP, at_call=1)
     started = time.monotonic()
     code = main(["train", "quickstart", f"trainer.output_dir={tmp_path / 'run'}", "trainer.total_steps=6", *SMALL, "async_training.timeout_s=3",
                  "async_training.buffer_size=4"])
@@ -137,6 +135,7 @@ def test_a_rollout_process_that_hangs_stops_the_run_after_its_timeout(tmp_path, 
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_steps_without_a_policy_update_do_not_stall_the_rollout_side(tmp_path):
     """PPO's critic warm-up trains only the critic for 2 steps: the versions still advance (with
     the same weights), so the staleness gate lets the rollout process go on."""

@@ -14,6 +14,7 @@ TINY = ["sft.max_steps=3", "sft.val_size=16", "data.eval.size=16", "data.train_b
         "actor.micro_batch_size=8"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not {0, 1} <= os.sched_getaffinity(0), reason="the benchmark pins its two sides to CPUs 0 and 1")
 def test_the_async_benchmark_writes_both_arms(tmp_path):
     out = tmp_path / "bench.json"
