@@ -9,8 +9,9 @@ this source, in the trainer's process, keeps the stream going:
         `async_training.buffer_size` are requested but not yet trained on; with `stale: drop`
         each names the oldest version that may start it (:mod:`rlhf.rollout.staleness`)
     (2) take the next data.train_batch_size groups in request order as they arrive (the
-        trainer waits only when none is ready: `time/trainer_wait_s`); a group older than
-        `max_staleness` is dropped and counted, or kept with `stale: correct`
+        trainer waits only when none is ready: `time/trainer_wait_s`, and then tells the
+        rollout process which group it waits for); a group older than `max_staleness` is
+        dropped and counted, or kept with `stale: correct`
     (3) request replacements at once, so the rollout side generates during the update
     (4) score the batch with the reward sources, in this process
 After each step the loop calls :meth:`AsyncRolloutSource.after_step`, which posts the new
@@ -37,6 +38,7 @@ from rlhf.rollout.async_worker import GroupRequest, GroupResult, RolloutProcess,
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.source import PromptGroups, Sampled, score
 from rlhf.rollout.staleness import earliest_version, staleness, staleness_histogram
+from rlhf.rollout.sync_source import informative_samples
 
 
 class AsyncRolloutSource:
@@ -72,19 +74,57 @@ class AsyncRolloutSource:
     # -- the loop's interface -------------------------------------------------------------
 
     def next_batch(self, roles, timer) -> Sampled:
-        """Steps (1)-(4) of the module docstring."""
+        """Steps (1)-(4) of the module docstring; with `data.dynamic_sampling`, more groups
+        until the batch is informative (:meth:`_informative`)."""
         self._start(roles)
+        batch, metrics, dropped = self._round(roles, timer, self.batch_groups)
+        all_scores = batch["scores"]
+        if self.config.data.dynamic_sampling.enabled:
+            batch, all_scores, extra, dropped = self._informative(batch, metrics, roles, timer, dropped)
+            metrics.update(extra)
+        metrics.update(self._metrics(batch, dropped))
+        self.last = Sampled(batch, all_scores, metrics)
+        return self.last
+
+    def _round(self, roles, timer, groups: int) -> tuple[Batch, dict[str, float], int]:
+        """Steps (1)-(4) for `groups` groups: (the scored batch, reward metrics, groups dropped as too old)."""
         self._request_more()  # 1.
         with timer.phase("trainer_wait"):  # 2.
-            groups, dropped = self._take()
+            taken, dropped = self._take(groups)
         self._request_more()  # 3.
-        batch = Batch.concat([group.batch for group in groups])
+        batch = Batch.concat([group.batch for group in taken])
         batch.meta["tokenizer"] = self.tokenizer
         with timer.phase("reward"):  # 4.
             metrics = score(roles.reward, batch)
-        metrics.update(self._metrics(batch, dropped))
-        self.last = Sampled(batch, batch["scores"], metrics)
-        return self.last
+        return batch, metrics, dropped
+
+    def _informative(self, batch: Batch, metrics: dict, roles, timer, dropped: int) -> tuple[Batch, torch.Tensor, dict[str, float], int]:
+        """DAPO's dynamic sampling (Yu et al. 2025, sec. 3.2) on the stream: groups whose
+        rewards are all equal are set aside and the next groups taken, as many as are missing,
+        for at most `max_extra_rounds` more rounds; the batch is then filled up with set-aside
+        groups (as the synchronous source does). Unlike it, an extra round takes only the groups
+        still missing, not a whole batch. Returns (batch, every score seen, metrics, drops)."""
+        wanted, n = self.batch_groups * self.n, self.n
+        kept, set_aside, scores, rounds = [], [], [], 0
+        while True:
+            informative = informative_samples(batch["scores"], batch["group_index"])
+            kept.append(batch.select(informative.nonzero().squeeze(-1)))
+            set_aside.append(batch.select((~informative).nonzero().squeeze(-1)))
+            scores.append(batch["scores"])
+            rounds += 1
+            missing = (wanted - sum(len(part) for part in kept)) // n
+            if missing <= 0 or rounds > self.config.data.dynamic_sampling.max_extra_rounds:
+                break
+            batch, round_metrics, round_dropped = self._round(roles, timer, missing)
+            dropped += round_dropped
+            for key, value in round_metrics.items():  # reward metrics: the mean over rounds
+                metrics[key] = metrics.get(key, 0.0) + (value - metrics.get(key, 0.0)) / (rounds + 1)
+        kept_groups = sum(len(part) for part in kept) // n
+        final = Batch.concat(kept + set_aside).select(range(wanted))
+        final.meta["tokenizer"] = self.tokenizer
+        extra = {"dynamic_sampling/rounds": float(rounds), "dynamic_sampling/dropped_groups": float(sum(len(part) for part in set_aside) // n),
+                 "dynamic_sampling/filled_groups": float(max(0, self.batch_groups - kept_groups))}
+        return final, torch.cat(scores), extra, dropped
 
     def _metrics(self, batch: Batch, dropped: int) -> dict[str, float]:
         """Staleness, buffer and both sides' idle time (see the README's list)."""
@@ -162,14 +202,14 @@ class AsyncRolloutSource:
         for index, (group_id, (position, _)) in enumerate(groups):
             earliest = earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0
             one = prompts.select([index] * self.n)
-            requests.append(GroupRequest(group_id, earliest, Batch(one.tensors, one.non_tensors, {})))
+            requests.append(GroupRequest(group_id, position, earliest, Batch(one.tensors, one.non_tensors, {})))
         self.process.submit(requests)
 
-    def _take(self) -> tuple[list[GroupResult], int]:
-        """The next `batch_groups` groups fresh enough to train on (waiting for them), and how
-        many were dropped as too old on the way."""
+    def _take(self, groups: int) -> tuple[list[GroupResult], int]:
+        """The next `groups` groups fresh enough to train on (waiting for them), and how many
+        were dropped as too old on the way."""
         taken, dropped = [], 0
-        while len(taken) < self.batch_groups:
+        while len(taken) < groups:
             group = self._next_ready()
             version = int(group.batch["policy_version"].min())
             if self.version - version > self.settings.max_staleness and self.settings.stale == "drop":
@@ -183,6 +223,8 @@ class AsyncRolloutSource:
     def _next_ready(self) -> GroupResult:
         """The oldest returned group, waiting up to `async_training.timeout_s` for one."""
         deadline = time.monotonic() + self.settings.timeout_s
+        if not self.ready and self.in_flight:
+            self.process.want(min(position for position, _ in self.in_flight.values()))
         while not self.ready:
             results = self.process.receive(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
             for result in results or []:

@@ -4,8 +4,9 @@ The process holds its own rollout engine (its own copy of the policy) and loops:
 
     (1) take the group requests that arrived; with none pending, wait for one (idle time)
     (2) load the newest weights the trainer posted (:mod:`rlhf.rollout.weight_mailbox`)
-    (3) take the oldest pending requests whose earliest allowed version it now holds, at most
-        `generate_groups`; none: wait for newer weights (idle time; the staleness bound)
+    (3) take the oldest pending requests whose earliest allowed version it now holds (or that
+        the trainer is waiting for), at most `generate_groups`; none: wait for newer weights
+        (idle time; the staleness bound)
     (4) generate them in one call, every token tagged with its policy version (with partial
         rollouts a call takes new weights mid-way: :mod:`rlhf.rollout.versioned`), and send
         each group back
@@ -51,6 +52,8 @@ class GroupRequest:
     """One prompt to sample `len(prompts)` responses for."""
 
     group_id: int
+    position: int
+    """Its place in the stream of requests (groups are trained in this order)."""
     earliest: int
     """The oldest policy version that may start it (:func:`rlhf.rollout.staleness.earliest_version`)."""
     prompts: Batch
@@ -86,9 +89,10 @@ class WorkerSpec:
     """CPU ids to run on (empty: those of the trainer)."""
 
 
-def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, clock) -> None:
+def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, clock, wanted) -> None:
     """The rollout process: steps (1)-(4) of the module docstring until `STOP`; `clock[0]`
-    sums the seconds it waited, `clock[1]` those it generated."""
+    sums the seconds it waited, `clock[1]` those it generated; `wanted.value` is the stream
+    position of a group the trainer is waiting for."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if spec.cpus:
@@ -108,7 +112,7 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, clo
             # 2. the newest weights
             held = mailbox.fetch(engine, held)
             # 3. requests the held version may start
-            ready = take_startable(pending, held, spec.generate_groups)
+            ready = take_startable(pending, held, spec.generate_groups, int(wanted.value))
             if not ready:
                 _wait_for_version(mailbox, held)
             clock[0] += time.perf_counter() - waited
@@ -159,12 +163,17 @@ def _take_requests(requests, pending: deque, block: bool) -> bool:
         block = False
 
 
-def take_startable(pending: deque, held: int, limit: int) -> list:
+def take_startable(pending: deque, held: int, limit: int, wanted: int = -1) -> list:
     """Pop the oldest pending requests that version `held` may start (their `earliest` ≤ held),
-    at most `limit`, stopping at the first that must wait: groups start in request order, which
-    is the order the trainer takes them in."""
+    or that the trainer is waiting for (position ≤ `wanted`), at most `limit`, stopping at the
+    first that must wait: groups start in request order, the order the trainer takes them in.
+
+    `earliest` assumes each update trains one batch of groups; an update that takes more (DAPO's
+    dynamic sampling drops uninformative groups) reaches a group sooner, and then waits for it:
+    the held version is then the trainer's own (or within `sync_every` of it), so starting it
+    keeps the bound."""
     ready = []
-    while pending and len(ready) < limit and pending[0].earliest <= held:
+    while pending and len(ready) < limit and (pending[0].earliest <= held or pending[0].position <= wanted):
         ready.append(pending.popleft())
     return ready
 
@@ -232,7 +241,8 @@ class RolloutProcess:
         self.mailbox = WeightMailbox(named_weights, context)
         self.requests, self.results = context.Queue(), context.Queue()
         self.clock = context.Array("d", 2)
-        self.process = context.Process(target=worker_main, args=(spec, self.requests, self.results, self.mailbox, self.clock),
+        self.wanted = context.Value("q", -1, lock=False)
+        self.process = context.Process(target=worker_main, args=(spec, self.requests, self.results, self.mailbox, self.clock, self.wanted),
                                        name="rlhf-rollout", daemon=True)
         self.process.start()
 
@@ -242,6 +252,10 @@ class RolloutProcess:
 
     def submit(self, requests: list[GroupRequest]) -> None:
         self.requests.put(dumps(requests))
+
+    def want(self, position: int) -> None:
+        """The trainer waits for the group at stream `position`: start it whatever its gate."""
+        self.wanted.value = position
 
     def receive(self, timeout: float) -> list[GroupResult] | None:
         """The groups of the next finished generate call, or None when none came within

@@ -146,3 +146,15 @@ def test_steps_without_a_policy_update_do_not_stall_the_rollout_side(tmp_path):
     assert [r["async/policy_version"] for r in records] == [0.0, 1.0, 2.0, 3.0]
     assert ["actor/pg_loss" in r for r in records] == [False, False, True, True]
     assert all(r["async/staleness_max"] <= 1 for r in records)
+
+
+@pytest.mark.slow
+def test_dapo_dynamic_sampling_streams_extra_groups(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "algorithms/dapo", f"trainer.output_dir={out}", "trainer.total_steps=4", *SMALL, "sft.enabled=false",
+                 "data.dynamic_sampling.max_extra_rounds=2", "async_training.timeout_s=60"]) == 0
+    records = read_jsonl(out / "metrics.jsonl")[1:]
+    for record in records:
+        assert 1 <= record["dynamic_sampling/rounds"] <= 3 and record["async/staleness_max"] <= 1
+    groups = trained_groups(out)
+    assert len(groups) == len(set(groups)) == 16

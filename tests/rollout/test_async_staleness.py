@@ -47,11 +47,12 @@ def test_the_histogram_shares_sum_to_one_and_count_beyond_the_bound():
 
 
 def test_requests_start_in_order_and_stop_at_the_first_that_must_wait():
-    pending = deque(SimpleNamespace(earliest=e, name=i) for i, e in enumerate([0, 0, 1, 0, 2]))
+    pending = deque(SimpleNamespace(earliest=e, position=i, name=i) for i, e in enumerate([0, 0, 1, 0, 2, 3]))
     assert [r.name for r in take_startable(pending, held=0, limit=8)] == [0, 1]
     assert [r.name for r in take_startable(pending, held=1, limit=1)] == [2]
     assert [r.name for r in take_startable(pending, held=1, limit=8)] == [3]
-    assert [r.earliest for r in pending] == [2]
+    assert [r.name for r in take_startable(pending, held=1, limit=8, wanted=4)] == [4]  # the trainer waits for it
+    assert [r.earliest for r in pending] == [3]
 
 
 # ---- the source against a simulated rollout side ------------------------------------------
@@ -62,13 +63,16 @@ class SimulatedRollout:
 
     def __init__(self, draw):
         self.draw, self.pending, self.out = draw, deque(), deque()
-        self.held = 0
+        self.held, self.wanted = 0, -1
         self.mailbox = SimpleNamespace(version=0, post=self._post)
         self.generated: list[tuple[int, int]] = []  # (group id, version), in generation order
 
     def _post(self, named, version):
         self.mailbox.version = version
         return 0
+
+    def want(self, position):
+        self.wanted = position
 
     def submit(self, requests):
         self.pending.extend(requests)
@@ -79,7 +83,7 @@ class SimulatedRollout:
         reach the next one."""
         for _ in range(calls):
             self.held = self.mailbox.version
-            for request in take_startable(self.pending, self.held, self.draw(st.integers(1, 6))):
+            for request in take_startable(self.pending, self.held, self.draw(st.integers(1, 6)), self.wanted):
                 versions = torch.full((len(request.prompts), 3), self.held)
                 self.out.append(GroupResult(request.group_id, request.prompts.set("token_versions", versions)))
                 self.generated.append((request.group_id, self.held))
@@ -93,7 +97,8 @@ class SimulatedRollout:
             if len(self.generated) == before:
                 assert self.pending, "the trainer waits for a group that was never requested"
                 self.held = self.mailbox.version
-                assert self.pending[0].earliest <= self.held, "deadlock: nothing may start even with the newest weights"
+                assert self.pending[0].earliest <= self.held or self.pending[0].position <= self.wanted, \
+                    "deadlock: nothing may start even with the newest weights"
         return [self.out.popleft()]
 
     def seconds(self):
@@ -194,3 +199,38 @@ def test_a_checkpoint_holds_the_buffer_and_the_requests_in_flight(tmp_path):
     resumed.process.mailbox.version = resumed.version
     got = train(resumed, 3)
     assert first == [0, 1] and got == expected == [[2, 3], [4, 5], [6, 7]]
+
+
+class CoinReward:
+    """Random 0/1 scores: about half the groups of two samples have equal rewards."""
+
+    def __init__(self, draw):
+        self.draw = draw
+
+    def evaluate(self, batch):
+        scores = torch.tensor([float(self.draw(st.booleans())) for _ in range(len(batch))])
+        return RewardResult(scores=scores, outcome_scores=scores)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), batch_size=st.integers(1, 4), max_staleness=st.integers(1, 2), extra_rounds=st.integers(0, 3))
+def test_dynamic_sampling_takes_more_groups_without_deadlock_or_stale_samples(data, batch_size, max_staleness, extra_rounds):
+    """An update that sets uninformative groups aside takes more than one batch of groups, so
+    it reaches groups sooner than their gate planned: the trainer says which group it waits
+    for and the rollout side starts it; the bound still holds."""
+    source = make_source(data.draw, batch_size=batch_size, n=2, max_staleness=max_staleness, stale="drop",
+                         buffer_size=(max_staleness + 1) * batch_size, sync_every=1)
+    source.config.data.dynamic_sampling.enabled = True
+    source.config.data.dynamic_sampling.max_extra_rounds = extra_rounds
+    roles = SimpleNamespace(reward=CoinReward(data.draw), actor=SimpleNamespace(named_weights=lambda: []))
+    seen = []
+    for _ in range(8):
+        sampled = source.next_batch(roles, PhaseTimer())
+        assert len(sampled.batch) == 2 * batch_size
+        assert int((source.version - sampled.batch["policy_version"]).max()) <= max_staleness
+        assert sampled.metrics["dynamic_sampling/rounds"] <= 1 + extra_rounds
+        assert len(sampled.all_scores) >= 2 * batch_size
+        seen += sampled.batch["group_index"][::2]
+        source.after_step(roles, True)
+        source.process.work(data.draw(st.integers(0, 2)))
+    assert len(seen) == len(set(seen))  # no group is trained twice
