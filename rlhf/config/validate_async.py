@@ -69,5 +69,3 @@ def async_errors(cfg: RecipeConfig) -> Iterable[str]:
                "with distributed.backend: ray it is not available yet")
     if cfg.env.type:
         yield "rollout.mode: async serves single-turn runs; multi-turn episodes (env.type) need rollout.mode: sync for now"
-    if cfg.algorithm.advantage == "remax":
-        yield "algorithm.advantage: 'remax' needs a greedy baseline per prompt, which rollout.mode: async does not generate yet; use rollout.mode: sync"

@@ -102,7 +102,8 @@ def rollout_source(run: Run) -> RolloutSource:
         return multi_turn_source(run)
     stream = PromptStream(run.train_rows, config.data.train_batch_size, config.trainer.seed)
     if config.rollout.mode == "async":
-        return AsyncRolloutSource(config, stream, run.prompts, tokenizer=run.tokenizer, model_path=run.model_path, sampling=sampling_params(config))
+        return AsyncRolloutSource(config, stream, run.prompts, tokenizer=run.tokenizer, model_path=run.model_path, sampling=sampling_params(config),
+                                  with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
     return SyncRolloutSource(stream, run.prompts, n=config.rollout.n, sampling=sampling_params(config), dynamic=config.data.dynamic_sampling,
                              with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
 

@@ -53,10 +53,10 @@ class AsyncRolloutSource:
     """
 
     def __init__(self, config: RecipeConfig, stream: PromptStream, tokenize: Callable[[list[dict]], Batch], *, tokenizer, model_path: str,
-                 sampling: SamplingParams):
+                 sampling: SamplingParams, with_baseline: bool = False):
         self.config, self.settings = config, config.async_training
         self.prompts, self.tokenize = PromptGroups(stream), tokenize
-        self.tokenizer, self.model_path, self.sampling = tokenizer, model_path, sampling
+        self.tokenizer, self.model_path, self.sampling, self.with_baseline = tokenizer, model_path, sampling, with_baseline
         self.batch_groups, self.n = config.data.train_batch_size, config.rollout.n
         self.capacity = self.settings.buffer_size or (self.settings.max_staleness + 1) * self.batch_groups
         self.version = 0
@@ -96,6 +96,13 @@ class AsyncRolloutSource:
         batch.meta["tokenizer"] = self.tokenizer
         with timer.phase("reward"):  # 4.
             metrics = score(roles.reward, batch)
+        if self.with_baseline:  # ReMax: the greedy responses the rollout process sampled beside
+            with timer.phase("baseline"):
+                baselines = Batch.concat([group.baseline for group in taken])
+                baselines.meta["tokenizer"] = self.tokenizer
+                baseline, _, _ = roles.reward.score(baselines)
+                batch.set("baseline_scores", baseline.repeat_interleave(self.n))
+                metrics["remax/baseline_mean"] = baseline.mean().item()
         return batch, metrics, dropped
 
     def _informative(self, batch: Batch, metrics: dict, roles, timer, dropped: int) -> tuple[Batch, torch.Tensor, dict[str, float], int]:
@@ -172,7 +179,8 @@ class AsyncRolloutSource:
             return
         weights = dict(roles.actor.named_weights())
         policy = base_module(roles.actor.engine.module)
-        spec = worker_spec(self.config, policy, next(iter(weights.values())).dtype, self.tokenizer, self.model_path, self.sampling)
+        spec = worker_spec(self.config, policy, next(iter(weights.values())).dtype, self.tokenizer, self.model_path, self.sampling,
+                           self.with_baseline)
         self.process = RolloutProcess(spec, weights.items())
         if spec.cpus:  # the trainer keeps the CPUs the rollout process does not run on
             os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - set(spec.cpus))
@@ -247,7 +255,8 @@ class AsyncRolloutSource:
             "prompts": self.prompts.state_dict(), "version": self.version, "next_position": self.next_position,
             "unrequested": [[group_id, row] for group_id, row in self.unrequested],
             "in_flight": [[group_id, position, row] for group_id, (position, row) in self.in_flight.items()],
-            "ready": [{"group_id": group.group_id, "tensors": group.batch.tensors, "non_tensors": group.batch.non_tensors} for group in self.ready],
+            "ready": [{"group_id": group.group_id, "tensors": group.batch.tensors, "non_tensors": group.batch.non_tensors,
+                       "baseline": None if group.baseline is None else [group.baseline.tensors, group.baseline.non_tensors]} for group in self.ready],
             "dropped_total": self.dropped_total,
         }
 
@@ -256,7 +265,9 @@ class AsyncRolloutSource:
         self.version, self.next_position = int(state["version"]), int(state["next_position"])
         self.unrequested = deque((int(group_id), row) for group_id, row in state["unrequested"])
         self.in_flight = {int(group_id): (int(position), row) for group_id, position, row in state["in_flight"]}
-        self.ready = deque(GroupResult(int(g["group_id"]), Batch(dict(g["tensors"]), dict(g["non_tensors"]), {})) for g in state["ready"])
+        self.ready = deque(GroupResult(int(g["group_id"]), Batch(dict(g["tensors"]), dict(g["non_tensors"]), {}),
+                                       None if g["baseline"] is None else Batch(dict(g["baseline"][0]), dict(g["baseline"][1]), {}))
+                           for g in state["ready"])
         self.dropped_total = int(state["dropped_total"])
 
 
@@ -266,10 +277,11 @@ def oldest_versions(token_versions: torch.Tensor) -> torch.Tensor:
     return torch.where(token_versions >= 0, token_versions, big).min(dim=-1).values
 
 
-def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtype, tokenizer, model_path: str, sampling: SamplingParams) -> WorkerSpec:
+def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtype, tokenizer, model_path: str, sampling: SamplingParams,
+                with_baseline: bool) -> WorkerSpec:
     """The rollout process's spec for `config` and the Hugging Face model `policy` (see :class:`WorkerSpec`)."""
     settings = config.async_training
     return WorkerSpec(config=config, architecture=policy.config, generation_config=policy.generation_config, dtype=dtype,
-                      tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial,
+                      tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial, with_baseline=with_baseline,
                       generate_groups=settings.generate_groups or config.data.train_batch_size,
                       threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=list(settings.rollout_cpus))

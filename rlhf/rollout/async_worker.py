@@ -66,6 +66,8 @@ class GroupResult:
 
     group_id: int
     batch: Batch
+    baseline: Batch | None = None
+    """ReMax: one greedy response to the group's prompt, sampled with the same weights."""
 
 
 @dataclass
@@ -82,6 +84,8 @@ class WorkerSpec:
     model_path: str
     sampling: SamplingParams
     partial: bool
+    with_baseline: bool
+    """Also generate one greedy response per group (ReMax's baseline)."""
     generate_groups: int
     threads: int
     seed: int
@@ -195,10 +199,16 @@ def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[Grou
 
     newer = (lambda: mailbox.version > state["held"]) if spec.partial else None
     out = generate_with_versions(engine, Batch.concat([request.prompts for request in ready]), spec.sampling, refresh, newer)
+    baselines = None
+    if spec.with_baseline:  # with the weights the call ended with
+        greedy = SamplingParams(max_new_tokens=spec.sampling.max_new_tokens, greedy=True)
+        baselines = engine.generate(Batch.concat([request.prompts.select([0]) for request in ready]), greedy)
     groups, start = [], 0
-    for request in ready:
+    for index, request in enumerate(ready):
         part = out.select(range(start, start + len(request.prompts)))
-        groups.append(GroupResult(request.group_id, Batch(part.tensors, part.non_tensors, {})))
+        baseline = None if baselines is None else baselines.select([index])
+        groups.append(GroupResult(request.group_id, Batch(part.tensors, part.non_tensors, {}),
+                                  None if baseline is None else Batch(baseline.tensors, baseline.non_tensors, {})))
         start += len(request.prompts)
     results.put(dumps(groups))
     return state["held"]
@@ -222,7 +232,7 @@ def _with_batch(item, convert):
     """`item` (a GroupRequest or GroupResult) with its batch converted."""
     if isinstance(item, GroupRequest):
         return dataclasses.replace(item, prompts=convert(item.prompts))
-    return dataclasses.replace(item, batch=convert(item.batch))
+    return dataclasses.replace(item, batch=convert(item.batch), baseline=None if item.baseline is None else convert(item.baseline))
 
 
 def _die_with_parent() -> None:

@@ -36,7 +36,6 @@ def test_the_defaults_are_valid_and_sync_ignores_the_section():
     (["async_training.timeout_s=0"], "async_training.timeout_s: must be > 0"),
     (["async_training.rollout_threads=0"], "async_training.rollout_threads: must be >= 1, got 0"),
     (["distributed.backend=ray"], "rollout.mode: async runs on the local backend"),
-    (["algorithm.advantage=remax"], "algorithm.advantage: 'remax' needs a greedy baseline per prompt"),
     (["async_training.partial=true", "rollout.engine=vllm"], "async_training.partial: pausing a generation for new weights needs rollout.engine: hf"),
     (["async_training.rollout_cpus=[4096]"], "async_training.rollout_cpus: CPU ids [4096] are not among those this process may use"),
 ])

@@ -158,3 +158,12 @@ def test_dapo_dynamic_sampling_streams_extra_groups(tmp_path):
         assert 1 <= record["dynamic_sampling/rounds"] <= 3 and record["async/staleness_max"] <= 1
     groups = trained_groups(out)
     assert len(groups) == len(set(groups)) == 16
+
+
+@pytest.mark.slow
+def test_remax_gets_its_greedy_baselines_from_the_rollout_process(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "algorithms/remax", f"trainer.output_dir={out}", "trainer.total_steps=3", *SMALL, "async_training.timeout_s=60"]) == 0
+    for record in read_jsonl(out / "metrics.jsonl")[1:]:
+        assert 0.0 <= record["remax/baseline_mean"] <= 1.0 and "time/baseline_s" in record
+    assert trained_groups(out) == list(range(12))
