@@ -58,9 +58,10 @@ def async_machine_errors(config: RecipeConfig) -> Iterable[str]:
         yield f"async_training.rollout_cpus: CPU ids {unknown} are not among those this process may use ({usable})"
     elif settings.rollout_cpus and not set(usable) - set(settings.rollout_cpus):
         yield f"async_training.rollout_cpus: {settings.rollout_cpus} leaves the trainer no CPU of {usable}; give the rollout process fewer"
-    if settings.partial and config.rollout.engine != "hf":
-        yield (f"async_training.partial: pausing a generation for new weights needs rollout.engine: hf "
-               f"({config.rollout.engine!r} generates each call in one piece); set partial: false")
+    if settings.partial and config.rollout.engine in ROLLOUT_ENGINES and not ROLLOUT_ENGINES[config.rollout.engine].can_pause:
+        pausing = ", ".join(name for name, spec in ROLLOUT_ENGINES.items() if spec.can_pause)
+        yield (f"async_training.partial: pausing a generation for new weights needs a rollout.engine that can pause ({pausing}); "
+               f"{config.rollout.engine!r} generates each call in one piece; set partial: false")
 
 
 def _env_type_error(env_type: str) -> str | None:

@@ -36,6 +36,7 @@ from rlhf.data.prompts import PromptStream
 from rlhf.models.lora import base_module
 from rlhf.rollout.async_worker import GroupRequest, GroupResult, RolloutProcess, RolloutProcessError, WorkerSpec
 from rlhf.rollout.base import SamplingParams
+from rlhf.rollout.registry import rollout_engine
 from rlhf.rollout.source import PromptGroups, Sampled, score
 from rlhf.rollout.staleness import earliest_version, staleness, staleness_histogram
 from rlhf.rollout.sync_source import informative_samples
@@ -65,6 +66,7 @@ class AsyncRolloutSource:
         """Stream position of the next group requested (groups are trained in this order)."""
         self.unrequested: deque[tuple[int, dict]] = deque()  # (group id, row) drawn from the stream, not yet requested
         self.in_flight: dict[int, tuple[int, dict]] = {}  # group id -> (position, row), requested, not yet back
+        self.begun: dict[int, list] = {}  # group id -> its rows' responses begun before a resume (request them with these)
         self.ready: deque[GroupResult] = deque()  # back, not yet trained on
         self.dropped_total = 0
         self.process: RolloutProcess | None = None
@@ -210,7 +212,7 @@ class AsyncRolloutSource:
         for index, (group_id, (position, _)) in enumerate(groups):
             earliest = earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0
             one = prompts.select([index] * self.n)
-            requests.append(GroupRequest(group_id, position, earliest, Batch(one.tensors, one.non_tensors, {})))
+            requests.append(GroupRequest(group_id, position, earliest, Batch(one.tensors, one.non_tensors, {}), self.begun.pop(group_id, None)))
         self.process.submit(requests)
 
     def _take(self, groups: int) -> tuple[list[GroupResult], int]:
@@ -235,26 +237,38 @@ class AsyncRolloutSource:
             self.process.want(min(position for position, _ in self.in_flight.values()))
         while not self.ready:
             results = self.process.receive(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
-            for result in results or []:
-                del self.in_flight[result.group_id]
-                result.batch.set("policy_version", oldest_versions(result.batch["token_versions"]))
-                self.ready.append(result)
+            self._accept(results or [])
             if results is None and time.monotonic() > deadline:
                 raise RolloutProcessError(
                     f"{self.process.description} delivered no group for {self.settings.timeout_s:.0f} s (async_training.timeout_s); "
                     "the run stops (resume from the last checkpoint)")
         return self.ready.popleft()
 
+    def _accept(self, results: list[GroupResult]) -> None:
+        """Returned groups join the buffer, tagged with their oldest token's version."""
+        for result in results:
+            del self.in_flight[result.group_id]
+            result.batch.set("policy_version", oldest_versions(result.batch["token_versions"]))
+            self.ready.append(result)
+
     # -- checkpoints ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Everything to continue losing nothing: the stream's position, rows drawn but not
-        requested, requests not back yet (requested again on resume), returned groups not
-        trained on (with their versions), the policy version and the drop count."""
+        requested, requests not back yet with the responses the rollout process has begun for
+        them (a snapshot: it pauses after the current decoding step and goes on; requested
+        again on resume, they go on from there), returned groups not trained on (with their
+        versions), the policy version and the drop count."""
+        begun = dict(self.begun)  # a resumed run's prefixes not requested again yet
+        if self.process is not None:
+            finished, snapshot = self.process.snapshot(self.settings.timeout_s)
+            self._accept(finished)
+            begun.update(snapshot)
         return {
             "prompts": self.prompts.state_dict(), "version": self.version, "next_position": self.next_position,
             "unrequested": [[group_id, row] for group_id, row in self.unrequested],
             "in_flight": [[group_id, position, row] for group_id, (position, row) in self.in_flight.items()],
+            "begun": [[group_id, rows] for group_id, rows in begun.items() if group_id in self.in_flight],
             "ready": [{"group_id": group.group_id, "tensors": group.batch.tensors, "non_tensors": group.batch.non_tensors,
                        "baseline": None if group.baseline is None else [group.baseline.tensors, group.baseline.non_tensors]} for group in self.ready],
             "dropped_total": self.dropped_total,
@@ -265,6 +279,7 @@ class AsyncRolloutSource:
         self.version, self.next_position = int(state["version"]), int(state["next_position"])
         self.unrequested = deque((int(group_id), row) for group_id, row in state["unrequested"])
         self.in_flight = {int(group_id): (int(position), row) for group_id, position, row in state["in_flight"]}
+        self.begun = {int(group_id): rows for group_id, rows in state.get("begun", [])}
         self.ready = deque(GroupResult(int(g["group_id"]), Batch(dict(g["tensors"]), dict(g["non_tensors"]), {}),
                                        None if g["baseline"] is None else Batch(dict(g["baseline"][0]), dict(g["baseline"][1]), {}))
                            for g in state["ready"])
@@ -283,5 +298,6 @@ def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtyp
     settings = config.async_training
     return WorkerSpec(config=config, architecture=policy.config, generation_config=policy.generation_config, dtype=dtype,
                       tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial, with_baseline=with_baseline,
+                      pausable=rollout_engine(config.rollout.engine).can_pause,
                       generate_groups=settings.generate_groups or config.data.train_batch_size,
                       threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=list(settings.rollout_cpus))

@@ -11,6 +11,10 @@ The process holds its own rollout engine (its own copy of the policy) and loops:
         rollouts a call takes new weights mid-way: :mod:`rlhf.rollout.versioned`), and send
         each group back
 
+A checkpoint asks for a snapshot (:meth:`RolloutProcess.snapshot`): the process pauses its
+generation after the current decoding step, sends every row's response so far, and goes on; a
+resumed run requests those groups again with their responses begun (`GroupRequest.prefixes`).
+
 It ignores Ctrl-C (the trainer decides when to stop and sends `STOP`), dies with the trainer
 (PR_SET_PDEATHSIG on Linux, and a check of the parent between calls elsewhere), and reports
 any exception as a message the trainer raises, so a failing rollout stops the run with its
@@ -37,7 +41,7 @@ import torch.multiprocessing as torch_mp
 
 from rlhf.data.batch import Batch
 from rlhf.rollout.base import SamplingParams
-from rlhf.rollout.versioned import generate_with_versions
+from rlhf.rollout.versioned import VersionedGeneration, generate_with_versions
 from rlhf.rollout.weight_mailbox import WeightMailbox
 
 STOP = "stop"
@@ -58,6 +62,8 @@ class GroupRequest:
     """The oldest policy version that may start it (:func:`rlhf.rollout.staleness.earliest_version`)."""
     prompts: Batch
     """[n, P] the prompt repeated n times, with its row's fields."""
+    prefixes: list | None = None
+    """Per row, a response begun before a checkpoint (`RowState.as_dict`), to go on from."""
 
 
 @dataclass
@@ -84,6 +90,8 @@ class WorkerSpec:
     model_path: str
     sampling: SamplingParams
     partial: bool
+    pausable: bool
+    """The engine's generate can pause between decoding steps (takes `interrupt`: HF)."""
     with_baseline: bool
     """Also generate one greedy response per group (ReMax's baseline)."""
     generate_groups: int
@@ -93,10 +101,28 @@ class WorkerSpec:
     """CPU ids to run on (empty: those of the trainer)."""
 
 
-def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, clock, wanted) -> None:
-    """The rollout process: steps (1)-(4) of the module docstring until `STOP`; `clock[0]`
-    sums the seconds it waited, `clock[1]` those it generated; `wanted.value` is the stream
-    position of a group the trainer is waiting for."""
+class Control:
+    """Numbers the two processes share: `clock` (seconds the rollout process waited, and
+    generated), `wanted` (the stream position of a group the trainer waits for) and
+    `snapshots` (how many snapshots the trainer asked for; the process answers each once)."""
+
+    def __init__(self, context):
+        self.clock = context.Array("d", 2)
+        self.wanted = context.Value("q", -1, lock=False)
+        self.snapshots = context.Value("q", 0, lock=False)
+        self.answered = 0  # the rollout process's own count
+
+    def snapshot_asked(self) -> bool:
+        return int(self.snapshots.value) > self.answered
+
+    def answer(self, results, states: dict) -> None:
+        """Send the responses begun, {group id: [row state, ...]}, for the newest request."""
+        self.answered = int(self.snapshots.value)
+        results.put(("snapshot", self.answered, states))
+
+
+def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, control: Control) -> None:
+    """The rollout process: steps (1)-(4) of the module docstring until `STOP`."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if spec.cpus:
@@ -110,22 +136,24 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, clo
         while True:
             # 1. requests (wait when there is nothing to do)
             waited = time.perf_counter()
-            if not _take_requests(requests, pending, block=not pending):
+            if not _take_requests(requests, pending, block=not pending, control=control, results=results):
                 results.cancel_join_thread()  # results the trainer will not read must not hold up the exit
                 return
             # 2. the newest weights
             held = mailbox.fetch(engine, held)
             # 3. requests the held version may start
-            ready = take_startable(pending, held, spec.generate_groups, int(wanted.value))
+            ready = take_startable(pending, held, spec.generate_groups, int(control.wanted.value))
             if not ready:
                 _wait_for_version(mailbox, held)
-            clock[0] += time.perf_counter() - waited
+            if control.snapshot_asked():  # nothing is being generated
+                control.answer(results, {})
+            control.clock[0] += time.perf_counter() - waited
             if not ready:
                 continue
             # 4. generate, send each group back
             started = time.perf_counter()
-            held = _generate(engine, spec, mailbox, ready, results, held)
-            clock[1] += time.perf_counter() - started
+            held = _generate(engine, spec, mailbox, ready, results, held, control)
+            control.clock[1] += time.perf_counter() - started
     except BaseException:  # noqa: BLE001 -- everything goes back to the trainer, which raises it
         results.put(("error", traceback.format_exc()))
 
@@ -150,14 +178,17 @@ def _build_engine(spec: WorkerSpec, mailbox: WeightMailbox):
     return build_rollout(spec.config, module, spec.tokenizer, spec.model_path, share_module=True)
 
 
-def _take_requests(requests, pending: deque, block: bool) -> bool:
-    """Move arrived requests to `pending` (waiting up to 1 s for one when `block`); False on STOP."""
+def _take_requests(requests, pending: deque, block: bool, control: Control, results) -> bool:
+    """Move arrived requests to `pending` (waiting for one when `block`, answering snapshots
+    meanwhile); False on STOP."""
     while True:
         try:
-            message = requests.get(timeout=1.0) if block else requests.get_nowait()
+            message = requests.get(timeout=0.05) if block else requests.get_nowait()
         except queue.Empty:
             if block and os.getppid() == 1:  # the trainer is gone (no PR_SET_PDEATHSIG here)
                 return False
+            if block and control.snapshot_asked():
+                control.answer(results, {})
             if block:
                 continue
             return True
@@ -189,16 +220,19 @@ def _wait_for_version(mailbox: WeightMailbox, held: int, seconds: float = 0.05) 
         time.sleep(0.002)
 
 
-def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], results, held: int) -> int:
+def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], results, held: int, control: Control) -> int:
     """Generate the ready groups in one call and send each back; returns the version held after."""
-    state = {"held": held}
+    prompts = Batch.concat([request.prompts for request in ready])
+    if not spec.pausable:  # the engine generates a call in one piece: snapshots wait for its end
+        state = {"held": held}
 
-    def refresh() -> int:
-        state["held"] = mailbox.fetch(engine, state["held"])
-        return state["held"]
+        def refresh() -> int:
+            state["held"] = mailbox.fetch(engine, state["held"])
+            return state["held"]
 
-    newer = (lambda: mailbox.version > state["held"]) if spec.partial else None
-    out = generate_with_versions(engine, Batch.concat([request.prompts for request in ready]), spec.sampling, refresh, newer)
+        out, held = generate_with_versions(engine, prompts, spec.sampling, refresh), state["held"]
+    else:
+        out, held = _pausable(engine, spec, mailbox, ready, prompts, results, held, control)
     baselines = None
     if spec.with_baseline:  # with the weights the call ended with
         greedy = SamplingParams(max_new_tokens=spec.sampling.max_new_tokens, greedy=True)
@@ -211,7 +245,27 @@ def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[Grou
                                   None if baseline is None else Batch(baseline.tensors, baseline.non_tensors, {})))
         start += len(request.prompts)
     results.put(dumps(groups))
-    return state["held"]
+    return held
+
+
+def _pausable(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], prompts: Batch, results, held: int,
+              control: Control) -> tuple[Batch, int]:
+    """One call that pauses for snapshots (answered at once, then it goes on) and, with partial
+    rollouts, for new weights (taken, then it goes on): :mod:`rlhf.rollout.versioned`."""
+    prefixes = [prefix for request in ready for prefix in (request.prefixes or [None] * len(request.prompts))]
+    generation = VersionedGeneration(engine, prompts, spec.sampling, prefixes)
+    held = mailbox.fetch(engine, held)
+    while not generation.run(held, lambda: control.snapshot_asked() or (spec.partial and mailbox.version > held)):
+        if control.snapshot_asked():
+            states, start = generation.states(), 0
+            begun = {}
+            for request in ready:
+                begun[request.group_id] = states[start:start + len(request.prompts)]
+                start += len(request.prompts)
+            control.answer(results, begun)
+        if spec.partial:
+            held = mailbox.fetch(engine, held)
+    return generation.result(), held
 
 
 def dumps(items: list) -> bytes:
@@ -250,9 +304,8 @@ class RolloutProcess:
         context = torch_mp.get_context("spawn")
         self.mailbox = WeightMailbox(named_weights, context)
         self.requests, self.results = context.Queue(), context.Queue()
-        self.clock = context.Array("d", 2)
-        self.wanted = context.Value("q", -1, lock=False)
-        self.process = context.Process(target=worker_main, args=(spec, self.requests, self.results, self.mailbox, self.clock, self.wanted),
+        self.control = Control(context)
+        self.process = context.Process(target=worker_main, args=(spec, self.requests, self.results, self.mailbox, self.control),
                                        name="rlhf-rollout", daemon=True)
         self.process.start()
 
@@ -265,12 +318,35 @@ class RolloutProcess:
 
     def want(self, position: int) -> None:
         """The trainer waits for the group at stream `position`: start it whatever its gate."""
-        self.wanted.value = position
+        self.control.wanted.value = position
 
     def receive(self, timeout: float) -> list[GroupResult] | None:
         """The groups of the next finished generate call, or None when none came within
         `timeout` seconds; raises RolloutProcessError when the process reported an error or
         is dead."""
+        message = self._next_message(timeout)
+        if message is None or (isinstance(message, tuple) and message[0] == "snapshot"):  # an answer nobody waits for now
+            return None
+        return loads(message)
+
+    def snapshot(self, timeout: float) -> tuple[list[GroupResult], dict]:
+        """Ask for the responses begun: (the groups finished before the answer, {group id:
+        [row state, ...]} of the groups being generated)."""
+        self.control.snapshots.value += 1
+        asked, finished = int(self.control.snapshots.value), []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = self._next_message(min(1.0, max(0.01, deadline - time.monotonic())))
+            if isinstance(message, tuple) and message[0] == "snapshot":
+                if message[1] == asked:
+                    return finished, message[2]
+            elif message is not None:
+                finished += loads(message)
+        raise RolloutProcessError(f"{self.description} did not answer a checkpoint's snapshot within {timeout:.0f} s (async_training.timeout_s)")
+
+    def _next_message(self, timeout: float):
+        """The next message, or None after `timeout` seconds; raises RolloutProcessError when
+        the process reported an error or is dead."""
         try:
             message = self.results.get(timeout=timeout)
         except queue.Empty:
@@ -280,11 +356,11 @@ class RolloutProcess:
             return None
         if isinstance(message, tuple) and message[0] == "error":
             raise RolloutProcessError(f"{self.description} failed:\n{message[1]}")
-        return loads(message)
+        return message
 
     def seconds(self) -> tuple[float, float]:
         """(seconds the process waited for requests or weights, seconds it generated) since it started."""
-        return float(self.clock[0]), float(self.clock[1])
+        return float(self.control.clock[0]), float(self.control.clock[1])
 
     def close(self) -> None:
         """Stop the process: STOP, then terminate, then kill; never leaves it running."""

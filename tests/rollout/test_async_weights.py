@@ -66,3 +66,49 @@ def gathered(params, zero3: bool):
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_keeps_the_responses_begun_and_a_resume_goes_on_from_them(tmp_path: Path):
+    """`state_dict` while the rollout process generates long responses: it pauses, hands over
+    every row's response so far, and goes on; a source restored from that state requests those
+    groups with their responses begun, and the samples it gets start with them."""
+    overrides = [*SMALL, "rollout.max_new_tokens=48", "async_training.generate_groups=1", f"trainer.output_dir={tmp_path / 'run'}"]
+    run = build_run(load_recipe(RECIPES_DIR / "quickstart.yaml", overrides), "test")
+    roles = build_roles(run)
+    source = rollout_source(run)
+    try:
+        source.next_batch(roles, PhaseTimer())
+        for _ in range(20):  # the process is between calls only for moments
+            state = torch.load(_saved(source.state_dict(), tmp_path), weights_only=True)
+            if state["begun"]:
+                break
+        assert state["begun"], "no snapshot caught a generation under way"
+    finally:
+        source.close()
+    begun = {int(group_id): rows for group_id, rows in state["begun"]}
+    resumed = rollout_source(run)
+    resumed.load_state_dict(state)
+    try:
+        seen = {}
+        for _ in range(3):
+            batch = resumed.next_batch(roles, PhaseTimer()).batch
+            for row, group_id in enumerate(batch["group_index"]):
+                seen.setdefault(group_id, []).append(batch["response_ids"][row][batch["response_mask"][row].bool()].tolist())
+        continued = [group_id for group_id in begun if group_id in seen]
+        assert continued, (sorted(begun), sorted(seen))
+        for group_id in continued:  # each response begun is the start of one of the group's samples
+            responses = list(seen[group_id])
+            for prefix in sorted((row["tokens"] for row in begun[group_id]), key=len, reverse=True):
+                match = next(i for i, response in enumerate(responses) if response[: len(prefix)] == prefix)
+                responses.pop(match)
+    finally:
+        resumed.close()
+        roles.close()
+
+
+def _saved(state: dict, directory: Path) -> Path:
+    """`state` written as a checkpoint's loop.pt would hold it."""
+    path = directory / "loop.pt"
+    torch.save(state, path)
+    return path

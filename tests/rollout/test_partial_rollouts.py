@@ -109,3 +109,26 @@ def test_tokens_after_new_weights_are_the_new_policys_alone(tmp_path):
         scored = logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
         torch.testing.assert_close(out["rollout_logprobs"][row][valid][2:], scored[2:], atol=1e-4, rtol=0)
         assert out["token_versions"][row][valid].tolist() == [0, 0] + [1] * (len(tokens) - 2)
+
+
+def test_a_generation_goes_on_from_the_responses_a_snapshot_saved(tmp_path):
+    """Paused after 3 steps, its rows' states (as a checkpoint holds them) given to a new call
+    as prefixes: the greedy responses, logprobs and versions are those of one uninterrupted call."""
+    from rlhf.rollout.versioned import VersionedGeneration
+
+    first, _, tokenizer = models(tmp_path)
+    batch = prompt_batch([{"prompt": p, "ground_truth": "0"} for p in PROMPTS], tokenizer)
+    engine = HFRolloutEngine(first, tokenizer)
+    whole = VersionedGeneration(engine, batch, GREEDY)
+    assert whole.run(5, None)
+    steps = []
+    paused = VersionedGeneration(engine, batch, GREEDY)
+    assert not paused.run(5, lambda: steps.append(1) or len(steps) == 3)
+    saved = paused.states()
+    assert any(state["tokens"] and len(state["tokens"]) == 3 for state in saved)
+    resumed = VersionedGeneration(engine, batch, GREEDY, prefixes=saved)
+    assert resumed.run(5, None)
+    got, expected = resumed.result(), whole.result()
+    assert torch.equal(got["response_ids"], expected["response_ids"])
+    torch.testing.assert_close(got["rollout_logprobs"], expected["rollout_logprobs"], atol=1e-5, rtol=0)
+    assert torch.equal(got["token_versions"], expected["token_versions"])
