@@ -34,9 +34,10 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import PromptStream
 from rlhf.models.lora import base_module
-from rlhf.rollout.async_worker import GroupRequest, GroupResult, RolloutProcess, RolloutProcessError, WorkerSpec
+from rlhf.rollout.async_worker import GroupRequest, GroupResult, WorkerSpec
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.registry import rollout_engine
+from rlhf.rollout.rollout_process import RolloutProcess, RolloutProcessError
 from rlhf.rollout.source import PromptGroups, Sampled, score
 from rlhf.rollout.staleness import earliest_version, staleness, staleness_histogram
 from rlhf.rollout.sync_source import informative_samples
