@@ -301,4 +301,4 @@ def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtyp
                       tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial, with_baseline=with_baseline,
                       pausable=rollout_engine(config.rollout.engine).can_pause,
                       generate_groups=settings.generate_groups or config.data.train_batch_size,
-                      threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=list(settings.rollout_cpus))
+                      threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=list(settings.rollout_cpus), trainer_pid=os.getpid())

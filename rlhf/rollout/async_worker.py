@@ -93,6 +93,8 @@ class WorkerSpec:
     threads: int
     seed: int
     cpus: list[int]
+    trainer_pid: int
+    """The trainer's process id: when this process's parent is another, the trainer is gone."""
     """CPU ids to run on (empty: those of the trainer)."""
 
 
@@ -119,6 +121,8 @@ class Control:
 def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, control: Control) -> None:
     """The rollout process: steps (1)-(4) of the module docstring until `STOP`."""
     _die_with_parent()
+    if os.getppid() != spec.trainer_pid:  # the trainer died before PR_SET_PDEATHSIG was set (while this process started)
+        return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if spec.cpus:
         os.sched_setaffinity(0, spec.cpus)
@@ -131,7 +135,7 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, con
         while True:
             # 1. requests (wait when there is nothing to do)
             waited = time.perf_counter()
-            if not _take_requests(requests, pending, block=not pending, control=control, results=results):
+            if not _take_requests(requests, pending, block=not pending, control=control, results=results, trainer_pid=spec.trainer_pid):
                 results.cancel_join_thread()  # results the trainer will not read must not hold up the exit
                 return
             # 2. the newest weights
@@ -173,14 +177,14 @@ def _build_engine(spec: WorkerSpec, mailbox: WeightMailbox):
     return build_rollout(spec.config, module, spec.tokenizer, spec.model_path, share_module=True)
 
 
-def _take_requests(requests, pending: deque, block: bool, control: Control, results) -> bool:
+def _take_requests(requests, pending: deque, block: bool, control: Control, results, trainer_pid: int) -> bool:
     """Move arrived requests to `pending` (waiting for one when `block`, answering snapshots
     meanwhile); False on STOP."""
     while True:
         try:
             message = requests.get(timeout=0.05) if block else requests.get_nowait()
         except queue.Empty:
-            if block and os.getppid() == 1:  # the trainer is gone (no PR_SET_PDEATHSIG here)
+            if block and os.getppid() != trainer_pid:  # the trainer is gone (where PR_SET_PDEATHSIG is not available)
                 return False
             if block and control.snapshot_asked():
                 control.answer(results, {})

@@ -167,3 +167,32 @@ def test_remax_gets_its_greedy_baselines_from_the_rollout_process(tmp_path):
     for record in read_jsonl(out / "metrics.jsonl")[1:]:
         assert 0.0 <= record["remax/baseline_mean"] <= 1.0 and "time/baseline_s" in record
     assert trained_groups(out) == list(range(12))
+
+
+@pytest.mark.slow
+def test_a_trainer_killed_while_its_rollout_process_starts_leaves_nothing_behind(tmp_path):
+    """SIGKILL of the trainer while its rollout process still starts (imports its modules,
+    rebuilds the shared weights) leaves nothing behind. `kill_resume.py --async` once killed
+    it in the last moments before the process asked the kernel to kill it with its parent
+    (PR_SET_PDEATHSIG); it now checks its parent right after asking. This test kills at the
+    first sight of the process, which does not always hit that narrow window."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "rlhf.cli.main", "train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=50", *SMALL,
+               "sft.enabled=false"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                               start_new_session=True)
+    try:
+        deadline, rollout_pid = time.monotonic() + 120, None
+        while rollout_pid is None and time.monotonic() < deadline:  # the moment the trainer has spawned it
+            children = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(process.pid)], capture_output=True, text=True).stdout.splitlines()
+            rollout_pid = next((int(line.split()[0]) for line in children if "spawn_main" in line), None)
+            time.sleep(0.01)
+        assert rollout_pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{rollout_pid}").exists() and "zombie" not in Path(f"/proc/{rollout_pid}/status").read_text():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{rollout_pid}").exists() or "zombie" in Path(f"/proc/{rollout_pid}/status").read_text()

@@ -164,9 +164,10 @@ def kill_once(settings: Settings, index: int, plan: KillPlan) -> tuple[Kill | No
     return kill, None
 
 
-def outlived(session: int, grace_s: float = 5.0) -> list[int]:
+def outlived(session: int, grace_s: float = 15.0) -> list[int]:
     """Processes of a killed launch's session still alive `grace_s` after the kill (a rollout
-    process whose trainer was killed gets that long to end); they are then killed."""
+    process whose trainer was killed gets that long to end: one killed while it still imports
+    its modules notices at its first line); they are then killed."""
     deadline = time.monotonic() + grace_s
     while survivors(session) and time.monotonic() < deadline:
         time.sleep(0.05)
