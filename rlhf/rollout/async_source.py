@@ -52,6 +52,8 @@ class AsyncRolloutSource:
         tokenize: prompt rows -> a left-padded prompt Batch.
         tokenizer, model_path, sampling: the policy's tokenizer, its checkpoint (for engines
             that load their own model) and how responses are sampled.
+        with_baseline: the rollout process also samples one greedy response per group, scored
+            here as `baseline_scores` (ReMax).
     """
 
     def __init__(self, config: RecipeConfig, stream: PromptStream, tokenize: Callable[[list[dict]], Batch], *, tokenizer, model_path: str,
