@@ -94,12 +94,19 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     step_seconds = time.perf_counter() - step_start
     step_metrics = batch_metrics(batch, sampled.all_scores, step_seconds, device_count(config))
     step_metrics.update(phase_shares(timer.seconds, step_seconds))  # the timer holds this step's phases: the loop pops it
-    for name in ("logprob_diff", "kl_k3"):  # measured in the update when no old-logprob pass ran
+    rename_update_measurements(metrics, step_metrics)
+    return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
+
+
+def rename_update_measurements(metrics: dict[str, float], step_metrics: dict[str, float]) -> None:
+    """What the update measured because no old-logprob pass ran, under the names the pass
+    would have given it: the rollout engine's gap (`actor/rollout_*` -> `rollout/*`, unless
+    the batch metrics have it) and the correction's weights (`actor/off_policy/*` -> `off_policy/*`)."""
+    for name in ("logprob_diff", "kl_k3"):
         if f"actor/rollout_{name}" in metrics:
             step_metrics.setdefault(f"rollout/{name}", metrics.pop(f"actor/rollout_{name}"))
-    for key in [key for key in metrics if key.startswith("actor/off_policy/")]:  # likewise
+    for key in [key for key in metrics if key.startswith("actor/off_policy/")]:
         metrics[key.removeprefix("actor/")] = metrics.pop(key)
-    return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
 
 
 def archer_critic_step(run: Run, roles: Roles, batch: Batch) -> dict[str, float]:

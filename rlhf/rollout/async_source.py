@@ -40,7 +40,7 @@ from rlhf.rollout.registry import rollout_engine
 from rlhf.rollout.rollout_process import RolloutProcess, RolloutProcessError
 from rlhf.rollout.source import PromptGroups, Sampled, score
 from rlhf.rollout.staleness import earliest_version, staleness, staleness_histogram
-from rlhf.rollout.sync_source import informative_samples
+from rlhf.rollout.sync_source import DynamicRounds
 
 
 class AsyncRolloutSource:
@@ -82,11 +82,11 @@ class AsyncRolloutSource:
         """Steps (1)-(4) of the module docstring; with `data.dynamic_sampling`, more groups
         until the batch is informative (:meth:`_informative`)."""
         self._start(roles)
-        batch, metrics, dropped = self._round(roles, timer, self.batch_groups)
-        all_scores = batch["scores"]
         if self.config.data.dynamic_sampling.enabled:
-            batch, all_scores, extra, dropped = self._informative(batch, metrics, roles, timer, dropped)
-            metrics.update(extra)
+            batch, all_scores, metrics, dropped = self._informative(roles, timer)
+        else:
+            batch, metrics, dropped = self._round(roles, timer, self.batch_groups)
+            all_scores = batch["scores"]
         metrics.update(self._metrics(batch, dropped))
         self.last = Sampled(batch, all_scores, metrics)
         return self.last
@@ -110,33 +110,19 @@ class AsyncRolloutSource:
                 metrics["remax/baseline_mean"] = baseline.mean().item()
         return batch, metrics, dropped
 
-    def _informative(self, batch: Batch, metrics: dict, roles, timer, dropped: int) -> tuple[Batch, torch.Tensor, dict[str, float], int]:
+    def _informative(self, roles, timer) -> tuple[Batch, torch.Tensor, dict[str, float], int]:
         """DAPO's dynamic sampling (Yu et al. 2025, sec. 3.2) on the stream: groups whose
-        rewards are all equal are set aside and the next groups taken, as many as are missing,
-        for at most `max_extra_rounds` more rounds; the batch is then filled up with set-aside
-        groups (as the synchronous source does). Unlike it, an extra round takes only the groups
-        still missing, not a whole batch. Returns (batch, every score seen, metrics, drops)."""
-        wanted, n = self.batch_groups * self.n, self.n
-        kept, set_aside, scores, rounds = [], [], [], 0
-        while True:
-            informative = informative_samples(batch["scores"], batch["group_index"])
-            kept.append(batch.select(informative.nonzero().squeeze(-1)))
-            set_aside.append(batch.select((~informative).nonzero().squeeze(-1)))
-            scores.append(batch["scores"])
-            rounds += 1
-            missing = (wanted - sum(len(part) for part in kept)) // n
-            if missing <= 0 or rounds > self.config.data.dynamic_sampling.max_extra_rounds:
-                break
-            batch, round_metrics, round_dropped = self._round(roles, timer, missing)
+        rewards are all equal are set aside and the next groups taken, for at most
+        `max_extra_rounds` more rounds; the batch is then filled up with set-aside groups (as
+        the synchronous source does, :class:`rlhf.rollout.sync_source.DynamicRounds`). Unlike
+        it, an extra round takes only the groups still missing, not a whole batch. Returns
+        (batch, every score seen, metrics, groups dropped as too old)."""
+        rounds, dropped = DynamicRounds(self.n), 0
+        while rounds.kept_groups < self.batch_groups and rounds.count <= self.config.data.dynamic_sampling.max_extra_rounds:
+            batch, metrics, round_dropped = self._round(roles, timer, self.batch_groups - rounds.kept_groups)
+            rounds.add(batch, metrics)
             dropped += round_dropped
-            for key, value in round_metrics.items():  # reward metrics: the mean over rounds
-                metrics[key] = metrics.get(key, 0.0) + (value - metrics.get(key, 0.0)) / (rounds + 1)
-        kept_groups = sum(len(part) for part in kept) // n
-        final = Batch.concat(kept + set_aside).select(range(wanted))
-        final.meta["tokenizer"] = self.tokenizer
-        extra = {"dynamic_sampling/rounds": float(rounds), "dynamic_sampling/dropped_groups": float(sum(len(part) for part in set_aside) // n),
-                 "dynamic_sampling/filled_groups": float(max(0, self.batch_groups - kept_groups))}
-        return final, torch.cat(scores), extra, dropped
+        return (*rounds.result(self.batch_groups), dropped)
 
     def _metrics(self, batch: Batch, dropped: int) -> dict[str, float]:
         """Staleness, buffer and both sides' idle time (see the README's list)."""
@@ -186,10 +172,9 @@ class AsyncRolloutSource:
         policy = base_module(roles.actor.engine.module)
         spec = worker_spec(self.config, policy, next(iter(weights.values())).dtype, self.tokenizer, self.model_path, self.sampling,
                            self.with_baseline)
-        self.process = RolloutProcess(spec, weights.items())
+        self.process = RolloutProcess(spec, weights.items(), self.version)
         if spec.cpus:  # the trainer keeps the CPUs the rollout process does not run on
             os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - set(spec.cpus))
-        self.process.mailbox.post(weights.items(), self.version)
         self._submit(sorted(self.in_flight.items(), key=lambda item: item[1][0]))
 
     def _request_more(self) -> None:

@@ -223,13 +223,8 @@ def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[Grou
     """Generate the ready groups in one call and send each back; returns the version held after."""
     prompts = Batch.concat([request.prompts for request in ready])
     if not spec.pausable:  # the engine generates a call in one piece: snapshots wait for its end
-        state = {"held": held}
-
-        def refresh() -> int:
-            state["held"] = mailbox.fetch(engine, state["held"])
-            return state["held"]
-
-        out, held = generate_with_versions(engine, prompts, spec.sampling, refresh), state["held"]
+        held = mailbox.fetch(engine, held)
+        out = generate_with_versions(engine, prompts, spec.sampling, refresh=lambda: held)
     else:
         out, held = _pausable(engine, spec, mailbox, ready, prompts, results, held, control)
     baselines = None

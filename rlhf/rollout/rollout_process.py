@@ -21,9 +21,10 @@ class RolloutProcessError(RuntimeError):
 class RolloutProcess:
     """The trainer's handle: start, submit requests, receive groups, stop."""
 
-    def __init__(self, spec: WorkerSpec, named_weights):
+    def __init__(self, spec: WorkerSpec, named_weights, version: int):
+        """Start the process with `named_weights` as policy version `version`."""
         context = torch_mp.get_context("spawn")
-        self.mailbox = WeightMailbox(named_weights, context)
+        self.mailbox = WeightMailbox(named_weights, context, version)
         self.requests, self.results = context.Queue(), context.Queue()
         self.control = Control(context)
         self.process = context.Process(target=worker_main, args=(spec, self.requests, self.results, self.mailbox, self.control),

@@ -80,24 +80,50 @@ class SyncRolloutSource:
 
     def _dynamic(self, roles, timer, max_extra_rounds: int) -> Sampled:
         """DAPO's dynamic sampling (Yu et al. 2025, sec. 3.2): keep groups whose rewards differ."""
-        n, wanted = self.n, self.prompts.batch_size
-        kept, dropped, scores, round_metrics = [], [], [], []
-        while sum(len(b) for b in kept) < wanted * n and len(round_metrics) <= max_extra_rounds:
-            batch, metrics = self.round(roles, timer)
-            informative = informative_samples(batch["scores"], batch["group_index"])
-            kept.append(batch.select(informative.nonzero().squeeze(-1)))
-            dropped.append(batch.select((~informative).nonzero().squeeze(-1)))
-            scores.append(batch["scores"])
-            round_metrics.append(metrics)
-        batch = Batch.concat(kept + dropped).select(range(wanted * n))  # kept groups first
-        kept_groups = sum(len(b) for b in kept) // n
-        metrics = {key: sum(m[key] for m in round_metrics) / len(round_metrics) for key in round_metrics[0]}
+        wanted, rounds = self.prompts.batch_size, DynamicRounds(self.n)
+        while rounds.kept_groups < wanted and rounds.count <= max_extra_rounds:
+            rounds.add(*self.round(roles, timer))
+        return Sampled(*rounds.result(wanted))
+
+
+class DynamicRounds:
+    """The rounds of DAPO's dynamic sampling: each scored batch's informative groups are kept,
+    the others set aside; the result is `groups` groups, kept ones first, filled up with
+    set-aside ones (the batch keeps its size), with the `dynamic_sampling/*` metrics and the
+    rounds' reward metrics averaged. Shared by the synchronous and asynchronous sources."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.kept: list[Batch] = []
+        self.set_aside: list[Batch] = []
+        self.scores: list[torch.Tensor] = []
+        self.metrics: list[dict[str, float]] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.metrics)
+
+    @property
+    def kept_groups(self) -> int:
+        return sum(len(batch) for batch in self.kept) // self.n
+
+    def add(self, batch: Batch, metrics: dict[str, float]) -> None:
+        informative = informative_samples(batch["scores"], batch["group_index"])
+        self.kept.append(batch.select(informative.nonzero().squeeze(-1)))
+        self.set_aside.append(batch.select((~informative).nonzero().squeeze(-1)))
+        self.scores.append(batch["scores"])
+        self.metrics.append(metrics)
+
+    def result(self, groups: int) -> tuple[Batch, torch.Tensor, dict[str, float]]:
+        """(the batch, every score of every round, metrics)."""
+        batch = Batch.concat(self.kept + self.set_aside).select(range(groups * self.n))  # kept groups first
+        metrics = {key: sum(m[key] for m in self.metrics) / self.count for key in self.metrics[0]}
         metrics.update({
-            "dynamic_sampling/rounds": float(len(round_metrics)),
-            "dynamic_sampling/dropped_groups": float(sum(len(b) for b in dropped) // n),
-            "dynamic_sampling/filled_groups": float(max(0, wanted - kept_groups)),
+            "dynamic_sampling/rounds": float(self.count),
+            "dynamic_sampling/dropped_groups": float(sum(len(b) for b in self.set_aside) // self.n),
+            "dynamic_sampling/filled_groups": float(max(0, groups - self.kept_groups)),
         })
-        return Sampled(batch, torch.cat(scores), metrics)
+        return batch, torch.cat(self.scores), metrics
 
 
 def informative_samples(scores: torch.Tensor, group_index) -> torch.Tensor:

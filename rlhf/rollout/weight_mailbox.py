@@ -19,10 +19,11 @@ class WeightMailbox:
     """Shared tensors + lock + version; picklable into a spawned process (torch shares the
     tensors' storage instead of copying it)."""
 
-    def __init__(self, named_tensors: Iterable[tuple[str, torch.Tensor]], context):
+    def __init__(self, named_tensors: Iterable[tuple[str, torch.Tensor]], context, version: int = 0):
+        """Shared copies of `named_tensors`, published as `version`."""
         self.tensors = {name: tensor.detach().to("cpu", copy=True).share_memory_() for name, tensor in named_tensors}
         self.lock = context.Lock()
-        self._version = context.Value("q", 0, lock=False)
+        self._version = context.Value("q", version, lock=False)
 
     @property
     def version(self) -> int:
