@@ -67,5 +67,6 @@ def async_errors(cfg: RecipeConfig) -> Iterable[str]:
     if cfg.distributed.backend == "ray":
         yield ("rollout.mode: async runs on the local backend (the rollout in a process of its own beside the trainer); "
                "with distributed.backend: ray it is not available yet")
-    if cfg.env.type:
-        yield "rollout.mode: async serves single-turn runs; multi-turn episodes (env.type) need rollout.mode: sync for now"
+    if cfg.env.type and run.partial:
+        yield ("async_training.partial: an episode of a multi-turn run (env.type) is played with one policy version from its first "
+               "action to its last, so there is nothing to pause; set it to false")

@@ -94,16 +94,16 @@ def _train(run: Run, roles: Roles, source: RolloutSource) -> RLResult:
 
 
 def rollout_source(run: Run) -> RolloutSource:
-    """Where the run's samples come from: episodes against `env` in a multi-turn run, a
-    rollout process beside the trainer with `rollout.mode: async`, else synchronous
-    single-turn generation."""
+    """Where the run's samples come from: a rollout process beside the trainer with
+    `rollout.mode: async` (responses, or episodes against `env`), else episodes against `env`
+    in a multi-turn run, else synchronous single-turn generation."""
     config = run.config
-    if config.env.type:
-        return multi_turn_source(run)
     stream = PromptStream(run.train_rows, config.data.train_batch_size, config.trainer.seed)
-    if config.rollout.mode == "async":
+    if config.rollout.mode == "async":  # single-turn or multi-turn (the rollout process plays the episodes)
         return AsyncRolloutSource(config, stream, run.prompts, tokenizer=run.tokenizer, model_path=run.model_path, sampling=sampling_params(config),
                                   with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
+    if config.env.type:
+        return multi_turn_source(run)
     return SyncRolloutSource(stream, run.prompts, n=config.rollout.n, sampling=sampling_params(config), dynamic=config.data.dynamic_sampling,
                              with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
 

@@ -29,6 +29,10 @@ import torch
 LEFT_PADDED = frozenset({"prompt_ids", "prompt_mask"})
 """Tensors padded on the left (prompts end where the response starts)."""
 
+PAD_VALUES = {"turn_index": -1, "action_starts": -1, "action_ends": -1, "token_versions": -1}
+"""Tensors whose padding is not 0 (−1 marks "no turn" / "no token" there); every other tensor
+is padded with 0."""
+
 
 @dataclass
 class Batch:
@@ -99,22 +103,24 @@ class Batch:
 
     @staticmethod
     def concat(batches: Iterable["Batch"]) -> "Batch":
-        """Samples of all batches in order. Tensors are padded with 0 to a common width along
-        dim 1 when their widths differ: on the left for the left-padded prompt tensors
-        (`LEFT_PADDED`), on the right for everything else (responses of separate chunks)."""
+        """Samples of all batches in order. Tensors are padded to a common width along dim 1
+        when their widths differ (with 0, or their `PAD_VALUES`): on the left for the
+        left-padded prompt tensors (`LEFT_PADDED`), on the right for everything else (responses
+        of separate chunks, the turns of separate episode batches)."""
         batches = list(batches)
         if not batches:
             return Batch()
-        tensors = {k: _cat_padded([b.tensors[k] for b in batches], left=k in LEFT_PADDED) for k in batches[0].tensors}
+        tensors = {k: _cat_padded([b.tensors[k] for b in batches], left=k in LEFT_PADDED, value=PAD_VALUES.get(k, 0))
+                   for k in batches[0].tensors}
         non_tensors = {k: [x for b in batches for x in b.non_tensors[k]] for k in batches[0].non_tensors}
         return Batch(tensors, non_tensors, dict(batches[0].meta))
 
 
-def _cat_padded(parts: list[torch.Tensor], left: bool = False) -> torch.Tensor:
+def _cat_padded(parts: list[torch.Tensor], left: bool = False, value: int = 0) -> torch.Tensor:
     if parts[0].dim() < 2 or len({p.shape[1] for p in parts}) == 1:
         return torch.cat(parts)
     width = max(p.shape[1] for p in parts)
-    padded = [torch.nn.functional.pad(p, (width - p.shape[1], 0) if left else (0, width - p.shape[1])) for p in parts]
+    padded = [torch.nn.functional.pad(p, (width - p.shape[1], 0) if left else (0, width - p.shape[1]), value=value) for p in parts]
     return torch.cat(padded)
 
 

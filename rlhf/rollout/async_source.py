@@ -14,6 +14,9 @@ this source, in the trainer's process, keeps the stream going:
         dropped and counted, or kept with `stale: correct`
     (3) request replacements at once, so the rollout side generates during the update
     (4) score the batch with the reward sources, in this process
+In a multi-turn run (`env.type`) a group is `rollout.n` episodes of one prompt row, played to
+their end by the rollout process against environments of its own
+(:mod:`rlhf.rollout.async_episodes`); step (4) grades their final answers.
 After each step the loop calls :meth:`AsyncRolloutSource.after_step`, which posts the new
 weights to the rollout process every `async_training.sync_every` versions.
 
@@ -36,6 +39,7 @@ from rlhf.data.prompts import PromptStream
 from rlhf.models.lora import base_module
 from rlhf.rollout.async_worker import GroupRequest, GroupResult, WorkerSpec
 from rlhf.rollout.base import SamplingParams
+from rlhf.rollout.multi_turn import score_episodes
 from rlhf.rollout.registry import rollout_engine
 from rlhf.rollout.rollout_process import RolloutProcess, RolloutProcessError
 from rlhf.rollout.source import PromptGroups, Sampled, score
@@ -62,6 +66,8 @@ class AsyncRolloutSource:
         self.prompts, self.tokenize = PromptGroups(stream), tokenize
         self.tokenizer, self.model_path, self.sampling, self.with_baseline = tokenizer, model_path, sampling, with_baseline
         self.batch_groups, self.n = config.data.train_batch_size, config.rollout.n
+        self.episodes = bool(config.env.type)
+        """Multi-turn: groups are episodes (the rows travel, the rollout process plays them)."""
         self.capacity = self.settings.buffer_size or (self.settings.max_staleness + 1) * self.batch_groups
         self.version = 0
         """The trainer's policy version: updates applied so far."""
@@ -99,8 +105,11 @@ class AsyncRolloutSource:
         self._request_more()  # 3.
         batch = Batch.concat([group.batch for group in taken])
         batch.meta["tokenizer"] = self.tokenizer
-        with timer.phase("reward"):  # 4.
-            metrics = score(roles.reward, batch)
+        if self.episodes:  # 4.
+            metrics = score_episodes(roles.reward, batch, self.tokenizer, timer)
+        else:
+            with timer.phase("reward"):
+                metrics = score(roles.reward, batch)
         if self.with_baseline:  # ReMax: the greedy responses the rollout process sampled beside
             with timer.phase("baseline"):
                 baselines = Batch.concat([group.baseline for group in taken])
@@ -194,11 +203,15 @@ class AsyncRolloutSource:
         """Send requests for `groups` [(group id, (position, row))], tokenised together."""
         if not groups:
             return
-        prompts = self.tokenize([row for _, (_, row) in groups]).set("group_index", [group_id for group_id, _ in groups])
+        if not self.episodes:
+            prompts = self.tokenize([row for _, (_, row) in groups]).set("group_index", [group_id for group_id, _ in groups])
         gated = self.settings.stale == "drop"
         requests = []
-        for index, (group_id, (position, _)) in enumerate(groups):
+        for index, (group_id, (position, row)) in enumerate(groups):
             earliest = earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0
+            if self.episodes:
+                requests.append(GroupRequest(group_id, position, earliest, None, rows=[row] * self.n))
+                continue
             one = prompts.select([index] * self.n)
             requests.append(GroupRequest(group_id, position, earliest, Batch(one.tensors, one.non_tensors, {}), self.begun.pop(group_id, None)))
         self.process.submit(requests)
@@ -286,6 +299,6 @@ def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtyp
     settings = config.async_training
     return WorkerSpec(config=config, architecture=policy.config, generation_config=policy.generation_config, dtype=dtype,
                       tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial, with_baseline=with_baseline,
-                      pausable=rollout_engine(config.rollout.engine).can_pause,
+                      episodes=bool(config.env.type), pausable=rollout_engine(config.rollout.engine).can_pause and not config.env.type,
                       generate_groups=settings.generate_groups or config.data.train_batch_size,
                       threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=list(settings.rollout_cpus), trainer_pid=os.getpid())

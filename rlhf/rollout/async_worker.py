@@ -10,7 +10,8 @@ The process holds its own rollout engine (its own copy of the policy) and loops:
         (idle time; the staleness bound)
     (4) generate them in one call, every token tagged with its policy version (with partial
         rollouts a call takes new weights mid-way: :mod:`rlhf.rollout.versioned`), and send
-        each group back
+        each group back; in a multi-turn run a call plays the groups' episodes to their end
+        against the process's own environments (:mod:`rlhf.rollout.async_episodes`)
 
 A checkpoint asks for a snapshot (`RolloutProcess.snapshot`): the process pauses its generation
 after the current decoding step, sends every row's response so far, and goes on; a resumed run
@@ -48,17 +49,24 @@ STOP = "stop"
 
 @dataclass
 class GroupRequest:
-    """One prompt to sample `len(prompts)` responses for."""
+    """One prompt to sample n responses (or play n episodes) for."""
 
     group_id: int
     position: int
     """Its place in the stream of requests (groups are trained in this order)."""
     earliest: int
     """The oldest policy version that may start it (:func:`rlhf.rollout.staleness.earliest_version`)."""
-    prompts: Batch
-    """[n, P] the prompt repeated n times, with its row's fields."""
+    prompts: Batch | None
+    """[n, P] the prompt repeated n times, with its row's fields (None in a multi-turn run)."""
     prefixes: list | None = None
     """Per row, a response begun before a checkpoint (`RowState.as_dict`), to go on from."""
+    rows: list[dict] | None = None
+    """Multi-turn: the dataset row of each of the n episodes (the environments start from it)."""
+
+    @property
+    def size(self) -> int:
+        """n: the responses or episodes of the group."""
+        return len(self.rows) if self.rows is not None else len(self.prompts)
 
 
 @dataclass
@@ -89,13 +97,15 @@ class WorkerSpec:
     """The engine's generate can pause between decoding steps (takes `interrupt`: HF)."""
     with_baseline: bool
     """Also generate one greedy response per group (ReMax's baseline)."""
+    episodes: bool
+    """Multi-turn: groups are episodes against `config.env`'s environments, built in the process."""
     generate_groups: int
     threads: int
     seed: int
     cpus: list[int]
+    """CPU ids to run on (empty: those of the trainer)."""
     trainer_pid: int
     """The trainer's process id: when this process's parent is another, the trainer is gone."""
-    """CPU ids to run on (empty: those of the trainer)."""
 
 
 class Control:
@@ -128,8 +138,13 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, con
         os.sched_setaffinity(0, spec.cpus)
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
+    player = None
     try:
         engine = _build_engine(spec, mailbox)
+        if spec.episodes:
+            from rlhf.rollout.async_episodes import EpisodePlayer
+
+            player = EpisodePlayer(spec.config, spec.tokenizer, spec.sampling)
         held = mailbox.fetch(engine, -1)
         pending: deque[GroupRequest] = deque()
         while True:
@@ -151,10 +166,13 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, con
                 continue
             # 4. generate, send each group back
             started = time.perf_counter()
-            held = _generate(engine, spec, mailbox, ready, results, held, control)
+            held = _generate(engine, spec, mailbox, ready, results, held, control, player)
             control.clock[1] += time.perf_counter() - started
-    except BaseException:  # noqa: BLE001 -- everything goes back to the trainer, which raises it
-        results.put(("error", traceback.format_exc()))
+    except BaseException as error:  # noqa: BLE001 -- everything goes back to the trainer, which raises it
+        results.put(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+    finally:
+        if player is not None:
+            player.close()
 
 
 def _build_engine(spec: WorkerSpec, mailbox: WeightMailbox):
@@ -219,43 +237,49 @@ def _wait_for_version(mailbox: WeightMailbox, held: int, seconds: float = 0.05) 
         time.sleep(0.002)
 
 
-def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], results, held: int, control: Control) -> int:
-    """Generate the ready groups in one call and send each back; returns the version held after."""
-    prompts = Batch.concat([request.prompts for request in ready])
-    if not spec.pausable:  # the engine generates a call in one piece: snapshots wait for its end
+def _generate(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], results, held: int, control: Control,
+              player=None) -> int:
+    """Generate the ready groups in one call (play their episodes, with `player`) and send each
+    back; returns the version held after."""
+    if player is not None:  # episodes are played with one version each, start to end
+        held = mailbox.fetch(engine, held)
+        rows = [row for request in ready for row in request.rows]
+        out = player.play(engine, rows, [request.group_id for request in ready for _ in request.rows], held)
+    elif not spec.pausable:  # the engine generates a call in one piece: snapshots wait for its end
+        prompts = Batch.concat([request.prompts for request in ready])
         held = mailbox.fetch(engine, held)
         out = generate_with_versions(engine, prompts, spec.sampling, refresh=lambda: held)
     else:
-        out, held = _pausable(engine, spec, mailbox, ready, prompts, results, held, control)
+        out, held = _pausable(engine, spec, mailbox, ready, results, held, control)
     baselines = None
     if spec.with_baseline:  # with the weights the call ended with
         greedy = SamplingParams(max_new_tokens=spec.sampling.max_new_tokens, greedy=True)
         baselines = engine.generate(Batch.concat([request.prompts.select([0]) for request in ready]), greedy)
     groups, start = [], 0
     for index, request in enumerate(ready):
-        part = out.select(range(start, start + len(request.prompts)))
+        part = out.select(range(start, start + request.size))
         baseline = None if baselines is None else baselines.select([index])
         groups.append(GroupResult(request.group_id, Batch(part.tensors, part.non_tensors, {}),
                                   None if baseline is None else Batch(baseline.tensors, baseline.non_tensors, {})))
-        start += len(request.prompts)
+        start += request.size
     results.put(dumps(groups))
     return held
 
 
-def _pausable(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], prompts: Batch, results, held: int,
+def _pausable(engine, spec: WorkerSpec, mailbox: WeightMailbox, ready: list[GroupRequest], results, held: int,
               control: Control) -> tuple[Batch, int]:
     """One call that pauses for snapshots (answered at once, then it goes on) and, with partial
     rollouts, for new weights (taken, then it goes on): :mod:`rlhf.rollout.versioned`."""
-    prefixes = [prefix for request in ready for prefix in (request.prefixes or [None] * len(request.prompts))]
-    generation = VersionedGeneration(engine, prompts, spec.sampling, prefixes)
+    prefixes = [prefix for request in ready for prefix in (request.prefixes or [None] * request.size)]
+    generation = VersionedGeneration(engine, Batch.concat([request.prompts for request in ready]), spec.sampling, prefixes)
     held = mailbox.fetch(engine, held)
     while not generation.run(held, lambda: control.snapshot_asked() or (spec.partial and mailbox.version > held)):
         if control.snapshot_asked():
             states, start = generation.states(), 0
             begun = {}
             for request in ready:
-                begun[request.group_id] = states[start:start + len(request.prompts)]
-                start += len(request.prompts)
+                begun[request.group_id] = states[start:start + request.size]
+                start += request.size
             control.answer(results, begun)
         if spec.partial:
             held = mailbox.fetch(engine, held)
@@ -279,7 +303,7 @@ def loads(message: bytes) -> list:
 def _with_batch(item, convert):
     """`item` (a GroupRequest or GroupResult) with its batch converted."""
     if isinstance(item, GroupRequest):
-        return dataclasses.replace(item, prompts=convert(item.prompts))
+        return dataclasses.replace(item, prompts=None if item.prompts is None else convert(item.prompts))
     return dataclasses.replace(item, batch=convert(item.batch), baseline=None if item.baseline is None else convert(item.baseline))
 
 

@@ -12,10 +12,11 @@ One trajectory is one row (B trajectories, P prompt tokens, R response tokens, K
     num_turns [B], scores [B]           turns played; the return (sum of turn rewards)
     rollout_logprobs [B, R]             the engine's logprobs of the action tokens (0 elsewhere)
 
-and per row `group_index`, `truncated`, `success`, `conversation`, and the dataset row's
-fields. When an environment ends an episode with `info["answer"]`, the recipe's reward
-sources score that answer and the score joins the last turn's reward (how the `tool`
-environment's final answers are graded by `gsm8k`, `math` or a reward function).
+and per row `group_index`, `truncated`, `success`, `conversation`, `episode_answer` (the
+final answer to grade, or None), `episode_tool_calls`, and the dataset row's fields. When an
+environment ends an episode with `info["answer"]`, the recipe's reward sources score that
+answer and the score joins the last turn's reward (how the `tool` environment's final answers
+are graded by `gsm8k`, `math` or a reward function).
 """
 
 from __future__ import annotations
@@ -81,13 +82,20 @@ def play_and_score(rows: list[dict], roles, pool, turn_format: TurnFormat, sampl
     choose = policy_chooser(roles.rollout, sampling, pad_id, timer)
     episodes = play_episodes(rows, pool, choose, turn_format, limits, eos_ids(turn_format.tokenizer), on_env=lambda: timer.phase("env"))
     batch = episodes_batch(episodes, rows, pad_id)
+    return batch, score_episodes(roles.reward, batch, turn_format.tokenizer, timer)
+
+
+def score_episodes(reward, batch: Batch, tokenizer, timer) -> dict[str, float]:
+    """Grade the final answers of a batch of finished episodes (those with an
+    `episode_answer`) and return its reward and `env/*` metrics. Reads only the batch, so episodes played in another
+    process (an asynchronous run's rollout process) are scored the same way."""
     metrics: dict[str, float] = {}
-    graded = [i for i, episode in enumerate(episodes) if episode.answer is not None]
+    graded = [i for i, answer in enumerate(batch["episode_answer"]) if answer is not None]
     if graded:
         with timer.phase("reward"):
-            metrics.update(grade_answers(roles.reward, batch, episodes, graded, turn_format.tokenizer))
-    metrics.update(episode_metrics(episodes, batch))
-    return batch, metrics
+            metrics.update(grade_answers(reward, batch, graded, tokenizer))
+    metrics.update(episode_metrics(batch))
+    return metrics
 
 
 def policy_chooser(rollout, sampling: SamplingParams, pad_id: int, timer) -> Chooser:
@@ -146,7 +154,8 @@ def episodes_batch(episodes: list[Episode], rows: list[dict], pad_id: int) -> Ba
         "prompt_text": [e.conversation[0]["text"] for e in episodes],
         "response_text": [_transcript(e) for e in episodes],
         "truncated": [e.truncated for e in episodes], "success": [e.success for e in episodes],
-        "conversation": [e.conversation for e in episodes],
+        "conversation": [e.conversation for e in episodes], "episode_answer": [e.answer for e in episodes],
+        "episode_tool_calls": [e.tool_calls for e in episodes],
     })
     return Batch(tensors, non_tensors)
 
@@ -156,24 +165,25 @@ def _transcript(episode: Episode) -> str:
     return "\n".join(("> " if turn["role"] == "observation" else "") + turn["text"] for turn in episode.conversation[1:])
 
 
-def grade_answers(reward, batch: Batch, episodes: list[Episode], graded: list[int], tokenizer) -> dict[str, float]:
-    """Score the final answers of episodes `graded` with the recipe's reward sources; each
-    score joins its episode's last turn reward (and `scores`), and decides its success."""
+def grade_answers(reward, batch: Batch, graded: list[int], tokenizer) -> dict[str, float]:
+    """Score the final answers (`episode_answer`) of the episodes `graded` with the recipe's
+    reward sources; each score joins its episode's last turn reward (and `scores`), and decides its
+    `success`."""
     answers = batch.select(graded)
     last_actions = []
     for i in graded:
-        start, end = episodes[i].action_spans[-1]
-        last_actions.append(episodes[i].response[start:end])
+        last = int(batch["num_turns"][i]) - 1
+        start, end = int(batch["action_starts"][i, last]), int(batch["action_ends"][i, last])
+        last_actions.append(batch["response_ids"][i, start:end].tolist())
     response_ids, response_mask = sequence_tensor(last_actions, tokenizer.pad_token_id, left=False)
     answers.set("response_ids", response_ids).set("response_mask", response_mask)
-    answers.set("response_text", [episodes[i].answer for i in graded])
+    answers.set("response_text", [batch["episode_answer"][i] for i in graded])
     answers.meta["tokenizer"] = tokenizer
     result = reward.evaluate(answers)
     for row, i in enumerate(graded):
         last = int(batch["num_turns"][i]) - 1
         batch["turn_rewards"][i, last] += result.scores[row]
-        episodes[i].success = bool(result.scores[row] >= CORRECT_AT)  # the verifier's 1
-        batch["success"][i] = episodes[i].success
+        batch["success"][i] = bool(result.scores[row] >= CORRECT_AT)  # the verifier's 1
     batch.set("scores", batch["turn_rewards"].sum(dim=-1))
     for name, scores in result.per_source.items():
         full = torch.zeros(len(batch))
@@ -182,17 +192,17 @@ def grade_answers(reward, batch: Batch, episodes: list[Episode], graded: list[in
     return dict(result.metrics)
 
 
-def episode_metrics(episodes: list[Episode], batch: Batch) -> dict[str, float]:
+def episode_metrics(batch: Batch) -> dict[str, float]:
     """`env/*` metrics of a batch of finished episodes."""
-    count = len(episodes)
+    count = len(batch)
     metrics = {
         "env/turns_mean": float(batch["num_turns"].float().mean()),
         "env/return_mean": float(batch["scores"].mean()),
-        "env/truncated_rate": sum(e.truncated for e in episodes) / count,
-        "env/tool_calls_mean": sum(e.tool_calls for e in episodes) / count,
+        "env/truncated_rate": sum(batch["truncated"]) / count,
+        "env/tool_calls_mean": sum(batch["episode_tool_calls"]) / count,
         "env/action_tokens_mean": float(batch["action_mask"].sum(dim=-1).float().mean()),
     }
-    reported = [e.success for e in episodes if e.success is not None]
+    reported = [success for success in batch["success"] if success is not None]
     if reported:
         metrics["env/success_rate"] = sum(reported) / count
     return metrics

@@ -77,7 +77,7 @@ class RolloutProcess:
                                           "the run stops (resume from the last checkpoint)") from None
             return None
         if isinstance(message, tuple) and message[0] == "error":
-            raise RolloutProcessError(f"{self.description} failed:\n{message[1]}")
+            raise RolloutProcessError(f"{self.description} failed: {message[1]}")
         return message
 
     def seconds(self) -> tuple[float, float]:

@@ -38,9 +38,14 @@ def test_the_defaults_are_valid_and_sync_ignores_the_section():
     (["distributed.backend=ray"], "rollout.mode: async runs on the local backend"),
     (["async_training.partial=true", "rollout.engine=vllm"], "async_training.partial: pausing a generation for new weights needs a rollout.engine that can pause (hf)"),
     (["async_training.rollout_cpus=[4096]"], "async_training.rollout_cpus: CPU ids [4096] are not among those this process may use"),
+    (["env.type=guess_number", "env.max_total_tokens=1024", "async_training.partial=true"], "async_training.partial: an episode of a multi-turn run (env.type) is played with one"),
 ])
 def test_settings_that_cannot_work_name_the_keys(overrides, message):
     assert message in error_of(*overrides)
+
+
+def test_a_multi_turn_run_may_be_async():
+    load_checked_recipe(None, [*ASYNC, "env.type=guess_number", "env.max_total_tokens=1024"])
 
 
 def test_correct_mode_with_a_correction_is_valid():

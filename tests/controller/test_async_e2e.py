@@ -1,5 +1,6 @@
 """`rollout.mode: async` end to end: the quickstart with a rollout process beside the trainer,
-its metrics, partial rollouts, a rollout process that dies, and Ctrl-C with resume."""
+its metrics, partial rollouts, a rollout process that dies, Ctrl-C with resume, and a
+multi-turn run whose episodes the rollout process plays."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tiny_helpers import interrupt_rl_step
+
 import rlhf.rollout.async_source as async_source
 from rlhf.cli.main import main
 from rlhf.logging.jsonl import read_jsonl
+
+GUESS_NUMBER = str(Path(__file__).resolve().parents[2] / "recipes" / "multi_turn" / "guess_number.yaml")
 
 SMALL = [
     "sft.max_steps=3", "sft.eval_every=2", "sft.val_size=16", "data.eval.size=16", "data.train_batch_size=4", "rollout.n=4",
@@ -196,3 +201,27 @@ def test_a_trainer_killed_while_its_rollout_process_starts_leaves_nothing_behind
     while time.monotonic() < deadline and Path(f"/proc/{rollout_pid}").exists() and "zombie" not in Path(f"/proc/{rollout_pid}/status").read_text():
         time.sleep(0.1)
     assert not Path(f"/proc/{rollout_pid}").exists() or "zombie" in Path(f"/proc/{rollout_pid}/status").read_text()
+
+
+@pytest.mark.slow
+def test_a_multi_turn_async_run_streams_episodes_and_resumes_losing_nothing(tmp_path, monkeypatch, capsys):
+    """guess_number with the rollout process playing the episodes against its own
+    environments: the bound holds, the env metrics come with each batch, and a SIGTERM at step
+    3 (the step finishes and checkpoints the stream) then a resume trains every group once."""
+    out = tmp_path / "run"
+    args = ["train", GUESS_NUMBER, f"trainer.output_dir={out}", "trainer.total_steps=5", *SMALL, "data.eval.size=8", "trainer.eval_every=5"]
+    interrupt_rl_step(monkeypatch, 3, sigterm=True)
+    assert main(args) == 130
+    assert multiprocessing.active_children() == []
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert "resumed from" in capsys.readouterr().out
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(6))
+    for record in records[1:]:
+        assert record["async/staleness_max"] <= 1 and record["async/dropped"] == 0.0
+        assert 1 <= record["env/turns_mean"] <= 5 and "env/success_rate" in record
+    assert trained_groups(out) == list(range(20))
+    sample = read_jsonl(out / "samples.jsonl")[-1]
+    assert sample["conversation"][0]["role"] == "user" and sample["turns"] == len(sample["turn_rewards"]) >= 1
+    assert multiprocessing.active_children() == []

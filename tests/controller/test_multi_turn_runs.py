@@ -2,6 +2,7 @@
 resume, and a user's environment class whose mistakes are named."""
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -108,15 +109,25 @@ def user_env_args(tmp_path: Path, *extra: str) -> list[str]:
             "env.name=Countdown", "sft.enabled=false", *SHORT, *extra]
 
 
-def test_a_users_environment_class_trains_in_worker_processes(tmp_path: Path):
-    assert main(user_env_args(tmp_path, "env.workers=2")) == 0
+ASYNC = pytest.param(["rollout.mode=async", "data.eval.path="], id="async", marks=pytest.mark.slow)
+"""The rollout process plays the episodes, its environment workers its own children (no
+held-out evaluation: it would play in the trainer's process and fail there first)."""
+
+
+@pytest.mark.parametrize("mode", [pytest.param([], id="sync"), ASYNC])
+def test_a_users_environment_class_trains_in_worker_processes(tmp_path: Path, mode: list[str]):
+    assert main(user_env_args(tmp_path, "env.workers=2", *mode)) == 0
     assert "env/success_rate" in read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert multiprocessing.active_children() == []
 
 
-def test_a_step_that_raises_stops_the_run_naming_the_episode_and_turn(tmp_path: Path, capsys):
-    assert main(user_env_args(tmp_path, "env.kwargs={fail_on_turn: 1}")) == 1
+@pytest.mark.parametrize("mode", [pytest.param([], id="sync"), ASYNC])
+def test_a_step_that_raises_stops_the_run_naming_the_episode_and_turn(tmp_path: Path, capsys, mode: list[str]):
+    assert main(user_env_args(tmp_path, "env.kwargs={fail_on_turn: 1}", *mode)) == 1
     error = capsys.readouterr().err
     assert "the board is on fire" in error and "Countdown" in error and "turn 1" in error and "episode" in error
+    assert ("the rollout process (pid" in error) == bool(mode)
+    assert multiprocessing.active_children() == []
 
 
 def test_a_step_that_hangs_is_stopped_by_env_timeout_s(tmp_path: Path, capsys):

@@ -109,6 +109,19 @@ def test_concat_left_pads_prompts_so_they_still_end_where_the_response_starts():
     assert joined["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
 
 
+def test_concat_pads_turn_and_version_tensors_with_minus_one():
+    """Episode batches of different lengths and turn counts (an asynchronous multi-turn run
+    joins groups played apart): padding must read "no turn", "no token", not turn 0 or version 0."""
+    first = Batch(tensors={"turn_index": torch.tensor([[0, 0]]), "action_starts": torch.tensor([[0]]),
+                           "token_versions": torch.tensor([[3, 3]])})
+    second = Batch(tensors={"turn_index": torch.tensor([[0, -1, 1]]), "action_starts": torch.tensor([[0, 2]]),
+                            "token_versions": torch.tensor([[4, -1, 4]])})
+    joined = Batch.concat([first, second])
+    assert joined["turn_index"].tolist() == [[0, 0, -1], [0, -1, 1]]
+    assert joined["action_starts"].tolist() == [[0, -1], [0, 2]]
+    assert joined["token_versions"].tolist() == [[3, 3, -1], [4, -1, 4]]
+
+
 def test_concat_of_nothing_is_empty():
     assert len(Batch.concat([])) == 0
 

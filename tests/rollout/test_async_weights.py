@@ -59,6 +59,36 @@ def test_samples_of_a_new_version_have_the_trainers_logprobs(tmp_path: Path, eng
         roles.close()
 
 
+@pytest.mark.slow
+def test_episodes_of_a_new_version_carry_it_on_their_actions_and_the_trainers_logprobs(tmp_path: Path):
+    """Multi-turn: the rollout process plays guess_number episodes against its own
+    environments; after an update, the episodes of version 1 have the trainer's logprobs on
+    every action token, the version on exactly the action tokens, and none (−1) on the
+    environment's observations."""
+    overrides = [*SMALL, "data.eval.size=8", f"trainer.output_dir={tmp_path / 'run'}"]
+    run = build_run(load_recipe(RECIPES_DIR / "multi_turn" / "guess_number.yaml", overrides), "test")
+    roles = build_roles(run)
+    source = rollout_source(run)
+    try:
+        first = source.next_batch(roles, PhaseTimer()).batch
+        assert first["policy_version"].tolist() == [0] * 8 and "env/turns_mean" in source.last.metrics
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for param in roles.actor.engine.module.parameters():
+                param.add_(0.2 * torch.randn(param.shape, generator=generator))
+        assert source.after_step(roles, True) > 0
+        source.next_batch(roles, PhaseTimer())
+        third = source.next_batch(roles, PhaseTimer()).batch
+        actions = third["action_mask"].bool()
+        assert (third["response_mask"].bool() & ~actions).any(), "no episode saw an observation"
+        assert (third["token_versions"][actions] == 1).all() and (third["token_versions"][~actions] == -1).all()
+        gap = (roles.actor.compute_logprobs(third) - third["rollout_logprobs"])[actions].abs().max().item()
+        assert gap < 1e-4, gap
+    finally:
+        source.close()
+        roles.close()
+
+
 def gathered(params, zero3: bool):
     """Under ZeRO-3 each parameter is a partition: gather it whole to change it."""
     if not zero3:
