@@ -64,9 +64,14 @@ def async_errors(cfg: RecipeConfig) -> Iterable[str]:
     if run.stale == "correct" and cfg.actor.off_policy.correction == "none":
         yield ("async_training.stale: 'correct' keeps samples older than max_staleness, which needs an off-policy correction; "
                "set actor.off_policy.correction (tis, mis, icepop or decoupled) or use stale: drop")
-    if cfg.distributed.backend == "ray":
-        yield ("rollout.mode: async runs on the local backend (the rollout in a process of its own beside the trainer); "
-               "with distributed.backend: ray it is not available yet")
+    if cfg.distributed.backend == "ray" and cfg.resources.pool_of("rollout") == cfg.resources.actor:
+        yield ("resources.rollout: rollout.mode: async on the Ray backend streams from a rollout pool of its own (the rollout and the "
+               "trainer on the same workers could not overlap); name another pool, e.g. resources.pools.gen={devices_per_node: 1} "
+               "and resources.rollout=gen")
+    if cfg.distributed.backend == "ray" and run.sync_every > 1 and cfg.sync.check_every:
+        yield (f"sync.check_every: the check compares the rollout pool's engines with the trainer right after an update, but with "
+               f"async_training.sync_every = {run.sync_every} they get the weights only every {run.sync_every} updates; set "
+               "sync.check_every: 0 or async_training.sync_every: 1")
     if cfg.env.type and run.partial:
         yield ("async_training.partial: an episode of a multi-turn run (env.type) is played with one policy version from its first "
                "action to its last, so there is nothing to pause; set it to false")

@@ -41,10 +41,22 @@ def recipe_errors(config: RecipeConfig) -> list[str]:
 
 
 def async_machine_errors(config: RecipeConfig) -> Iterable[str]:
-    """What an asynchronous run needs of this machine and of its rollout engine: a CPU for each
-    side (else nothing can overlap), CPU ids that exist, and an engine that can pause."""
+    """What an asynchronous run needs of this machine and of its rollout engine: on the local
+    backend a CPU for each side (else nothing can overlap) and CPU ids that exist (on Ray the
+    rollout pool has devices of its own); an engine that can pause for partial rollouts."""
     if config.rollout.mode != "async":
         return
+    settings = config.async_training
+    if config.distributed.backend != "ray":
+        yield from _local_async_errors(config)
+    if settings.partial and config.rollout.engine in ROLLOUT_ENGINES and not ROLLOUT_ENGINES[config.rollout.engine].can_pause:
+        pausing = ", ".join(name for name, spec in ROLLOUT_ENGINES.items() if spec.can_pause)
+        yield (f"async_training.partial: pausing a generation for new weights needs a rollout.engine that can pause ({pausing}); "
+               f"{config.rollout.engine!r} generates each call in one piece; set partial: false")
+
+
+def _local_async_errors(config: RecipeConfig) -> Iterable[str]:
+    """The rollout process and the trainer of a local asynchronous run each need CPUs of this machine."""
     settings = config.async_training
     usable = sorted(os.sched_getaffinity(0))
     if config.trainer.device == "cuda" or (config.trainer.device == "auto" and torch.cuda.is_available()):
@@ -58,10 +70,6 @@ def async_machine_errors(config: RecipeConfig) -> Iterable[str]:
         yield f"async_training.rollout_cpus: CPU ids {unknown} are not among those this process may use ({usable})"
     elif settings.rollout_cpus and not set(usable) - set(settings.rollout_cpus):
         yield f"async_training.rollout_cpus: {settings.rollout_cpus} leaves the trainer no CPU of {usable}; give the rollout process fewer"
-    if settings.partial and config.rollout.engine in ROLLOUT_ENGINES and not ROLLOUT_ENGINES[config.rollout.engine].can_pause:
-        pausing = ", ".join(name for name, spec in ROLLOUT_ENGINES.items() if spec.can_pause)
-        yield (f"async_training.partial: pausing a generation for new weights needs a rollout.engine that can pause ({pausing}); "
-               f"{config.rollout.engine!r} generates each call in one piece; set partial: false")
 
 
 def _env_type_error(env_type: str) -> str | None:

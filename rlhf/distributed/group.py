@@ -40,7 +40,10 @@ FAILURE_GRACE_S = 2.0
 class WorkerGroup:
     """The workers of pool `name`; `roles` are the roles they host."""
 
-    def __init__(self, name: str, pool: PoolConfig, roles: Sequence[str], dist: DistributedConfig, *, use_gpu: bool, output_dir: str):
+    def __init__(self, name: str, pool: PoolConfig, roles: Sequence[str], dist: DistributedConfig, *, use_gpu: bool, output_dir: str,
+                 threads: int = 1):
+        """`threads`: calls a worker may run at once (an asynchronous run's rollout workers
+        serve the controller's calls beside their stream's long polls)."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -56,7 +59,7 @@ class WorkerGroup:
         remote_class = ray.remote(RoleWorker)
         self.workers = [
             remote_class.options(
-                num_cpus=pool.cpus_per_worker, num_gpus=1 if use_gpu else 0, runtime_env={"env_vars": env},
+                num_cpus=pool.cpus_per_worker, num_gpus=1 if use_gpu else 0, runtime_env={"env_vars": env}, max_concurrency=threads,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank // self.per_node),
             ).remote(name, rank, self.world_size, self.roles, pool.cpus_per_worker)
             for rank in range(self.world_size)

@@ -36,11 +36,16 @@ class RayProcesses:
     """Each group's colocated-roles proxy (`Colocated`'s methods), by pool."""
     bucket_bytes: int = 256 * 2**20
     """`sync.bucket_mb` in bytes."""
+    streaming: bool = False
+    """An asynchronous run's rollout services are running: weights go to their mailboxes, by
+    version (:mod:`rlhf.distributed.async_rollout`), never straight into their engines."""
 
     def sync_weights(self) -> int:
         """Push the actor's weights into every rollout engine; returns the bytes loaded, summed
         over the engines. Colocated: each actor rank loads its own engine in-process. A rollout
         pool of its own: actor rank 0 broadcasts (see :mod:`rlhf.distributed.weight_channel`)."""
+        if self.streaming:
+            return 0
         if self.rollout_pool == self.actor_pool:
             return self.process[self.actor_pool].sync_weights()
         actor, rollout = self.groups[self.actor_pool], self.groups[self.rollout_pool]
@@ -115,8 +120,9 @@ def start_worker_groups(config: RecipeConfig, *, model_path: str, output_dir: Pa
     try:
         tables = {}
         for pool, pool_roles in pools.items():
+            serves_stream = config.rollout.mode == "async" and pool == processes.rollout_pool != processes.actor_pool
             processes.groups[pool] = WorkerGroup(pool, config.resources.pools[pool], sorted(pool_roles), config.distributed,
-                                                 use_gpu=use_gpu, output_dir=str(output_dir))
+                                                 use_gpu=use_gpu, output_dir=str(output_dir), threads=4 if serves_stream else 1)
         check_shared_output_dir(list(processes.groups.values()), output_dir)
         for pool, group in processes.groups.items():
             tables[pool] = group.start(config, model_path, reward_models if "reward_model" in group.roles else {})[0]["dispatch"]

@@ -44,6 +44,7 @@ class RoleWorker:
         torch.set_num_threads(num_threads)
         self.colocated: Colocated | None = None
         self.channel: WeightChannel | None = None
+        self.stream = None  # an asynchronous run's RolloutService (rollout pool of its own)
 
     def rendezvous_address(self) -> tuple[str, int]:
         """(IP, free port) of this node: rank 0's answer is the group's rendezvous."""
@@ -95,7 +96,11 @@ class RoleWorker:
     def call(self, role: str, method: str, args: tuple, kwargs: dict, weight: str | None = None) -> Any:
         """`role.method(*args, **kwargs)`; with `weight`, (the answer, role.weight(args[0]))."""
         target = self.colocated.role(role)
-        result = strip_local_meta(getattr(target, method)(*args, **kwargs))
+        if role == "rollout" and self.stream is not None and method not in ("wake", "sleep"):
+            with self.stream.holding():  # between the stream's generate calls, with the newest weights posted
+                result = strip_local_meta(getattr(target, method)(*args, **kwargs))
+        else:
+            result = strip_local_meta(getattr(target, method)(*args, **kwargs))
         return (result, getattr(target, weight)(args[0])) if weight else result
 
     # weights to a rollout pool of its own (see rlhf.distributed.weight_channel)
@@ -115,3 +120,25 @@ class RoleWorker:
     def receive_weights(self) -> int:
         """Load one sync's broadcast into this worker's rollout engine; returns the bytes."""
         return self.colocated.rollout.update_weights(self.channel.receive())
+
+    # the stream of an asynchronous run on a rollout pool of its own (see rlhf.distributed.async_rollout)
+    def start_rollout_service(self, spec, version: int) -> None:
+        """Serve the stream in a thread with this worker's rollout engine, which holds `version`."""
+        from rlhf.distributed.async_rollout import RolloutService
+
+        self.stream = RolloutService(self.colocated.rollout, spec, version)
+
+    def rollout_service(self, method: str, *args: Any) -> Any:
+        """`method(*args)` of the service (submit, want, ask_snapshot, post, stop)."""
+        result = getattr(self.stream, method)(*args)
+        if method == "stop":
+            self.stream = None
+        return result
+
+    def poll_rollout_service(self, timeout: float) -> tuple[list, tuple[float, float]]:
+        """(the service's messages, waiting up to `timeout` s for one; its clock)."""
+        return self.stream.receive(timeout), self.stream.seconds()
+
+    def receive_weights_for(self, version: int) -> int:
+        """One broadcast of the actor's weights into the service's mailbox as `version`."""
+        return self.stream.post(self.channel.receive(), version)

@@ -162,7 +162,7 @@ class AsyncRolloutSource:
         self.version += 1
         if self.process is None or self.version % self.settings.sync_every:
             return 0
-        return self.process.mailbox.post(roles.actor.named_weights() if updated else [], self.version)
+        return self.process.post(roles, updated, self.version)
 
     def close(self) -> None:
         """Stop the rollout process (nothing is left running)."""
@@ -173,9 +173,17 @@ class AsyncRolloutSource:
     # -- pipeline ---------------------------------------------------------------------------
 
     def _start(self, roles) -> None:
-        """Start the rollout process with the actor's current weights as version `self.version`,
-        and request again what was requested but never came back (after a resume)."""
+        """Start the rollout process with the actor's current weights as version `self.version`
+        (on Ray: the rollout pool's services, whose engines the loop's first sync loaded), and
+        request again what was requested but never came back (after a resume)."""
         if self.process is not None:
+            return
+        if self.config.distributed.backend == "ray":
+            from rlhf.distributed.async_rollout import RayRolloutSide
+
+            spec = worker_spec(self.config, None, None, self.tokenizer, self.model_path, self.sampling, self.with_baseline)
+            self.process = RayRolloutSide(roles.processes, spec, self.version)
+            self._submit(sorted(self.in_flight.items(), key=lambda item: item[1][0]))
             return
         weights = dict(roles.actor.named_weights())
         policy = base_module(roles.actor.engine.module)
@@ -293,12 +301,16 @@ def oldest_versions(token_versions: torch.Tensor) -> torch.Tensor:
     return torch.where(token_versions >= 0, token_versions, big).min(dim=-1).values
 
 
-def worker_spec(config: RecipeConfig, policy: torch.nn.Module, dtype: torch.dtype, tokenizer, model_path: str, sampling: SamplingParams,
-                with_baseline: bool) -> WorkerSpec:
-    """The rollout process's spec for `config` and the Hugging Face model `policy` (see :class:`WorkerSpec`)."""
+def worker_spec(config: RecipeConfig, policy: torch.nn.Module | None, dtype: torch.dtype | None, tokenizer, model_path: str,
+                sampling: SamplingParams, with_baseline: bool) -> WorkerSpec:
+    """The rollout process's spec for `config` and the Hugging Face model `policy` (see
+    :class:`WorkerSpec`); None on Ray, whose rollout workers have their engines already."""
     settings = config.async_training
-    return WorkerSpec(config=config, architecture=policy.config, generation_config=policy.generation_config, dtype=dtype,
+    ray = config.distributed.backend == "ray"
+    return WorkerSpec(config=config, architecture=None if ray else policy.config, generation_config=None if ray else policy.generation_config,
+                      dtype=dtype,
                       tokenizer=tokenizer, model_path=model_path, sampling=sampling, partial=settings.partial, with_baseline=with_baseline,
                       episodes=bool(config.env.type), pausable=rollout_engine(config.rollout.engine).can_pause and not config.env.type,
                       generate_groups=settings.generate_groups or config.data.train_batch_size,
-                      threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=list(settings.rollout_cpus), trainer_pid=os.getpid())
+                      threads=settings.rollout_threads, seed=config.trainer.seed + 1, cpus=[] if ray else list(settings.rollout_cpus),
+                      trainer_pid=None if ray else os.getpid())

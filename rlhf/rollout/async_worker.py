@@ -25,6 +25,7 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import os
@@ -104,8 +105,9 @@ class WorkerSpec:
     seed: int
     cpus: list[int]
     """CPU ids to run on (empty: those of the trainer)."""
-    trainer_pid: int
-    """The trainer's process id: when this process's parent is another, the trainer is gone."""
+    trainer_pid: int | None
+    """The trainer's process id: when this process's parent is another, the trainer is gone
+    (None: no such check, in a Ray worker)."""
 
 
 class Control:
@@ -129,7 +131,7 @@ class Control:
 
 
 def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, control: Control) -> None:
-    """The rollout process: steps (1)-(4) of the module docstring until `STOP`."""
+    """The rollout process: build its engine, then :func:`serve` until `STOP`."""
     _die_with_parent()
     if os.getppid() != spec.trainer_pid:  # the trainer died before PR_SET_PDEATHSIG was set (while this process started)
         return
@@ -138,9 +140,24 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, con
         os.sched_setaffinity(0, spec.cpus)
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
-    player = None
     try:
         engine = _build_engine(spec, mailbox)
+    except BaseException as error:  # noqa: BLE001 -- everything goes back to the trainer, which raises it
+        results.put(error_message(error))
+        return
+    if serve(engine, spec, requests, results, mailbox, control):
+        results.cancel_join_thread()  # results the trainer will not read must not hold up the exit
+
+
+def serve(engine, spec: WorkerSpec, requests, results, mailbox, control: Control, lock=None) -> bool:
+    """Steps (1)-(4) of the module docstring with `engine`, until `STOP` (True) or an exception,
+    which goes to the trainer as a message (False). `requests` and `results` are queues
+    (between processes, or between the threads of a Ray worker: :mod:`rlhf.distributed.async_rollout`);
+    `lock`, held from step (2) to the end of step (4), lets another thread of the process use
+    the engine between calls."""
+    lock = lock or contextlib.nullcontext()
+    player = None
+    try:
         if spec.episodes:
             from rlhf.rollout.async_episodes import EpisodePlayer
 
@@ -151,28 +168,35 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, con
             # 1. requests (wait when there is nothing to do)
             waited = time.perf_counter()
             if not _take_requests(requests, pending, block=not pending, control=control, results=results, trainer_pid=spec.trainer_pid):
-                results.cancel_join_thread()  # results the trainer will not read must not hold up the exit
-                return
-            # 2. the newest weights
-            held = mailbox.fetch(engine, held)
-            # 3. requests the held version may start
-            ready = take_startable(pending, held, spec.generate_groups, int(control.wanted.value))
-            if not ready:
-                _wait_for_version(mailbox, held)
-            if control.snapshot_asked():  # nothing is being generated
-                control.answer(results, {})
-            control.clock[0] += time.perf_counter() - waited
-            if not ready:
-                continue
-            # 4. generate, send each group back
-            started = time.perf_counter()
-            held = _generate(engine, spec, mailbox, ready, results, held, control, player)
-            control.clock[1] += time.perf_counter() - started
+                return True
+            with lock:
+                # 2. the newest weights
+                held = mailbox.fetch(engine, held)
+                # 3. requests the held version may start
+                ready = take_startable(pending, held, spec.generate_groups, int(control.wanted.value))
+                if not ready:
+                    _wait_for_version(mailbox, held)
+                if control.snapshot_asked():  # nothing is being generated
+                    control.answer(results, {})
+                control.clock[0] += time.perf_counter() - waited
+                if not ready:
+                    continue
+                # 4. generate, send each group back
+                started = time.perf_counter()
+                held = _generate(engine, spec, mailbox, ready, results, held, control, player)
+                control.clock[1] += time.perf_counter() - started
     except BaseException as error:  # noqa: BLE001 -- everything goes back to the trainer, which raises it
-        results.put(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        results.put(error_message(error))
+        return False
     finally:
         if player is not None:
             player.close()
+
+
+def error_message(error: BaseException) -> tuple[str, str]:
+    """The message that tells the trainer the rollout side failed: the exception on the first
+    line, then its traceback."""
+    return ("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
 
 
 def _build_engine(spec: WorkerSpec, mailbox: WeightMailbox):
@@ -195,14 +219,14 @@ def _build_engine(spec: WorkerSpec, mailbox: WeightMailbox):
     return build_rollout(spec.config, module, spec.tokenizer, spec.model_path, share_module=True)
 
 
-def _take_requests(requests, pending: deque, block: bool, control: Control, results, trainer_pid: int) -> bool:
+def _take_requests(requests, pending: deque, block: bool, control: Control, results, trainer_pid: int | None) -> bool:
     """Move arrived requests to `pending` (waiting for one when `block`, answering snapshots
     meanwhile); False on STOP."""
     while True:
         try:
             message = requests.get(timeout=0.05) if block else requests.get_nowait()
         except queue.Empty:
-            if block and os.getppid() != trainer_pid:  # the trainer is gone (where PR_SET_PDEATHSIG is not available)
+            if block and trainer_pid is not None and os.getppid() != trainer_pid:  # the trainer is gone (no PR_SET_PDEATHSIG)
                 return False
             if block and control.snapshot_asked():
                 control.answer(results, {})
@@ -211,7 +235,9 @@ def _take_requests(requests, pending: deque, block: bool, control: Control, resu
             return True
         if message == STOP:
             return False
-        pending.extend(loads(message))
+        ordered = sorted([*pending, *loads(message)], key=lambda request: request.position)  # the order they are trained in
+        pending.clear()
+        pending.extend(ordered)
         block = False
 
 

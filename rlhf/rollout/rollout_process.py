@@ -38,6 +38,11 @@ class RolloutProcess:
     def submit(self, requests: list[GroupRequest]) -> None:
         self.requests.put(dumps(requests))
 
+    def post(self, roles, updated: bool, version: int) -> int:
+        """Publish policy `version`: the actor's weights when `updated`, else the same weights
+        under the new number; returns the bytes copied."""
+        return self.mailbox.post(roles.actor.named_weights() if updated else [], version)
+
     def want(self, position: int) -> None:
         """The trainer waits for the group at stream `position`: start it whatever its gate."""
         self.control.wanted.value = position

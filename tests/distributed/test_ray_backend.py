@@ -111,3 +111,30 @@ def test_a_tensor_parallel_vllm_engine_spans_two_ray_workers(tmp_path, ray_clust
     pytest.importorskip("vllm")
     overrides = ["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2", "rollout.vllm.max_model_len=64", "rollout.vllm.kv_cache_gb=0.25"]
     assert_trained_and_in_sync(ray_zero3_steps(tmp_path, workers=2, steps=2, overrides=overrides))
+
+
+def test_an_async_run_streams_from_a_rollout_pool_of_its_own_and_resumes_losing_nothing(tmp_path, ray_cluster, monkeypatch, capsys):
+    """rollout.mode: async on Ray: the rollout pool's worker serves the stream in a thread
+    while the actor's worker trains; weights reach it by broadcast into its mailbox after each
+    update (the sync check, run on it after each update, sees the trainer's weights). A SIGTERM
+    at step 3 checkpoints the stream (the service's snapshot); the resume trains every group
+    exactly once."""
+    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=3, backend="ray", workers=1, steps=5))
+    out = tmp_path / "run"
+    args = ["train", str(recipe), f"trainer.output_dir={out}", "resources.pools.gen={devices_per_node: 1}", "resources.rollout=gen",
+            "sync.bucket_mb=1", "rollout.mode=async", "sft.max_steps=3", "trainer.sample_every=1", "trainer.num_samples=4",
+            "actor.ppo_epochs=1", "async_training.timeout_s=120"]
+    interrupt_rl_step(monkeypatch, 3, sigterm=True)
+    assert main(args) == 130
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert "resumed from" in capsys.readouterr().out
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(6))
+    for record in records[1:]:
+        assert record["async/staleness_max"] <= 1 and record["async/dropped"] == 0.0
+        assert record["sync/probe_logprob_diff_max"] < 1e-3 and record["sync/bytes"] > 1_300_000  # the whole model, by broadcast
+    assert sum(record["actor/grad_norm"] > 0 for record in records[1:]) >= 3
+    assert [r["async/policy_version"] for r in records[1:]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    groups = [sample["group"] for sample in read_jsonl(out / "samples.jsonl")]
+    assert groups == list(range(20)) or sorted(groups) == list(range(20))  # several rollout workers may return out of order
