@@ -64,10 +64,10 @@ class SimulatedRollout:
     def __init__(self, draw):
         self.draw, self.pending, self.out = draw, deque(), deque()
         self.held, self.wanted = 0, -1
-        self.mailbox = SimpleNamespace(version=0, post=self._post)
+        self.mailbox = SimpleNamespace(version=0)
         self.generated: list[tuple[int, int]] = []  # (group id, version), in generation order
 
-    def _post(self, named, version):
+    def post(self, roles, updated, version):
         self.mailbox.version = version
         return 0
 
