@@ -156,7 +156,6 @@ class RayRolloutSide:
         self.outstanding = [0] * self.group.world_size  # groups requested, not yet back, per rank
         self.owner: dict[int, int] = {}  # group id -> rank
         self.polls = {rank: self._poll(rank) for rank in range(self.group.world_size)}
-        self.clock = [(0.0, 0.0)] * self.group.world_size
         self.closed = False
 
     @property
@@ -220,8 +219,11 @@ class RayRolloutSide:
         return sum(received)
 
     def seconds(self) -> tuple[float, float]:
-        """(waiting, generating) seconds, summed over the rollout workers, as of the last answers."""
-        return sum(clock[0] for clock in self.clock), sum(clock[1] for clock in self.clock)
+        """(waiting, generating) seconds since the services started, summed over the rollout workers."""
+        from rlhf.distributed.group import wait_calls
+
+        clocks = wait_calls([self.group.submit("rollout_service", "seconds", label="rollout.seconds")], self.timeout_s)[0]
+        return sum(clock[0] for clock in clocks), sum(clock[1] for clock in clocks)
 
     def close(self) -> None:
         """Stop every service (the workers themselves live on until the groups shut down)."""
@@ -250,7 +252,7 @@ class RayRolloutSide:
             if ref not in ready:
                 continue
             try:
-                messages, self.clock[rank] = ray.get(ref)
+                messages = ray.get(ref)
             except ray.exceptions.RayError as error:
                 self.group.broken = True
                 raise RolloutProcessError(f"rank {rank} of {self.description} died or failed: {str(error).strip().splitlines()[0]}; "

@@ -129,15 +129,15 @@ class RoleWorker:
         self.stream = RolloutService(self.colocated.rollout, spec, version)
 
     def rollout_service(self, method: str, *args: Any) -> Any:
-        """`method(*args)` of the service (submit, want, ask_snapshot, post, stop)."""
+        """`method(*args)` of the service (submit, want, ask_snapshot, post, seconds, stop)."""
         result = getattr(self.stream, method)(*args)
         if method == "stop":
             self.stream = None
         return result
 
-    def poll_rollout_service(self, timeout: float) -> tuple[list, tuple[float, float]]:
-        """(the service's messages, waiting up to `timeout` s for one; its clock)."""
-        return self.stream.receive(timeout), self.stream.seconds()
+    def poll_rollout_service(self, timeout: float) -> list:
+        """The service's messages, waiting up to `timeout` s for one."""
+        return self.stream.receive(timeout)
 
     def receive_weights_for(self, version: int) -> int:
         """One broadcast of the actor's weights into the service's mailbox as `version`."""

@@ -138,3 +138,27 @@ def test_an_async_run_streams_from_a_rollout_pool_of_its_own_and_resumes_losing_
     assert [r["async/policy_version"] for r in records[1:]] == [0.0, 1.0, 2.0, 3.0, 4.0]
     groups = [sample["group"] for sample in read_jsonl(out / "samples.jsonl")]
     assert groups == list(range(20)) or sorted(groups) == list(range(20))  # several rollout workers may return out of order
+
+
+def test_an_async_rollout_worker_that_dies_stops_the_run_naming_it(tmp_path, ray_cluster, monkeypatch, capsys):
+    """The rollout pool's worker is killed (as a lost node would take it) once the first
+    checkpoint is written: the run stops with an error naming the pool and the rank, and the
+    checkpoint stays."""
+    import ray
+
+    from rlhf.distributed.async_rollout import RayRolloutSide
+
+    real_messages, out = RayRolloutSide._messages, tmp_path / "run"
+
+    def kill_then_read(self, timeout):
+        if (out / "checkpoints" / "latest").exists():
+            ray.kill(self.group.workers[0])
+        return real_messages(self, timeout)
+
+    monkeypatch.setattr(RayRolloutSide, "_messages", kill_then_read)
+    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=2, backend="ray", workers=1, steps=6))
+    code = main(["train", str(recipe), f"trainer.output_dir={out}", "resources.pools.gen={devices_per_node: 1}", "resources.rollout=gen",
+                 "rollout.mode=async", "sft.max_steps=3", "trainer.save_every=1", "async_training.buffer_size=4", "async_training.timeout_s=60"])
+    err = capsys.readouterr().err
+    assert code == 1 and "worker group 'gen'" in err and "died" in err, err
+    assert (out / "checkpoints" / "latest").exists()
