@@ -153,15 +153,28 @@ def kill_once(settings: Settings, index: int, plan: KillPlan) -> tuple[Kill | No
     if at_s is None:
         return None, process.returncode
     left = outlived(process.pid)
+    ray_agents = [pid for pid in left if is_ray_agent(pid)]
+    left = [pid for pid in left if pid not in ray_agents]
     state = inspect_checkpoints(run_dir, before, settings.keep_last)
     last_logged = last_logged_step(run_dir)
     resumed = RESUMED.search(log.read_text())
     kill = Kill(
         index, plan, round(at_s, 3), state.resume_step, last_logged, (last_logged or 0) - (state.resume_step or 0), state.save_phase,
         state.unreadable, state.leftovers, ends_in_partial_line(run_dir / "metrics.jsonl"), left,
-        int(resumed.group(1)) if resumed else None,
+        int(resumed.group(1)) if resumed else None, ray_agents,
     )
     return kill, None
+
+
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+"""Ray's per-node agents, which outlive a raylet that dies unexpectedly (see `Kill.ray_agents`)."""
+
+
+def is_ray_agent(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").startswith(RAY_AGENTS)
+    except OSError:
+        return False
 
 
 def outlived(session: int, grace_s: float = 15.0) -> list[int]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rlhf_harness.faults.kill_plan import KillPlan
 
@@ -36,6 +36,10 @@ class Kill:
     """Processes of the killed group still alive after the kill."""
     resumed_from: int | None
     """The step the killed launch said it resumed after (None: it did not get that far)."""
+    ray_agents: list[int] = field(default_factory=list)
+    """Ray's own per-node agents (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`) still alive
+    after the kill: Ray leaks them when its raylet dies unexpectedly (ray-project/ray#39092);
+    reported, killed, and not counted as survivors of ours."""
 
 
 def describe(kill: Kill) -> str:
@@ -47,7 +51,8 @@ def describe(kill: Kill) -> str:
             f"logged {kill.last_logged if kill.last_logged is not None else '-':>3}  "
             f"checkpoint {kill.resume_step if kill.resume_step is not None else '-':>3}  lost {kill.lost_steps}  "
             f"save: {kill.save_phase or '-':<7}  {'UNREADABLE ' + str(kill.unreadable) if kill.unreadable else ''}"
-            f"{' SURVIVORS ' + str(kill.survivors) if kill.survivors else ''}")
+            f"{' SURVIVORS ' + str(kill.survivors) if kill.survivors else ''}"
+            f"{' ray agents left ' + str(kill.ray_agents) if kill.ray_agents else ''}")
 
 
 def resume_mismatches(kills: list[Kill], final_resumed_from: int | None) -> list[str]:
@@ -86,4 +91,5 @@ def summarize(requested: int, save_every: int, kills: list[Kill], failure: str |
         "save_phases": dict(Counter(kill.save_phase for kill in kills if kill.save_phase)),
         "max_lost_steps": max_lost, "partial_lines": sum(kill.partial_line for kill in kills),
         "unreadable": unreadable, "resume_mismatches": mismatches, "seconds": seconds,
+        "ray_agents_left": sum(len(kill.ray_agents) for kill in kills),
     }
