@@ -153,7 +153,7 @@ def kill_once(settings: Settings, index: int, plan: KillPlan) -> tuple[Kill | No
     if at_s is None:
         return None, process.returncode
     left = outlived(process.pid)
-    ray_agents = [pid for pid in left if is_ray_agent(pid)]
+    ray_agents = [pid for pid, command in left.items() if command.startswith(RAY_AGENTS)]
     left = [pid for pid in left if pid not in ray_agents]
     state = inspect_checkpoints(run_dir, before, settings.keep_last)
     last_logged = last_logged_step(run_dir)
@@ -170,25 +170,25 @@ RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 """Ray's per-node agents, which outlive a raylet that dies unexpectedly (see `Kill.ray_agents`)."""
 
 
-def is_ray_agent(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").startswith(RAY_AGENTS)
-    except OSError:
-        return False
-
-
-def outlived(session: int, grace_s: float = 15.0) -> list[int]:
+def outlived(session: int, grace_s: float = 15.0) -> dict[int, str]:
     """Processes of a killed launch's session still alive `grace_s` after the kill (a rollout
     process whose trainer was killed gets that long to end: one killed while it still imports
-    its modules notices at its first line); they are then killed."""
+    its modules notices at its first line), {pid: command line}; they are then killed."""
     deadline = time.monotonic() + grace_s
     while survivors(session) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = survivors(session)
+    left = {pid: command_line(pid) for pid in survivors(session)}  # read before the kill: a killed orphan is reaped at once
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def kill_and_resume(settings: Settings, report=print) -> dict:
