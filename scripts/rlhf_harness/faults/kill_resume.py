@@ -152,16 +152,16 @@ def kill_once(settings: Settings, index: int, plan: KillPlan) -> tuple[Kill | No
     at_s = watch_and_kill(process, plan, run_dir, before, metrics_before, settings.poll_s, settings.timeout_s, kill)
     if at_s is None:
         return None, process.returncode
-    left = outlived(process.pid)
-    ray_agents = [pid for pid, command in left.items() if command.startswith(RAY_AGENTS)]
-    left = [pid for pid in left if pid not in ray_agents]
+    left_commands = outlived(process.pid)
+    ray_agents = [pid for pid, command in left_commands.items() if command.startswith(RAY_AGENTS)]
+    left = [pid for pid in left_commands if pid not in ray_agents]
     state = inspect_checkpoints(run_dir, before, settings.keep_last)
     last_logged = last_logged_step(run_dir)
     resumed = RESUMED.search(log.read_text())
     kill = Kill(
         index, plan, round(at_s, 3), state.resume_step, last_logged, (last_logged or 0) - (state.resume_step or 0), state.save_phase,
         state.unreadable, state.leftovers, ends_in_partial_line(run_dir / "metrics.jsonl"), left,
-        int(resumed.group(1)) if resumed else None, ray_agents,
+        int(resumed.group(1)) if resumed else None, [left_commands[pid][:200] for pid in left], ray_agents,
     )
     return kill, None
 

@@ -36,6 +36,8 @@ class Kill:
     """Processes of the killed group still alive after the kill."""
     resumed_from: int | None
     """The step the killed launch said it resumed after (None: it did not get that far)."""
+    survivor_commands: list[str] = field(default_factory=list)
+    """The command lines of `survivors` (what was left behind)."""
     ray_agents: list[int] = field(default_factory=list)
     """Ray's own per-node agents (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`) still alive
     after the kill: Ray leaks them when its raylet dies unexpectedly (ray-project/ray#39092);
