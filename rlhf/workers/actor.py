@@ -11,7 +11,6 @@ import torch
 
 from rlhf.algorithms.agreement import logprob_gap
 from rlhf.algorithms.kl import kl_estimate
-from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.algorithms.losses import aggregate, get_policy_loss
 from rlhf.algorithms.off_policy import OffPolicyBounds, mismatch_kl, off_policy_weights, weight_stats
 from rlhf.data.batch import Batch, action_mask
@@ -19,7 +18,7 @@ from rlhf.data.padding import map_micro_batches
 from rlhf.dispatch import SPLIT, SPLIT_EXACT, dispatch
 from rlhf.engines.base import TrainingEngine
 from rlhf.models.lora import merged_named_weights
-from rlhf.workers.forward import response_logits
+from rlhf.workers.forward import response_logprobs
 from rlhf.workers.updates import agreement, run_updates
 
 
@@ -68,8 +67,8 @@ class ActorWorker:
 
         def forward(micro: Batch) -> torch.Tensor:
             with self.engine.autocast():
-                logits = response_logits(module, micro, self.temperature)
-            return logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu()
+                logprobs, _ = response_logprobs(module, micro, self.temperature)
+            return logprobs.cpu()
 
         was_training = module.training
         module.eval()
@@ -104,8 +103,7 @@ class ActorWorker:
         norm_length = self.loss.norm_length or micro.meta.get("response_width")
         agg = dict(mode=self.loss.loss_agg, norm_length=norm_length)
         with self.engine.autocast():
-            logits = response_logits(self.engine.module, micro, self.temperature)
-        logprobs = logprobs_from_logits(logits, micro["response_ids"].to(device))
+            logprobs, token_entropy = response_logprobs(self.engine.module, micro, self.temperature, entropy_grad=self.loss.entropy_coef > 0)
         old_logprobs = micro["old_logprobs"].to(device) if "old_logprobs" in micro else logprobs.detach()
         weights, off_stats = self._off_policy_weights(micro, old_logprobs, mask)
         pg_loss, stats = self.policy_loss(
@@ -114,8 +112,7 @@ class ActorWorker:
             weights=weights,
         )
         stats.update(off_stats)
-        with torch.set_grad_enabled(self.loss.entropy_coef > 0):
-            entropy = aggregate(entropy_from_logits(logits), mask, **agg)
+        entropy = aggregate(token_entropy if self.loss.entropy_coef > 0 else token_entropy.detach(), mask, **agg)
         loss = pg_loss - self.loss.entropy_coef * entropy
         stats.update(pg_loss=pg_loss.detach(), entropy=entropy.detach())
         if "rollout_logprobs" in micro and "old_logprobs" not in micro:

@@ -1,14 +1,21 @@
 """The forward pass every role shares: outputs at the response positions of (prompt + response)
-rows — logits for the actor and the reference, values for the critic.
+rows — log-probabilities (and entropy) for the actor and the reference, values for the critic.
 
-Notation: B rows, P prompt length (left-padded), R response length (right-padded), V vocab.
+Notation: B rows, P prompt length (left-padded), R response length (right-padded), H hidden
+size, V vocab.
 """
 
 from __future__ import annotations
 
 import torch
 
+from rlhf.algorithms.head_logprobs import head_logprobs
+from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.data.batch import Batch
+
+FUSED_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+"""Model types whose logits are exactly `lm_head(final hidden state)` (no soft-capping, no
+logit scale): their log-probabilities are fused with the head (:func:`response_logprobs`)."""
 
 
 def model_inputs(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
@@ -36,6 +43,46 @@ def response_logits(model: torch.nn.Module, batch: Batch, temperature: float = 1
     output = model(**model_inputs(batch, device), logits_to_keep=response_len + 1, use_cache=False)
     logits = output.logits[:, :-1]
     return logits / temperature if temperature != 1.0 else logits
+
+
+def response_logprobs(model: torch.nn.Module, batch: Batch, temperature: float = 1.0, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of `response_ids` and the entropy of each next-token distribution,
+    under `model` at the sampling temperature.
+
+    Where the model's head allows (:func:`fused_head_weight`), the decoder's hidden states go
+    through the head in chunks of tokens (:func:`rlhf.algorithms.head_logprobs.head_logprobs`):
+    the [B, R, V] float32 logits of the micro-batch are never held at once, in the forward pass
+    or the backward, and the entropy comes from the same pass. Otherwise from
+    :func:`response_logits` (the entropy then carries gradients only with `entropy_grad`:
+    autograd would keep the softmax of every logit for it).
+
+    Returns:
+        ([B, R] float32 log-probabilities, [B, R] float32 entropies), with gradients.
+    """
+    weight = fused_head_weight(model)
+    labels = batch["response_ids"]
+    if weight is None:
+        logits = response_logits(model, batch, temperature)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_logits(logits)
+        return logprobs_from_logits(logits, labels.to(logits.device)), entropy
+    rows, width = labels.shape
+    output = model.get_decoder()(**model_inputs(batch, weight.device), use_cache=False)
+    hidden = output.last_hidden_state[:, -width - 1 : -1]  # [B, R, H]: the states that predict each response token
+    logprobs, entropy = head_logprobs(hidden.reshape(rows * width, -1), weight, labels.to(weight.device).reshape(-1), temperature)
+    return logprobs.reshape(rows, width), entropy.reshape(rows, width)
+
+
+def fused_head_weight(model: torch.nn.Module) -> torch.Tensor | None:
+    """The LM head's [V, H] weight when the logits are exactly `final hidden state @ weightᵀ`
+    (a model type of :data:`FUSED_HEAD_MODELS`, a plain bias-free linear head, not partitioned
+    by ZeRO-3), else None."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in FUSED_HEAD_MODELS:
+        return None
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None or hasattr(head.weight, "ds_id"):  # ds_id: a ZeRO-3 partition
+        return None
+    return head.weight
 
 
 def response_values(value_model: torch.nn.Module, batch: Batch) -> torch.Tensor:

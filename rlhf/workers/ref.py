@@ -6,11 +6,10 @@ from typing import Iterable
 
 import torch
 
-from rlhf.algorithms.logprobs import logprobs_from_logits
 from rlhf.data.batch import Batch
 from rlhf.data.padding import map_micro_batches
 from rlhf.dispatch import SPLIT, dispatch
-from rlhf.workers.forward import response_logits
+from rlhf.workers.forward import response_logprobs
 
 
 class RefWorker:
@@ -28,8 +27,7 @@ class RefWorker:
         return map_micro_batches(batch, self.micro_batch_size, self._forward, self.max_tokens)
 
     def _forward(self, micro: Batch) -> torch.Tensor:
-        logits = response_logits(self.model, micro, self.temperature)
-        return logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu()
+        return response_logprobs(self.model, micro, self.temperature)[0].cpu()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The reference weights, for checkpoints (the dynamic anchor moves them)."""
@@ -73,8 +71,7 @@ class AdapterDisabledRef:
             self.model.train(was_training)
 
     def _forward(self, micro: Batch) -> torch.Tensor:
-        logits = response_logits(self.model, micro, self.temperature)
-        return logprobs_from_logits(logits, micro["response_ids"].to(logits.device)).cpu()
+        return response_logprobs(self.model, micro, self.temperature)[0].cpu()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Nothing: the base weights are frozen and come back with the actor's model."""
