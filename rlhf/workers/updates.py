@@ -38,18 +38,18 @@ def run_updates(
         order = torch.randperm(len(batch), generator=generator)
         for mini in batch.select(order).split(mini_batch_size):
             scale = mini_batch_scale(engine, mini, loss_agg)
-            mini_stats: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
+            mini_stats: dict[str, torch.Tensor] = {}
             # the mini-batch gradient does not depend on how its rows group into micro-batches:
             # rows of similar length together, each micro-batch cut to its own columns
             for rows in micro_batch_rows(mini, micro_batch_size, max_tokens, agreement(engine, max_tokens)):
                 micro = mini.select(rows)
                 weight = micro_weight(micro, mini, loss_agg)
                 for key, value in micro_step(trimmed(micro), scale * weight).items():
-                    value = value.detach().float().cpu()
-                    mini_stats[key] = torch.maximum(mini_stats[key], value) if key.endswith("_max") else mini_stats[key] + weight * value
+                    add_stat(mini_stats, key, value.detach().float(), weight)  # on the device: no host sync per micro-batch
             for key, value in mini_stats.items():
                 history[key].append(value)
-            history["grad_norm"].append(torch.as_tensor(engine.step()).float().cpu())
+            history["grad_norm"].append(torch.as_tensor(engine.step()).float())
+    history = {key: [value.cpu() for value in values] for key, values in history.items()}  # the one host sync of the update
     metrics = {key: (torch.stack(values).max() if key.endswith("_max") else torch.stack(values).mean()).item() for key, values in history.items()}
     # a step with a non-finite loss or gradient norm was skipped by the engine (rlhf.engines.guards)
     norms = torch.stack(history["grad_norm"]) if history["grad_norm"] else torch.zeros(0)
@@ -59,6 +59,16 @@ def run_updates(
         metrics["grad_norm"] = norms[applied].mean().item()
     metrics["lr"] = engine.lr
     return metrics
+
+
+def add_stat(stats: dict[str, torch.Tensor], key: str, value: torch.Tensor, weight: float) -> None:
+    """Fold one micro-batch's stat into its mini-batch's: the maximum for `*_max`, else the
+    sum weighted like the micro-batch losses."""
+    previous = stats.get(key)
+    if key.endswith("_max"):
+        stats[key] = value if previous is None else torch.maximum(previous, value)
+    else:
+        stats[key] = weight * value if previous is None else previous + weight * value
 
 
 def agreement(engine: TrainingEngine, max_tokens: int) -> Callable[[int], int] | None:
