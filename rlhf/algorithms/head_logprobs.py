@@ -25,9 +25,9 @@ CHUNK_BYTES = 256 * 2**20
 """Float32 logits of one chunk at most: C = CHUNK_BYTES / (4 V) tokens (441 at V = 151,936)."""
 
 
-def chunk_tokens(vocab_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Tokens per chunk so that a chunk's float32 logits take at most `chunk_bytes`."""
-    return max(1, chunk_bytes // (4 * vocab_size))
+def chunk_tokens(vocab_size: int, chunk_bytes: int | None = None) -> int:
+    """Tokens per chunk so that a chunk's float32 logits take at most `chunk_bytes` (default `CHUNK_BYTES`)."""
+    return max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (4 * vocab_size))
 
 
 def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,

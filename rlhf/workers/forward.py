@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.algorithms.head_logprobs import head_logprobs
+from rlhf.algorithms.head_logprobs import CHUNK_BYTES, head_logprobs
 from rlhf.algorithms.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhf.data.batch import Batch
 
@@ -49,19 +49,20 @@ def response_logprobs(model: torch.nn.Module, batch: Batch, temperature: float =
     """Log-probabilities of `response_ids` and the entropy of each next-token distribution,
     under `model` at the sampling temperature.
 
-    Where the model's head allows (:func:`fused_head_weight`), the decoder's hidden states go
-    through the head in chunks of tokens (:func:`rlhf.algorithms.head_logprobs.head_logprobs`):
-    the [B, R, V] float32 logits of the micro-batch are never held at once, in the forward pass
-    or the backward, and the entropy comes from the same pass. Otherwise from
-    :func:`response_logits` (the entropy then carries gradients only with `entropy_grad`:
-    autograd would keep the softmax of every logit for it).
+    Where the model's head allows (:func:`fused_head_weight`) and the micro-batch's float32
+    logits would exceed one chunk (`CHUNK_BYTES`), the decoder's hidden states go through the
+    head in chunks of tokens (:func:`rlhf.algorithms.head_logprobs.head_logprobs`): the
+    [B, R, V] logits are never held at once, in the forward pass or the backward, and the
+    entropy comes from the same pass. Otherwise from :func:`response_logits` (small logits:
+    one projection is faster), the entropy then carrying gradients only with `entropy_grad`
+    (autograd would keep the softmax of every logit for it).
 
     Returns:
         ([B, R] float32 log-probabilities, [B, R] float32 entropies), with gradients.
     """
     weight = fused_head_weight(model)
     labels = batch["response_ids"]
-    if weight is None:
+    if weight is None or labels.numel() * weight.shape[0] * 4 <= CHUNK_BYTES:  # logits of one chunk at most: nothing to save
         logits = response_logits(model, batch, temperature)
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = entropy_from_logits(logits)

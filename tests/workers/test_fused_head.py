@@ -1,6 +1,7 @@
 """The actor's log-probabilities fused with the LM head (rlhf.workers.forward.response_logprobs):
 the same log-probabilities, entropy and update as projecting every logit at once, and the
-fallback for heads it cannot fuse."""
+fallback for heads it cannot fuse. The tiny model's logits fit one chunk, so the tests shrink
+the chunk (5 tokens) to make the fused path run, in several chunks."""
 
 import copy
 
@@ -9,8 +10,17 @@ import torch
 from test_actor import add_rl_fields, make_actor
 from update_checks import assert_same_update, max_weight_difference
 
+import rlhf.algorithms.head_logprobs as head_logprobs
 import rlhf.workers.forward as forward
 from rlhf.workers.actor import PolicyLossConfig
+
+
+@pytest.fixture
+def small_chunks(tokenizer_and_model, monkeypatch):
+    """Chunks of 5 tokens, and the fused path even for logits this small."""
+    _, model = tokenizer_and_model
+    monkeypatch.setattr(head_logprobs, "CHUNK_BYTES", 5 * 4 * model.config.vocab_size)
+    monkeypatch.setattr(forward, "CHUNK_BYTES", 0)
 
 
 def test_the_tiny_llama_head_is_fused_and_others_fall_back(tokenizer_and_model, monkeypatch):
@@ -24,9 +34,12 @@ def test_the_tiny_llama_head_is_fused_and_others_fall_back(tokenizer_and_model, 
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_fused_logprobs_and_entropy_equal_the_whole_logits(tokenizer_and_model, batch, temperature, monkeypatch):
+def test_fused_logprobs_and_entropy_equal_the_whole_logits(tokenizer_and_model, batch, temperature, monkeypatch, small_chunks):
     _, model = tokenizer_and_model
+    calls = []
+    monkeypatch.setattr(forward, "head_logprobs", lambda *args: calls.append(1) or head_logprobs.head_logprobs(*args))
     fused = forward.response_logprobs(model, batch, temperature)
+    assert calls, "the fused path did not run"
     monkeypatch.setattr(forward, "FUSED_HEAD_MODELS", frozenset())
     whole = forward.response_logprobs(model, batch, temperature)
     for mine, theirs in zip(fused, whole):
@@ -34,7 +47,7 @@ def test_fused_logprobs_and_entropy_equal_the_whole_logits(tokenizer_and_model, 
 
 
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.05])
-def test_an_update_through_the_fused_head_equals_the_whole_logits_update(tokenizer_and_model, batch, entropy_coef, monkeypatch):
+def test_an_update_through_the_fused_head_equals_the_whole_logits_update(tokenizer_and_model, batch, entropy_coef, monkeypatch, small_chunks):
     """Policy loss, KL and (with entropy_coef) the entropy bonus through the head: the same
     gradients, hence the same AdamW step, on every weight including the head's."""
     _, model = tokenizer_and_model
