@@ -59,6 +59,25 @@ def interrupt_rl_step(patcher, step_to_fail: int, *, sigterm: bool = False) -> N
     patcher.setattr(loop, "rl_step", interrupted)
 
 
+def async_run_interrupted_and_resumed(main, args: list[str], out, steps: int, monkeypatch, capsys) -> list[dict]:
+    """Run `rlhf train args` of an asynchronous run with a SIGTERM during step 3 (the step
+    finishes and checkpoints the stream), then again to the end; returns the metrics records
+    after checking that the resume covered every step once within the staleness bound of 1,
+    dropping nothing."""
+    from rlhf.logging.jsonl import read_jsonl
+
+    interrupt_rl_step(monkeypatch, 3, sigterm=True)
+    assert main(args) == 130
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert "resumed from" in capsys.readouterr().out
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(steps + 1))
+    for record in records[1:]:
+        assert record["async/staleness_max"] <= 1 and record["async/dropped"] == 0.0
+    return records
+
+
 def cache_hub_model(cache, repo_id: str, files=("config.json", "model.safetensors")) -> None:
     """Lay out `repo_id`'s main revision in the Hugging Face cache directory `cache` as
     `hf download` does (the files hold '{}': enough to be found, not to be loaded)."""
