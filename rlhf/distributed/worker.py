@@ -124,7 +124,7 @@ class RoleWorker:
     # the stream of an asynchronous run on a rollout pool of its own (see rlhf.distributed.async_rollout)
     def start_rollout_service(self, spec, version: int) -> None:
         """Serve the stream in a thread with this worker's rollout engine, which holds `version`."""
-        from rlhf.distributed.async_rollout import RolloutService
+        from rlhf.distributed.rollout_service import RolloutService
 
         self.stream = RolloutService(self.colocated.rollout, spec, version)
 

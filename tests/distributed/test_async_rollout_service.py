@@ -9,7 +9,7 @@ from tiny_helpers import sharpen_weights
 
 from rlhf.data.batch import Batch
 from rlhf.data.prompts import prompt_batch
-from rlhf.distributed.async_rollout import RolloutService
+from rlhf.distributed.rollout_service import RolloutService
 from rlhf.models.load import load_causal_lm, load_tokenizer
 from rlhf.models.tiny import build_tiny_model
 from rlhf.rollout.async_worker import GroupRequest, WorkerSpec, dumps, loads
