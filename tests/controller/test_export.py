@@ -34,7 +34,8 @@ def final_eval_of(exported: Path, run_dir: Path) -> dict[str, float]:
         reward.close()
 
 
-@pytest.mark.parametrize("engine", [["train.engine=torch"], ["train.engine=deepspeed", "train.zero_stage=3"]], ids=["torch", "zero3"])
+@pytest.mark.parametrize("engine", [pytest.param(["train.engine=torch"], id="torch"),
+                                    pytest.param(["train.engine=deepspeed", "train.zero_stage=3"], id="zero3", marks=pytest.mark.slow)])
 def test_the_exported_model_reproduces_the_final_evaluation(tmp_path: Path, engine):
     run_dir, out = tmp_path / "run", tmp_path / "exported"
     assert main(["train", "quickstart", f"trainer.output_dir={run_dir}", *ARGS, *engine]) == 0

@@ -23,7 +23,7 @@ SMALL = ["sft.enabled=false", "data.eval.size=16", "data.train_batch_size=4", "r
 
 
 @pytest.mark.parametrize("engine", [
-    pytest.param([], id="torch"),
+    pytest.param([], id="torch", marks=pytest.mark.slow),  # the async end-to-end test of test-fast takes the same path
     pytest.param(["model.lora.rank=4"], id="lora", marks=pytest.mark.slow),
     pytest.param(["train.engine=deepspeed", "train.zero_stage=3"], id="zero3", marks=pytest.mark.slow),
     pytest.param(["rollout.engine=vllm", "rollout.vllm.kv_cache_gb=0.25"], id="vllm", marks=pytest.mark.slow),

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_rollout.py"
 
 
+@pytest.mark.slow
 def test_the_rollout_benchmark_writes_both_cases(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--hidden", "64", "--layers", "1", "--threads", "1", "--repeats", "1", "--max-new-tokens", "8", "--out", str(out)]
