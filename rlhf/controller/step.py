@@ -45,8 +45,42 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     batch = sampled.batch
     # the rollout engine's KV cache (and weights, where it can) make room for the trainer
     roles.rollout.sleep()
-    # 4. old logprobs (skipped for a single on-policy update, which reuses its own forward),
-    #    reference logprobs when a KL term is on, values when a critic is
+    # 4. old / reference logprobs, off-policy weights, values
+    metrics = add_model_scores(run, roles, batch, timer)
+    # 5. token rewards, the KL penalty, advantages
+    with timer.phase("advantage"):
+        kl_metrics = add_advantages(run, roles, batch)
+    # 6. critic update; policy update unless a critic is still warming up
+    if roles.critic is not None:
+        with timer.phase("critic_update"):
+            metrics.update(roles.critic.update_critic(batch))
+    updated = (step > config.critic.warmup_rl_steps or roles.critic is None) and (
+        step > config.algorithm.archer.warmup_steps or roles.utterance_critic is None)
+    if updated:
+        with timer.phase("update"):
+            loss_coef = roles.kl_controller.value if config.algorithm.kl.placement == "loss" else 0.0
+            metrics.update(roles.actor.update_policy(batch, kl_coef=loss_coef))
+    # 7. wake the rollout engine, push the new weights (and check they arrived); move the anchor
+    with timer.phase("weight_sync"):
+        metrics.update(push_weights(roles, source, updated, sync_checker))
+    if updated:
+        move_anchor(run, roles, step)
+    # 8. adapt the KL coefficient to the KL just measured
+    if "kl/sequence_mean" in kl_metrics:
+        roles.kl_controller.update(kl_metrics["kl/sequence_mean"], len(batch))
+    kl_metrics["kl/coef"] = roles.kl_controller.value
+    step_seconds = time.perf_counter() - step_start
+    step_metrics = batch_metrics(batch, sampled.all_scores, step_seconds, device_count(config))
+    step_metrics.update(phase_shares(timer.seconds, step_seconds))  # the timer holds this step's phases: the loop pops it
+    rename_update_measurements(metrics, step_metrics)
+    return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
+
+
+def add_model_scores(run: Run, roles: Roles, batch: Batch, timer: PhaseTimer) -> dict[str, float]:
+    """Step 4: old logprobs (skipped for a single on-policy update, which reuses its own
+    forward), off-policy weights, reference logprobs when a KL term is on, values when a critic
+    is, and ArCHer's utterance critic; returns their metrics."""
+    config = run.config
     if roles.ref is not None or not single_on_policy_update(config.actor, len(batch)):
         with timer.phase("old_logprobs"):
             batch.set("old_logprobs", roles.actor.compute_logprobs(batch))
@@ -64,38 +98,21 @@ def rl_step(run: Run, roles: Roles, source: RolloutSource, timer: PhaseTimer, st
     if roles.utterance_critic is not None:
         with timer.phase("utterance_critic"):
             metrics.update(archer_critic_step(run, roles, batch))
-    # 5. token rewards, the KL penalty, advantages
-    with timer.phase("advantage"):
-        kl_metrics = add_advantages(run, roles, batch)
-    # 6. critic update; policy update unless a critic is still warming up
-    if roles.critic is not None:
-        with timer.phase("critic_update"):
-            metrics.update(roles.critic.update_critic(batch))
-    updated = (step > config.critic.warmup_rl_steps or roles.critic is None) and (
-        step > config.algorithm.archer.warmup_steps or roles.utterance_critic is None)
-    if updated:
-        with timer.phase("update"):
-            loss_coef = roles.kl_controller.value if config.algorithm.kl.placement == "loss" else 0.0
-            metrics.update(roles.actor.update_policy(batch, kl_coef=loss_coef))
-    # 7. wake the rollout engine, push the new weights (and check they arrived); move the anchor
-    with timer.phase("weight_sync"):
-        roles.rollout.wake()
-        pushed = source.after_step(roles, updated)  # the source's own engines (an asynchronous run's rollout process)
-        if updated:
-            metrics["sync/bytes"] = roles.sync_weights() + pushed
-            if sync_checker is not None:
-                metrics.update(sync_checker.after_sync(roles.rollout, roles.actor))
-    if updated:
-        move_anchor(run, roles, step)
-    # 8. adapt the KL coefficient to the KL just measured
-    if "kl/sequence_mean" in kl_metrics:
-        roles.kl_controller.update(kl_metrics["kl/sequence_mean"], len(batch))
-    kl_metrics["kl/coef"] = roles.kl_controller.value
-    step_seconds = time.perf_counter() - step_start
-    step_metrics = batch_metrics(batch, sampled.all_scores, step_seconds, device_count(config))
-    step_metrics.update(phase_shares(timer.seconds, step_seconds))  # the timer holds this step's phases: the loop pops it
-    rename_update_measurements(metrics, step_metrics)
-    return {**step_metrics, **sampled.metrics, **kl_metrics, **metrics}
+    return metrics
+
+
+def push_weights(roles: Roles, source: RolloutSource, updated: bool, sync_checker: SyncChecker | None) -> dict[str, float]:
+    """Step 7: wake the rollout engine; the source's own engines (an asynchronous run's rollout
+    side) take the new version, and after an update the roles' rollout engine takes the weights
+    (checked by `sync_checker`); returns `sync/bytes` and the check's metrics."""
+    roles.rollout.wake()
+    pushed = source.after_step(roles, updated)
+    if not updated:
+        return {}
+    metrics = {"sync/bytes": roles.sync_weights() + pushed}
+    if sync_checker is not None:
+        metrics.update(sync_checker.after_sync(roles.rollout, roles.actor))
+    return metrics
 
 
 def rename_update_measurements(metrics: dict[str, float], step_metrics: dict[str, float]) -> None:
