@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 
 from rlhf.distributed.group import wait_calls
 from rlhf.rollout.async_worker import GroupRequest, GroupResult, WorkerSpec, dumps, loads
@@ -39,8 +40,7 @@ class RayRolloutSide:
         self.timeout_s = self.group.dist.timeout_s
         wait_calls([self.group.submit("start_rollout_service", spec, version, label="rollout.start_service")], self.group.dist.startup_timeout_s)
         processes.streaming = True  # from now on weights reach the rollout pool through the services' mailboxes
-        self.outstanding = [0] * self.group.world_size  # groups requested, not yet back, per rank
-        self.owner: dict[int, int] = {}  # group id -> rank
+        self.owner: dict[int, int] = {}  # group id -> the rank it was sent to, until it is back
         self.polls = {rank: self._poll(rank) for rank in range(self.group.world_size)}
         self.closed = False
 
@@ -50,10 +50,11 @@ class RayRolloutSide:
 
     def submit(self, requests: list[GroupRequest]) -> None:
         """Each request to the rank with the fewest groups outstanding."""
+        outstanding = Counter(self.owner.values())
         by_rank: dict[int, list[GroupRequest]] = {}
         for request in requests:
-            rank = min(range(len(self.outstanding)), key=self.outstanding.__getitem__)
-            self.outstanding[rank] += 1
+            rank = min(range(self.group.world_size), key=outstanding.__getitem__)
+            outstanding[rank] += 1
             self.owner[request.group_id] = rank
             by_rank.setdefault(rank, []).append(request)
         for rank, items in by_rank.items():
@@ -146,5 +147,5 @@ class RayRolloutSide:
 
     def _returned(self, groups: list[GroupResult]) -> list[GroupResult]:
         for group in groups:
-            self.outstanding[self.owner.pop(group.group_id)] -= 1
+            del self.owner[group.group_id]
         return groups

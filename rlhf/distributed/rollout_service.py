@@ -50,14 +50,15 @@ class ThreadMailbox:
         return self._version
 
     def post(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
-        """Keep copies of the tensors as `version`; returns the bytes copied."""
-        copied = 0
+        """Keep the tensors as `version` (not copied: the weight channel hands over fresh
+        buffers, which nothing changes afterwards); returns their bytes."""
+        received = 0
         with self.lock:
             for name, tensor in named_tensors:
-                self.tensors[name] = tensor.detach().clone()
-                copied += tensor.numel() * tensor.element_size()
+                self.tensors[name] = tensor.detach()
+                received += tensor.numel() * tensor.element_size()
             self._version = version
-        return copied
+        return received
 
     def fetch(self, engine, held: int) -> int:
         """Load the newest weights into `engine` when its version is older; returns the version

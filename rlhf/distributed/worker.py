@@ -9,6 +9,7 @@ ranks is the caller's business (:mod:`rlhf.distributed.proxy`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,9 @@ class RoleWorker:
     def call(self, role: str, method: str, args: tuple, kwargs: dict, weight: str | None = None) -> Any:
         """`role.method(*args, **kwargs)`; with `weight`, (the answer, role.weight(args[0]))."""
         target = self.colocated.role(role)
-        if role == "rollout" and self.stream is not None and method not in ("wake", "sleep"):
-            with self.stream.holding():  # between the stream's generate calls, with the newest weights posted
-                result = strip_local_meta(getattr(target, method)(*args, **kwargs))
-        else:
+        streaming = role == "rollout" and self.stream is not None and method not in ("wake", "sleep")
+        # while the stream runs: between its generate calls, with the newest weights posted
+        with self.stream.holding() if streaming else contextlib.nullcontext():
             result = strip_local_meta(getattr(target, method)(*args, **kwargs))
         return (result, getattr(target, weight)(args[0])) if weight else result
 

@@ -183,16 +183,21 @@ class AsyncRolloutSource:
 
             spec = worker_spec(self.config, None, None, self.tokenizer, self.model_path, self.sampling, self.with_baseline)
             self.process = RayRolloutSide(roles.processes, spec, self.version)
-            self._submit(sorted(self.in_flight.items(), key=lambda item: item[1][0]))
-            return
+        else:
+            self.process = self._local_process(roles)
+        self._submit(sorted(self.in_flight.items(), key=lambda item: item[1][0]))
+
+    def _local_process(self, roles) -> RolloutProcess:
+        """The rollout process beside this one, started from the actor's weights; the trainer
+        keeps the CPUs it does not run on."""
         weights = dict(roles.actor.named_weights())
         policy = base_module(roles.actor.engine.module)
         spec = worker_spec(self.config, policy, next(iter(weights.values())).dtype, self.tokenizer, self.model_path, self.sampling,
                            self.with_baseline)
-        self.process = RolloutProcess(spec, weights.items(), self.version)
-        if spec.cpus:  # the trainer keeps the CPUs the rollout process does not run on
+        process = RolloutProcess(spec, weights.items(), self.version)
+        if spec.cpus:
             os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - set(spec.cpus))
-        self._submit(sorted(self.in_flight.items(), key=lambda item: item[1][0]))
+        return process
 
     def _request_more(self) -> None:
         """Request groups until `capacity` are requested or ready but not trained on."""
@@ -208,20 +213,21 @@ class AsyncRolloutSource:
         self._submit(new)
 
     def _submit(self, groups: list[tuple[int, tuple[int, dict]]]) -> None:
-        """Send requests for `groups` [(group id, (position, row))], tokenised together."""
+        """Send requests for `groups` [(group id, (position, row))]: the rows (multi-turn), or
+        their prompts tokenised together."""
         if not groups:
             return
-        if not self.episodes:
-            prompts = self.tokenize([row for _, (_, row) in groups]).set("group_index", [group_id for group_id, _ in groups])
         gated = self.settings.stale == "drop"
-        requests = []
-        for index, (group_id, (position, row)) in enumerate(groups):
-            earliest = earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0
-            if self.episodes:
-                requests.append(GroupRequest(group_id, position, earliest, None, rows=[row] * self.n))
-                continue
-            one = prompts.select([index] * self.n)
-            requests.append(GroupRequest(group_id, position, earliest, Batch(one.tensors, one.non_tensors, {}), self.begun.pop(group_id, None)))
+        earliest = [earliest_version(position, self.batch_groups, self.settings.max_staleness) if gated else 0 for _, (position, _) in groups]
+        if self.episodes:
+            requests = [GroupRequest(group_id, position, first, None, rows=[row] * self.n)
+                        for (group_id, (position, row)), first in zip(groups, earliest)]
+        else:
+            prompts = self.tokenize([row for _, (_, row) in groups]).set("group_index", [group_id for group_id, _ in groups])
+            requests = []
+            for index, ((group_id, (position, _)), first) in enumerate(zip(groups, earliest)):
+                one = prompts.select([index] * self.n)
+                requests.append(GroupRequest(group_id, position, first, Batch(one.tensors, one.non_tensors, {}), self.begun.pop(group_id, None)))
         self.process.submit(requests)
 
     def _take(self, groups: int) -> tuple[list[GroupResult], int]:

@@ -152,7 +152,7 @@ def worker_main(spec: WorkerSpec, requests, results, mailbox: WeightMailbox, con
 def serve(engine, spec: WorkerSpec, requests, results, mailbox, control: Control, lock=None) -> bool:
     """Steps (1)-(4) of the module docstring with `engine`, until `STOP` (True) or an exception,
     which goes to the trainer as a message (False). `requests` and `results` are queues
-    (between processes, or between the threads of a Ray worker: :mod:`rlhf.distributed.async_rollout`);
+    (between processes, or between the threads of a Ray worker: :mod:`rlhf.distributed.rollout_service`);
     `lock`, held from step (2) to the end of step (4), lets another thread of the process use
     the engine between calls."""
     lock = lock or contextlib.nullcontext()

@@ -87,8 +87,9 @@ def play_and_score(rows: list[dict], roles, pool, turn_format: TurnFormat, sampl
 
 def score_episodes(reward, batch: Batch, tokenizer, timer) -> dict[str, float]:
     """Grade the final answers of a batch of finished episodes (those with an
-    `episode_answer`) and return its reward and `env/*` metrics. Reads only the batch, so episodes played in another
-    process (an asynchronous run's rollout process) are scored the same way."""
+    `episode_answer`) and return its reward and `env/*` metrics. Reads only the batch, so
+    episodes played in another process (an asynchronous run's rollout process) are scored the
+    same way."""
     metrics: dict[str, float] = {}
     graded = [i for i, answer in enumerate(batch["episode_answer"]) if answer is not None]
     if graded:
@@ -167,21 +168,18 @@ def _transcript(episode: Episode) -> str:
 
 def grade_answers(reward, batch: Batch, graded: list[int], tokenizer) -> dict[str, float]:
     """Score the final answers (`episode_answer`) of the episodes `graded` with the recipe's
-    reward sources; each score joins its episode's last turn reward (and `scores`), and decides its
-    `success`."""
+    reward sources; each score joins its episode's last turn reward (and `scores`), and
+    decides its `success`."""
     answers = batch.select(graded)
-    last_actions = []
-    for i in graded:
-        last = int(batch["num_turns"][i]) - 1
-        start, end = int(batch["action_starts"][i, last]), int(batch["action_ends"][i, last])
-        last_actions.append(batch["response_ids"][i, start:end].tolist())
+    lasts = (batch["num_turns"][graded] - 1).tolist()  # each graded episode's last turn
+    last_actions = [batch["response_ids"][i, int(batch["action_starts"][i, last]) : int(batch["action_ends"][i, last])].tolist()
+                    for i, last in zip(graded, lasts)]
     response_ids, response_mask = sequence_tensor(last_actions, tokenizer.pad_token_id, left=False)
     answers.set("response_ids", response_ids).set("response_mask", response_mask)
     answers.set("response_text", [batch["episode_answer"][i] for i in graded])
     answers.meta["tokenizer"] = tokenizer
     result = reward.evaluate(answers)
-    for row, i in enumerate(graded):
-        last = int(batch["num_turns"][i]) - 1
+    for row, (i, last) in enumerate(zip(graded, lasts)):
         batch["turn_rewards"][i, last] += result.scores[row]
         batch["success"][i] = bool(result.scores[row] >= CORRECT_AT)  # the verifier's 1
     batch.set("scores", batch["turn_rewards"].sum(dim=-1))

@@ -144,10 +144,14 @@ def open_files(pid: int | str = "self") -> list[str]:
     return sorted(targets)
 
 
+def command_line(pid: int) -> str:
+    """The process's command line ('' once it is gone)."""
+    try:
+        return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def describe(stat: ProcessStat) -> str:
     """One line for a report: pid, name and command line."""
-    try:
-        command = (PROC / str(stat.pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        command = ""
-    return f"{stat.pid} ({stat.name}) {command[:160]}"
+    return f"{stat.pid} ({stat.name}) {command_line(stat.pid)[:160]}"

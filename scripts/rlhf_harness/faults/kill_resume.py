@@ -48,6 +48,7 @@ from rlhf_harness.faults.run_state import (
     without_wall_clock,
 )
 from rlhf_harness.faults.verdict import COMPARED, Kill, describe, summarize
+from rlhf_harness.procs import command_line
 
 TINY = [
     "sft.max_steps=3", "sft.eval_every=2", "sft.val_size=16", "data.eval.size=16", "data.train_batch_size=4", "rollout.n=4",
@@ -182,13 +183,6 @@ def outlived(session: int, grace_s: float = 15.0) -> dict[int, str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
-
-
-def command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def kill_and_resume(settings: Settings, report=print) -> dict:
