@@ -1,7 +1,12 @@
-"""Build a tiny random Llama checkpoint with the char tokenizer, for offline tests and demos.
+"""Build a tiny random Llama (or Qwen2) checkpoint with the char tokenizer, for offline tests and demos.
 
 Example (from the repository root; ``PYTHONPATH=.`` is not needed once the package is installed):
     HF_HUB_OFFLINE=1 PYTHONPATH=. python scripts/build_tiny_model.py --out checkpoints/tiny
+
+A random model of a real shape, e.g. Qwen2.5-0.5B's with its 151,936-token vocabulary:
+    python scripts/build_tiny_model.py --out checkpoints/qwen-shape --model-type qwen2 \\
+        --hidden-size 896 --num-layers 24 --num-heads 14 --num-key-value-heads 2 \\
+        --intermediate-size 4864 --vocab-size 151936 --max-position-embeddings 4096
 
 The result loads with ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` like any Hugging Face model.
@@ -14,16 +19,18 @@ import inspect
 
 from transformers import AutoModelForCausalLM
 
-from rlhf.models.tiny import build_tiny_model, count_parameters
+from rlhf.models.tiny import MODEL_TYPES, build_tiny_model, count_parameters
 
 
-# One line of help per option of build_tiny_model; its signature holds the defaults.
+# One line of help per integer option of build_tiny_model; its signature holds the defaults.
 OPTION_HELP = {
     "hidden_size": "residual stream width",
     "num_layers": "number of decoder layers",
     "num_heads": "number of attention heads",
+    "num_key_value_heads": "key/value heads (grouped-query attention; None: as many as --num-heads)",
     "intermediate_size": "feed-forward layer width",
     "max_position_embeddings": "longest sequence length",
+    "vocab_size": "rows of the embedding and LM head (None: the tokenizer's 104; more pads them)",
     "seed": "seed of the random initialisation",
 }
 
@@ -33,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="directory to write the model to")
     defaults = inspect.signature(build_tiny_model).parameters
+    parser.add_argument("--model-type", choices=tuple(MODEL_TYPES), default=defaults["model_type"].default,
+                        help=f"architecture (default: {defaults['model_type'].default})")
     for name, help_text in OPTION_HELP.items():
         default = defaults[name].default
         parser.add_argument(
@@ -41,6 +50,7 @@ def parse_args() -> argparse.Namespace:
             default=default,
             help=f"{help_text} (default: {default})",
         )
+    parser.add_argument("--untied", action="store_true", help="an LM head of its own instead of the input embedding's weights")
     return parser.parse_args()
 
 
@@ -49,12 +59,9 @@ def main() -> None:
     args = parse_args()
     out_dir = build_tiny_model(
         args.out,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        num_heads=args.num_heads,
-        intermediate_size=args.intermediate_size,
-        max_position_embeddings=args.max_position_embeddings,
-        seed=args.seed,
+        model_type=args.model_type,
+        tie_word_embeddings=not args.untied,
+        **{name: getattr(args, name) for name in OPTION_HELP},
     )
     model = AutoModelForCausalLM.from_pretrained(out_dir)
     print(f"parameters: {count_parameters(model):,}")
