@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -116,15 +115,10 @@ def accuracy_mode(args: argparse.Namespace, work_dir: Path, processes: dict) -> 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark the arguments ask for; returns what it writes to `--out`."""
     args = parse_args(argv)
-    # inherited by the spawned workers: everything is local, and no fork warnings
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # every arm is one process of its own: launcher variables inherited from a caller (e.g. a
-    # test process that ran DeepSpeed) would make accelerate join that caller's process group
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(name, None)
     from rlhf_harness.bench.report import environment
-    from rlhf_harness.bench.worker import arm_processes
+    from rlhf_harness.bench.worker import arm_processes, prepare_environment
+
+    prepare_environment()
 
     # the workers start importing their libraries at once
     with tempfile.TemporaryDirectory(prefix="bench-vs-trl-") as work, arm_processes(args.arms) as processes:

@@ -3,7 +3,9 @@ loop's own step function, :func:`rlhf.controller.step.rl_step`, once per step.
 
 The recipe is `recipes/quickstart.yaml` with the benchmark's numbers as overrides: the policy
 is loaded from the shared checkpoint, no SFT, no evaluation, one mini-batch of all B sequences
-(a single on-policy update: no separate old-logprob pass), no KL (the quickstart has none).
+(a single on-policy update: no separate old-logprob pass) in micro-batches of
+`settings.update_micro_batch`, no KL (the quickstart has none). The rollout engine is the
+recipe's HF engine, or vLLM for the `vllm` arm (:func:`vllm_arm`).
 """
 
 from __future__ import annotations
@@ -21,18 +23,22 @@ from rlhf.timing import PhaseTimer
 
 from rlhf_harness.bench.common import StepRecord, greedy_accuracy
 from rlhf_harness.bench.memory import MemoryPhaseTimer, PhasePeaks
-from rlhf_harness.bench.settings import BenchSettings
+from rlhf_harness.bench.settings import MAX_PROMPT_TOKENS, BenchSettings
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "recipes" / "quickstart.yaml"
 
 
-def recipe_overrides(settings: BenchSettings) -> list[str]:
+def recipe_overrides(settings: BenchSettings, rollout_engine: str = "hf") -> list[str]:
     """`key=value` overrides that give the quickstart recipe the benchmark's numbers."""
     batch = settings.batch_size
+    engine = [f"rollout.engine={rollout_engine}"]
+    if rollout_engine == "vllm":  # room for one prompt and its response, not the model's maximum
+        engine.append(f"rollout.vllm.max_model_len={MAX_PROMPT_TOKENS + settings.max_new_tokens}")
     return [
         "model.source=pretrained", f"model.path={settings.model_dir}", f"model.dtype={settings.dtype}", "sft.enabled=false", "data.eval.path=''",
-        f"data.train_batch_size={settings.prompts}", f"rollout.n={settings.samples}", f"rollout.max_new_tokens={settings.max_new_tokens}",
-        f"actor.mini_batch_size={batch}", f"actor.micro_batch_size={batch}",
+        f"data.train_batch_size={settings.prompts}", f"data.max_prompt_tokens={MAX_PROMPT_TOKENS}",
+        f"rollout.n={settings.samples}", f"rollout.max_new_tokens={settings.max_new_tokens}", *engine,
+        f"actor.mini_batch_size={batch}", f"actor.micro_batch_size={settings.update_micro_batch}", f"trainer.device={settings.device}",
         # YAML reads 1e-4 as a string: a float needs the dot and the signed exponent
         f"actor.lr={settings.lr:.6e}", f"actor.warmup_steps={settings.warmup_steps}", f"actor.lr_schedule={settings.lr_schedule}",
         f"trainer.total_steps={settings.total_steps}", f"trainer.num_threads={settings.threads}", f"trainer.seed={settings.seed}",
@@ -43,8 +49,8 @@ def recipe_overrides(settings: BenchSettings) -> list[str]:
 class RlhfArm:
     """rlhf's controller, stepped one `rl_step` at a time."""
 
-    def __init__(self, settings: BenchSettings):
-        config = load_recipe(QUICKSTART, recipe_overrides(settings))
+    def __init__(self, settings: BenchSettings, rollout_engine: str = "hf"):
+        config = load_recipe(QUICKSTART, recipe_overrides(settings, rollout_engine))
         self.rl_run = build_run(config, "bench-vs-trl")  # sets the thread count, seeds, loads the model
         self.roles = build_roles(self.rl_run)
         self.source = rollout_source(self.rl_run)  # data.train_batch_size prompts per step, seeded by trainer.seed
@@ -67,7 +73,8 @@ class RlhfArm:
         seconds = time.perf_counter() - start
         return StepRecord(
             seconds=seconds, tokens=int(metrics["perf/total_tokens"]), generate_seconds=phases.get("time/generate_s"),
-            reward_mean=metrics["reward/mean"], response_length_mean=metrics["response_length/mean"], phases=phases,
+            reward_mean=metrics["reward/mean"], response_length_mean=metrics["response_length/mean"],
+            update_seconds=phases.get("time/update_s"), phases=phases,
             peak_memory_mib=self.peaks.pop(),
         )
 
@@ -78,3 +85,8 @@ class RlhfArm:
         self.peaks.stop()
         self.roles.close()
         self.rl_run.reward.close()
+
+
+def vllm_arm(settings: BenchSettings) -> RlhfArm:
+    """The `vllm` arm: the rlhf arm with `rollout.engine=vllm` (our vLLM engine)."""
+    return RlhfArm(settings, rollout_engine="vllm")

@@ -8,15 +8,19 @@ end of this one, so it includes the trainer's own per-step work around the step 
 prompts, logging).
 
 GRPOConfig, matched to the other arms:
-- one generation of P × n per optimizer step, used once: per_device_train_batch_size = B,
-  gradient_accumulation_steps = 1, steps_per_generation = 1, num_iterations = 1 (TRL then
-  skips its old-logprob pass, as rlhf does);
+- one generation of P × n per optimizer step, used once, in the others' micro-batches of m
+  sequences: per_device_train_batch_size = m, gradient_accumulation_steps =
+  steps_per_generation = B / m (TRL generates B sequences at once, every B / m micro-steps),
+  num_iterations = 1 (TRL then skips its old-logprob pass, as rlhf does);
 - no KL: beta = 0 (no reference model is loaded);
-- sampling: temperature 1, top_p 1, top_k 0, max_completion_length = max new tokens;
+- sampling with `model.generate` (use_vllm = False): temperature 1, top_p 1, top_k 0,
+  max_completion_length = max new tokens;
 - AdamW at the same lr, betas (0.9, 0.999), weight decay 0, max_grad_norm 1, same schedule;
   the implementation is TRL's default `adamw_torch_fused`;
-- float32: bf16 = False (GRPOConfig turns bf16 autocast on by default, also on CPU) and no
-  gradient checkpointing (on by default in TRL, off in rlhf);
+- float32 unless the benchmark asks for bfloat16 autocast: bf16 = (dtype == bfloat16)
+  (GRPOConfig turns it on by default, also on CPU); no gradient checkpointing (on by default
+  in TRL, off in rlhf);
+- the device of the others: use_cpu unless it is 'cuda';
 - loss: TRL's defaults, loss_type 'dapo' (token mean over the batch, like rlhf's token-mean)
   and scale_rewards 'group' (std-normalised groups, like rlhf's grpo).
 """
@@ -48,14 +52,16 @@ from rlhf_harness.bench.settings import BenchSettings
 class StepGate(TrainerCallback):
     """Records each optimizer step; after the requested number of steps, waits for more.
 
-    Memory: a "step" window runs from the step's start to its end, an "update" window from the
-    end of `_prepare_inputs` (generation, scoring) to the step's end (forward, backward,
-    optimizer step); `TrlArm.time_generate` adds "generate"."""
+    Memory and time: a "step" window runs from the step's start to its end, an "update" window
+    from the end of the step's first `_prepare_inputs` (generation, scoring) to the step's end
+    (forward, backward of every micro-batch, optimizer step); `TrlArm.time_generate` adds
+    "generate"."""
 
     def __init__(self, peaks: PhasePeaks) -> None:
         self.peaks = peaks
         self.step_window: int | None = None
         self.update_window: int | None = None
+        self.update_start = 0.0
         self.resume = threading.Semaphore(0)
         self.paused = threading.Semaphore(0)
         self.remaining = 0
@@ -88,12 +94,13 @@ class StepGate(TrainerCallback):
         self.wait_for_work()
 
     def on_step_end(self, args, state, control, **kwargs):
+        peaks = self.end_windows()  # first: on CUDA it waits for the step's kernels
         now = time.perf_counter()
         stats = self.batch_stats
         self.records.append(StepRecord(
             seconds=now - self.mark, tokens=int(stats["tokens"]), generate_seconds=self.generate_seconds,
             reward_mean=stats["reward_mean"], response_length_mean=stats["response_length_mean"],
-            peak_memory_mib=self.end_windows(),
+            update_seconds=now - self.update_start, peak_memory_mib=peaks,
         ))
         self.remaining -= 1
         if self.remaining == 0:
@@ -108,13 +115,17 @@ class StepGate(TrainerCallback):
 
 def grpo_config(settings: BenchSettings) -> GRPOConfig:
     """TRL's settings equivalent to the other arms' (see the module docstring)."""
+    micro_batch = settings.update_micro_batch
+    accumulation = settings.batch_size // micro_batch
+    if accumulation * micro_batch != settings.batch_size:
+        raise ValueError(f"micro_batch_size ({micro_batch}) must divide the batch of {settings.batch_size} sequences")
     schedule = {"lr_scheduler_type": "constant_with_warmup" if settings.warmup_steps else "constant"}
     if settings.lr_schedule == "cosine":  # rlhf's cosine ends at 10% of the peak
         schedule = {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": 0.1}}
     return GRPOConfig(
-        output_dir=str(Path(settings.work_dir) / "trl"), use_cpu=True, seed=settings.seed,
-        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=1, steps_per_generation=1,
-        num_generations=settings.samples, num_iterations=1, beta=0.0,
+        output_dir=str(Path(settings.work_dir) / "trl"), use_cpu=settings.device == "cpu", seed=settings.seed,
+        per_device_train_batch_size=micro_batch, gradient_accumulation_steps=accumulation, steps_per_generation=accumulation,
+        num_generations=settings.samples, num_iterations=1, beta=0.0, use_vllm=False,
         max_completion_length=settings.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
         learning_rate=settings.lr, adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0, max_grad_norm=1.0,
         warmup_steps=settings.warmup_steps, max_steps=settings.total_steps, **schedule,
@@ -132,7 +143,7 @@ class TrlArm:
         self.tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
         self.prompt_lengths: dict[str, int] = {}
         model = AutoModelForCausalLM.from_pretrained(settings.model_dir, dtype=torch.float32)
-        self.peaks = PhasePeaks("cpu")
+        self.peaks = PhasePeaks(settings.device)
         self.gate = StepGate(self.peaks)
         dataset = Dataset.from_list([{"prompt": row["prompt"], "ground_truth": row["ground_truth"]} for row in train_rows()])
         self.trainer = GRPOTrainer(
@@ -168,7 +179,7 @@ class TrlArm:
         def timed_generate(*args, **kwargs):
             start = time.perf_counter()
             try:
-                with self.peaks.phase("generate"):
+                with self.peaks.phase("generate"):  # on CUDA its end waits for generate's kernels
                     return original(*args, **kwargs)
             finally:
                 self.gate.generate_seconds += time.perf_counter() - start
@@ -183,7 +194,8 @@ class TrlArm:
         def prepare_then_update(*args, **kwargs):
             inputs = original(*args, **kwargs)
             if self.gate.update_window is None:
-                self.gate.update_window = self.peaks.open("update")
+                self.gate.update_window = self.peaks.open("update")  # on CUDA: after generation's kernels
+                self.gate.update_start = time.perf_counter()
             return inputs
 
         trainer._prepare_inputs = prepare_then_update

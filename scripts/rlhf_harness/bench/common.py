@@ -33,6 +33,9 @@ class StepRecord:
     """Of which in `generate` (None where the arm cannot see it)."""
     reward_mean: float
     response_length_mean: float
+    update_seconds: float | None = None
+    """Of the step's `seconds`, those of the policy update: forward, backward (every
+    micro-batch) and the optimiser step (None where the arm does not report it)."""
     phases: dict[str, float] = field(default_factory=dict)
     """Further phase timings the arm reports (rlhf's `time/*_s`)."""
     peak_memory_mib: dict[str, float] = field(default_factory=dict)
@@ -56,10 +59,12 @@ def scores(responses: list[str], ground_truths: list[str]) -> list[float]:
     return [arithmetic_score(text, truth) for text, truth in zip(responses, ground_truths, strict=True)]
 
 
-def build_initial_model(out_dir: str | Path, size: str, seed: int) -> int:
-    """Save a randomly initialised model of `MODEL_SIZES[size]` with the char tokenizer to
-    `out_dir`; returns its number of parameters (tied embeddings counted once)."""
-    build_tiny_model(out_dir, max_position_embeddings=MAX_POSITIONS, seed=seed, **MODEL_SIZES[size])
+def build_initial_model(out_dir: str | Path, size: str | dict, seed: int) -> int:
+    """Save a randomly initialised model with the char tokenizer to `out_dir`: `size` names one
+    of `MODEL_SIZES`, or is a dict of `build_tiny_model` arguments (a model shape); returns its
+    number of parameters (tied embeddings counted once)."""
+    shape = {"max_position_embeddings": MAX_POSITIONS, **(MODEL_SIZES[size] if isinstance(size, str) else size)}
+    build_tiny_model(out_dir, seed=seed, **shape)
     # counted from the file, without loading the model again (save_pretrained stores a tied tensor once)
     with safe_open(str(Path(out_dir) / "model.safetensors"), framework="pt") as weights:
         return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())  # noqa: SIM118 (safe_open has keys(), no __iter__)

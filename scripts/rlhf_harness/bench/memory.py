@@ -9,7 +9,9 @@ Two sources, one code path:
           what the operating system must provide, not what tensors hold.
     cuda  `torch.cuda.max_memory_allocated` (bytes held by tensors), reset at every phase
           boundary; the peak since the last boundary is folded into every open phase first,
-          so nested phases stay right.
+          so nested phases stay right. Every boundary also waits for the kernels queued so far
+          (`torch.cuda.synchronize`), so a phase timed around its window (`MemoryPhaseTimer`)
+          gets the time of its own kernels, not of the launches alone.
 Phases may nest and repeat: a phase's value is the largest over all its windows since the last
 `pop()`. Values are MiB.
 """
@@ -46,6 +48,7 @@ class PhasePeaks:
             return rss_bytes() or 0
         import torch
 
+        torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         return peak
@@ -113,7 +116,8 @@ class MemoryPhaseTimer:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        with self.peaks.phase(name), self.timer.phase(name):
+        # the memory window inside the timed one: on CUDA its closing synchronisation is timed
+        with self.timer.phase(name), self.peaks.phase(name):
             yield
 
     def pop(self) -> dict[str, float]:

@@ -15,6 +15,8 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 }
 MAX_POSITIONS = 128
 """Rotary positions of every benchmark model: well above the 6 prompt + 32 response tokens."""
+MAX_PROMPT_TOKENS = 8
+"""Longest prompt (tokens) the rlhf arm admits (`data.max_prompt_tokens`): the 6-character sums fit."""
 
 
 @dataclass
@@ -46,8 +48,18 @@ class BenchSettings:
     `model.dtype`, TRL's `bf16`, the floor's `torch.autocast`)."""
     seed: int = 0
     """Seed of the prompt order and of sampling."""
+    micro_batch_size: int = 0
+    """Sequences per forward/backward of the update (0: all B at once); the micro-batches of a
+    step accumulate their gradients into its one optimiser step. Must divide B."""
+    device: str = "cpu"
+    """Where every arm generates and trains: 'cpu' or 'cuda'."""
 
     @property
     def batch_size(self) -> int:
         """Sequences per step and per optimiser step (B)."""
         return self.prompts * self.samples
+
+    @property
+    def update_micro_batch(self) -> int:
+        """Sequences per forward/backward of the update."""
+        return self.micro_batch_size or self.batch_size

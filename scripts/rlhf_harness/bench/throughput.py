@@ -38,6 +38,7 @@ def summarise_arm(records: list[dict]) -> dict:
     """Medians of one arm's timed steps (step 4); `steps` keeps every record."""
     seconds = [r["seconds"] for r in records]
     generate = [r["generate_seconds"] for r in records if r["generate_seconds"] is not None]
+    update = [r["update_seconds"] for r in records if r.get("update_seconds") is not None]
     phase_names = sorted({name for r in records for name in r["phases"]})
     memory_phases = sorted({name for r in records for name in r.get("peak_memory_mib", {})})
     return {
@@ -48,6 +49,7 @@ def summarise_arm(records: list[dict]) -> dict:
         "tokens_per_step": statistics.median(r["tokens"] for r in records),
         "generate_seconds": statistics.median(generate) if generate else None,
         "generate_share": statistics.median(r["generate_seconds"] / r["seconds"] for r in records) if generate else None,
+        "update_seconds": statistics.median(update) if update else None,
         "reward_mean": statistics.fmean(r["reward_mean"] for r in records),
         "response_length_mean": statistics.fmean(r["response_length_mean"] for r in records),
         "phases": {name: statistics.median(r["phases"][name] for r in records if name in r["phases"]) for name in phase_names},
@@ -61,7 +63,7 @@ def arm_ratios(summary: dict[str, dict]) -> dict[str, float]:
     rlhf/floor, TRL/floor as step-time ratios (>= 1 expected: how far above the floor), of the
     medians; `*_best_step_time`: the same of the fastest steps."""
     ratios = {}
-    pairs = [("rlhf", "trl"), ("rlhf", "floor"), ("trl", "floor")]
+    pairs = [("rlhf", "trl"), ("rlhf", "floor"), ("trl", "floor"), ("vllm", "trl"), ("vllm", "floor")]
     for name, other in pairs:
         if name in summary and other in summary:
             arm, base = summary[name], summary[other]

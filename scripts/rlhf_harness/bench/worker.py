@@ -7,16 +7,17 @@ clean interpreter.
 
 Protocol: a worker imports its arm's module as soon as it starts (TRL takes seconds to import),
 may then be asked ("make_model", (dir, size, seed)) to write the initial checkpoint, and waits
-for ("build", (settings,)), answered ("ok", {"threads": ..., "memory_kind": ...}) once the arm is
-built. Each later
-(command, args) with command in `COMMANDS` is answered ("ok", result) or ("error", traceback);
-("close", ()) ends the worker.
+for ("build", (settings,)), answered ("ok", {"threads": ..., "memory_kind": ..., "device_name": ...})
+once the arm is built. Each later (command, args) with command in `COMMANDS` is answered
+("ok", result) or ("error", traceback); ("close", ()) ends the worker.
 """
 
 from __future__ import annotations
 
 import importlib
 import multiprocessing
+import os
+import platform
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +28,22 @@ ARMS = {
     "rlhf": "rlhf_harness.bench.arm_rlhf:RlhfArm",
     "trl": "rlhf_harness.bench.arm_trl:TrlArm",
     "floor": "rlhf_harness.bench.arm_floor:FloorArm",
+    "vllm": "rlhf_harness.bench.arm_rlhf:vllm_arm",
 }
-"""Arm name -> its class, imported only in the worker that runs it."""
+"""Arm name -> its class (or a function that builds it), imported only in the worker that runs it."""
 COMMANDS = ("run", "accuracy")
 """Methods of an arm the driver may call: run(steps) -> [StepRecord dict], accuracy(rows, max_new_tokens) -> float."""
+
+
+def prepare_environment() -> None:
+    """Set, in the driver, what the spawned workers inherit: no model hub (everything is
+    local), no tokenizer fork warnings, and no launcher variables. Every arm is one process of
+    its own: RANK & co. inherited from a caller (e.g. a test process that ran DeepSpeed) would
+    make accelerate join that caller's process group."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(name, None)
 
 
 def arm_class(name: str) -> type:
@@ -77,7 +90,9 @@ def build_when_asked(conn, cls: type):
             conn.send(("ok", build_initial_model(*args)))
         elif command == "build":
             arm = cls(*args)
-            conn.send(("ok", {"threads": torch.get_num_threads(), "memory_kind": arm.peaks.kind}))
+            on_gpu = arm.peaks.kind == "cuda_allocated"
+            device_name = torch.cuda.get_device_name() if on_gpu else (platform.processor() or platform.machine())
+            conn.send(("ok", {"threads": torch.get_num_threads(), "memory_kind": arm.peaks.kind, "device_name": device_name}))
             return arm
         else:
             raise RuntimeError(f"expected 'make_model', 'build' or 'close' before the arm is built, got {command!r}")
@@ -96,7 +111,7 @@ class ArmProcess:
         self.process.start()
         child_conn.close()
 
-    def make_model(self, out_dir: str, size: str, seed: int) -> int:
+    def make_model(self, out_dir: str, size: str | dict, seed: int) -> int:
         """Have this worker write the initial checkpoint (see `common.build_initial_model`);
         returns its number of parameters. Only before `build`."""
         self.conn.send(("make_model", (out_dir, size, seed)))
