@@ -43,7 +43,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) 
 
 
 class FloorArm:
-    """HF `generate` + one forward/backward/step over the same tokens; no framework around it."""
+    """HF `generate` + forward/backward per micro-batch + one optimiser step over the same tokens;
+    no framework around it."""
 
     def __init__(self, settings: BenchSettings):
         if settings.lr_schedule != "constant" or settings.warmup_steps:
