@@ -61,7 +61,7 @@ def gpu_table(result: dict) -> str:
     lines += [f"{name:<6} skipped: {reason}" for name, reason in result["skipped"].items()]
     lines += [f"{name:<6} FAILED: {error.splitlines()[-1]}" for name, error in result["failed"].items()]
     peak = result["peak_flops"]
-    lines.append(f"MFU = 6 x {result['parameters'] / 1e6:.1f}M parameters (embedding counted once) x tokens / update s / "
+    lines.append(f"MFU = 6 x {result['parameters']:,} parameters (embedding counted once) x tokens / update s / "
                  + (f"{peak / 1e12:.0f} TFLOP/s peak ({result['peak_source']})" if peak else "peak (n/a: unknown device; give --peak-tflops)"))
     for key, value in result["ratios"].items():
         if key.endswith("_step_time") and not key.endswith("_best_step_time"):
