@@ -1,7 +1,9 @@
-"""Rollout speed: the HF engine's decode loop against `transformers`' `model.generate`.
+"""Rollout speed: the HF engine's decode loops against `transformers`' `model.generate`.
 
-Both sample the same 16 prompts x 8 with a KV cache and stop at EOS; the decode loop also
-drops each finished row from the batch. Two cases: responses that all run to the budget (a
+All three sample the same 16 prompts x 8 with a KV cache and stop at EOS: `generate`, the
+dynamic loop (`decode`: drops each finished row at once, asks the device after every token)
+and the static loop (`decode_static`: preallocated cache, one look every 8 steps, rows dropped
+in power-of-two buckets). Two cases: responses that all run to the budget (a
 random model: EOS is rare) and responses of mixed lengths (the EOS logit raised, so most rows
 stop early and a few run long, as in RL on real tasks). Interleaved repetitions, medians.
 
@@ -27,28 +29,32 @@ from rlhf.models.load import load_causal_lm, load_tokenizer
 from rlhf.models.tiny import build_tiny_model
 from rlhf.rollout.base import SamplingParams, response_mask_from_ids
 from rlhf.rollout.decode import decode
+from rlhf.rollout.static_decode import decode_static
 
 
 def time_case(model, tokenizer, prompts, max_new_tokens: int, repeats: int) -> dict:
-    """Median seconds of `generate` and of `decode` on `prompts`, and the response lengths."""
+    """Median seconds of `generate`, `decode` and `decode_static` on `prompts`, and the
+    response lengths."""
     eos, pad = [tokenizer.eos_token_id], tokenizer.pad_token_id
     ids, mask = prompts["prompt_ids"], prompts["prompt_mask"]
     config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
     sampling = SamplingParams(max_new_tokens=max_new_tokens)
-    seconds: dict[str, list[float]] = {"generate": [], "decode": []}
+    loops = {"generate": lambda: model.generate(input_ids=ids, attention_mask=mask, generation_config=config),
+             "decode": lambda: decode(model, ids, mask, sampling, eos, pad),
+             "static": lambda: decode_static(model, ids, mask, sampling, eos, pad)}
+    seconds: dict[str, list[float]] = {name: [] for name in loops}
     lengths = []
     with torch.no_grad():
         for _ in range(repeats + 1):  # the first round warms up
-            start = time.perf_counter()
-            model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-            seconds["generate"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            decoded = decode(model, ids, mask, sampling, eos, pad)
-            seconds["decode"].append(time.perf_counter() - start)
-            lengths.append(response_mask_from_ids(decoded.response_ids, eos).sum(dim=1).float())
+            for name, loop in loops.items():
+                start = time.perf_counter()
+                out = loop()
+                seconds[name].append(time.perf_counter() - start)
+            lengths.append(response_mask_from_ids(out.response_ids, eos).sum(dim=1).float())
     lengths = torch.cat(lengths)
     medians = {name: statistics.median(values[1:]) for name, values in seconds.items()}
     return {**{f"{name}_s": value for name, value in medians.items()}, "speedup": medians["generate"] / medians["decode"],
+            "static_vs_decode": medians["decode"] / medians["static"],
             "mean_length": lengths.mean().item(), "max_length": lengths.max().item()}
 
 
@@ -72,9 +78,10 @@ def main() -> None:
     bias = args.eos_bias * torch.nn.functional.one_hot(torch.tensor(tokenizer.eos_token_id), model.config.vocab_size)
     model.lm_head.register_forward_hook(lambda module, inputs, output: output + bias)
     results["mixed lengths"] = time_case(model, tokenizer, prompts, args.max_new_tokens, args.repeats)
-    print(f"{'case':<14} {'generate s':>10} {'decode s':>9} {'speedup':>8} {'mean len':>9} {'max len':>8}")
+    print(f"{'case':<14} {'generate s':>10} {'decode s':>9} {'static s':>9} {'decode/gen':>10} {'static/dec':>10} {'mean len':>9} {'max len':>8}")
     for case, row in results.items():
-        print(f"{case:<14} {row['generate_s']:>10.3f} {row['decode_s']:>9.3f} {row['speedup']:>7.2f}x {row['mean_length']:>9.1f} {row['max_length']:>8.0f}")
+        print(f"{case:<14} {row['generate_s']:>10.3f} {row['decode_s']:>9.3f} {row['static_s']:>9.3f} {row['speedup']:>9.2f}x"
+              f" {row['static_vs_decode']:>9.2f}x {row['mean_length']:>9.1f} {row['max_length']:>8.0f}")
     if args.out:
         args.out.write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, "results": results}, indent=2) + "\n")
 

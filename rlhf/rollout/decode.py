@@ -24,6 +24,7 @@ import torch
 from transformers import DynamicCache
 
 from rlhf.rollout.base import SamplingParams
+from rlhf.rollout.sampling import RowUniforms, next_tokens
 
 
 @dataclass
@@ -34,35 +35,6 @@ class Decoded:
     """[B, R'] sampled tokens, `pad_id` after each row's EOS (R' <= R: the longest response)."""
     logprobs: torch.Tensor | None
     """[B, R'] float32 log softmax(logits / temperature) of each sampled token (0 on padding)."""
-
-
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Logits [A, V] with every token outside the top-k, and outside the smallest set whose
-    probability reaches top_p (nucleus sampling, Holtzman et al. 2020), set to -inf.
-    The most likely token always survives."""
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        outside = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # mass before the token already reaches top_p
-        logits = logits.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
-    return logits
-
-
-def next_tokens(logits: torch.Tensor, sampling: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens [A], float32 logprobs [A]) for the last-position logits [A, V]: argmax when greedy,
-    else a draw from softmax(filtered logits / temperature). The logprob is under the
-    unfiltered distribution at the temperature, as the trainer computes it."""
-    scaled = logits.float() / sampling.temperature if sampling.temperature != 1.0 else logits.float()
-    log_probs = scaled.log_softmax(dim=-1)
-    if sampling.greedy:
-        tokens = scaled.argmax(dim=-1)
-    else:
-        filtered = filter_logits(scaled, sampling.top_k, sampling.top_p)
-        tokens = torch.multinomial(filtered.softmax(dim=-1), 1).squeeze(-1)
-    return tokens, log_probs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
 @torch.no_grad()
@@ -77,6 +49,7 @@ def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.
     logprobs_out = torch.zeros((batch, budget), dtype=torch.float32, device=device)
     eos = torch.tensor(eos_ids, device=device)
     rows = torch.arange(batch, device=device)  # the original row of each active row
+    uniforms = RowUniforms(batch, device)
     mask, cache = prompt_mask.long(), DynamicCache()
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     # 1. prefill
@@ -86,7 +59,7 @@ def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.
     longest = 0
     for step in range(budget):
         # 2. sample and record
-        tokens, logprobs = next_tokens(logits, sampling)
+        tokens, logprobs = next_tokens(logits, sampling, uniforms.next_step()[rows])
         tokens_out[rows, step], logprobs_out[rows, step] = tokens, logprobs
         longest = step + 1
         # 3. finished rows leave the batch (and the cache)

@@ -1,11 +1,13 @@
 """Rollout with a Hugging Face model in this process (KV cache, left padding, each row stopped at
 its EOS): works everywhere, CPU included.
 
-Sampling runs the lean loop of :mod:`rlhf.rollout.decode` rather than `model.generate`: rows
-leave the batch as soon as they finish, which makes batches of responses with mixed lengths
-(the usual case in RL) several times cheaper. In the local hybrid engine the rollout engine
-wraps the very module the trainer updates, so a weight sync moves no bytes; given a separate
-module, `update_weights` copies tensors in place.
+Sampling runs a lean loop of our own rather than `model.generate`: rows leave the batch once
+they finish, which makes batches of responses with mixed lengths (the usual case in RL) several
+times cheaper. The loop is the static-cache one (:mod:`rlhf.rollout.static_decode`: a
+preallocated cache, few shapes, few host synchronisations) wherever the model's attention takes
+its mask, else the dynamic one (:mod:`rlhf.rollout.decode`); both draw the same tokens. In the
+local hybrid engine the rollout engine wraps the very module the trainer updates, so a weight
+sync moves no bytes; given a separate module, `update_weights` copies tensors in place.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rlhf.data.batch import Batch
 from rlhf.dispatch import ALL, ENGINES, dispatch
 from rlhf.rollout.base import SamplingParams, response_mask_from_ids
 from rlhf.rollout.decode import decode
+from rlhf.rollout.static_decode import decode_static, supports_static_decode
 
 
 class HFRolloutEngine:
@@ -56,8 +59,9 @@ class HFRolloutEngine:
 
     def _generate_chunk(self, prompts: Batch, sampling: SamplingParams, interrupt: Callable[[], bool] | None) -> Batch:
         device = next(self.model.parameters()).device
+        loop = decode_static if supports_static_decode(self.model) else decode
         with self._autocast(device):
-            decoded = decode(self.model, prompts["prompt_ids"].to(device), prompts["prompt_mask"].to(device), sampling,
+            decoded = loop(self.model, prompts["prompt_ids"].to(device), prompts["prompt_mask"].to(device), sampling,
                              self.eos_token_ids, self.tokenizer.pad_token_id, interrupt)
         response_mask = response_mask_from_ids(decoded.response_ids, self.eos_token_ids)
         response_ids = decoded.response_ids.masked_fill(response_mask == 0, self.tokenizer.pad_token_id)
