@@ -53,7 +53,7 @@ def aggregate_steps(step_scores: Sequence[float] | torch.Tensor, how: str = "min
         if step_scores.dim() != 1:
             raise ValueError(f"step scores of one response must be a 1-d tensor [K], got shape {tuple(step_scores.shape)}")
         step_scores = step_scores.tolist()
-    values = [float(value) for value in step_scores]
+    values = check_not_nan([float(value) for value in step_scores], "step")  # min() over a NaN depends on its position
     return float(_RULES[how](values)) if values else NO_STEPS
 
 

@@ -39,7 +39,7 @@ def test_response_scores_reads_orm_scalars_and_prm_step_lists():
 @pytest.mark.parametrize("scores, message", [
     ([0.5, [0.5]], "mix single numbers"),
     ([0.5, math.nan], "response 1 is NaN"),
-    ([[0.5], [0.2, math.nan]], "response 1 is NaN"),  # min over a NaN is not NaN in Python, last is
+    ([[0.5], [0.2, math.nan]], "step 1 is NaN"),  # min([0.2, nan]) would be 0.2, min([nan, 0.2]) nan
     (torch.zeros(2, 3), "1-d tensor"),
 ])
 def test_response_scores_rejects_what_cannot_be_ranked(scores, message):
