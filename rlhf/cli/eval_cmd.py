@@ -1,6 +1,8 @@
-"""`rlhf eval MODEL_OR_RUN [RECIPE] [key.sub=value ...] [--data D] [--k 1,4,16] [--n N] [--out DIR]`:
-greedy accuracy, pass@k, maj@k and response lengths of a model or a run's policy on held-out
-prompts, per data source; `eval.json`, `scaling.json` and `scaling.png` in the output directory.
+"""`rlhf eval MODEL_OR_RUN [RECIPE] [key.sub=value ...] [--data D] [--k 1,4,16] [--n N] [--out DIR]
+[--search best_of_n,weighted_vote --reward-model DIR [--aggregate min]]`:
+greedy accuracy, pass@k, maj@k, search strategies through a reward model at k samples, and
+response lengths of a model or a run's policy on held-out prompts, per data source; `eval.json`,
+`scaling.json` and `scaling.png` in the output directory.
 
 Imports nothing heavy until the command runs (`rlhf --help` stays instant).
 """
@@ -32,20 +34,29 @@ def register(add_parser) -> None:
     sub.add_argument("--n", type=int, default=None, help="samples per prompt, >= every k (default: the largest k); more give lower-variance estimates")
     sub.add_argument("--out", default=None, help="output directory (default: RUN/eval/step_N for a run, evals/<model name> for a model)")
     sub.add_argument("--step", type=int, default=None, help="a run's checkpoint step (default: the newest)")
+    sub.add_argument("--search", default=None, metavar="STRATEGY,...",
+                     help="search strategies judged at every k through --reward-model: best_of_n (the highest-scored of k samples), "
+                          "weighted_vote (majority vote over final answers weighted by the scores); one line each on the scaling curve")
+    sub.add_argument("--reward-model", default=None, metavar="DIR", help="the ORM or PRM directory `rlhf rm` wrote (OUTPUT_DIR/model), for --search")
+    sub.add_argument("--aggregate", default="min", choices=("min", "product", "last", "mean"),
+                     help="how a PRM's step scores make one score per response (default: min, the weakest step)")
     sub.set_defaults(handler=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlhf.cli.recipes import RL, resolve_recipe_for
     from rlhf.controller.evaluation import check_plan, evaluate_target, resolve_target
+    from rlhf.search.reward_model import SearchRewardModel
 
     recipe, overrides = split_recipe([*([args.recipe] if args.recipe else []), *args.overrides])
     ks = parse_ks(args.k)
     is_run = (Path(args.model_or_run) / "config.yaml").is_file()  # a run's recipe is its own: no lookup
     target = resolve_target(args.model_or_run, resolve_recipe_for(recipe, RL, "rlhf eval") if recipe and not is_run else recipe, overrides, args.data, args.step)
-    plan = check_plan(target.config, ks, args.n)
+    search = [name.strip() for name in (args.search or "").split(",") if name.strip()]
+    plan = check_plan(target.config, ks, args.n, search, args.reward_model)
+    search_model = SearchRewardModel(args.reward_model, args.aggregate) if search else None
     out = Path(args.out) if args.out else default_out(target.model, target.run_checkpoint)
-    report = evaluate_target(target, plan, out)
+    report = evaluate_target(target, plan, out, search_model)
     print_table(report)
     written = ["eval.json", *(["scaling.json", "scaling.png"] if plan.num_samples else [])]
     print(f"wrote {', '.join(str(out / name) for name in written)}")
@@ -95,6 +106,7 @@ def print_table(report: dict) -> None:
         table.add_column(name, justify="right")
     rows = [("accuracy (greedy)", "accuracy")]
     rows += [(f"pass@{k}", f"pass@{k}") for k in report["k"]] + [(f"maj@{k}", f"maj@{k}") for k in report["k"]]
+    rows += [(f"{name}@{k}", f"{name}@{k}") for name in report.get("search", {}).get("strategies", []) for k in report["k"]]
     rows += [("reward (greedy)", "reward"), ("response length (greedy)", "response_length")]
     rows += [("response length (sampled)", "sampled_response_length")] if report["samples_per_prompt"] else []
     for label, key in rows:

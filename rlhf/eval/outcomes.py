@@ -12,9 +12,33 @@ import torch
 
 from rlhf.eval.passk import maj_at_k, mean_pass_at_k
 from rlhf.eval.voting import Ballots
+from rlhf.search.at_k import mean_search_at_k
 
 UNLABELLED = "unlabelled"
 """The name of the data source of rows without a `data_source` field."""
+
+
+@dataclass
+class SearchSamples:
+    """What a reward model said of each sample, for the search strategies judged on them."""
+
+    strategies: tuple[str, ...]
+    """The strategies to report (:data:`rlhf.search.at_k.SAMPLE_STRATEGIES`)."""
+    answers: list[list[str | None]]
+    """N lists of n final-answer keys (:func:`rlhf.eval.voting.answer_key`)."""
+    scores: torch.Tensor
+    """[N, n] float32: the reward model's score of each sample."""
+    weights: torch.Tensor
+    """[N, n] float32: each sample's vote weight (>= 0)."""
+
+    def select(self, indices: list[int]) -> SearchSamples:
+        index = torch.tensor(indices, dtype=torch.long)
+        return SearchSamples(self.strategies, [self.answers[i] for i in indices], self.scores[index], self.weights[index])
+
+    @staticmethod
+    def concat(parts: list[SearchSamples]) -> SearchSamples:
+        return SearchSamples(parts[0].strategies, [a for p in parts for a in p.answers], torch.cat([p.scores for p in parts]),
+                             torch.cat([p.weights for p in parts]))
 
 
 @dataclass
@@ -35,6 +59,8 @@ class EvalOutcomes:
     """N: each prompt's samples grouped by final answer (empty when n = 0)."""
     sources: list[str] = field(default_factory=list)
     """N: each prompt's data source (its row's `data_source`, else UNLABELLED)."""
+    search: SearchSamples | None = None
+    """Reward-model scores of the samples, when search strategies are evaluated."""
 
     def __post_init__(self) -> None:
         size = len(self.greedy_correct)
@@ -51,6 +77,7 @@ class EvalOutcomes:
         return EvalOutcomes(
             self.greedy_correct[index], self.greedy_reward[index], self.greedy_length[index], self.sample_correct[index],
             self.sample_length[index], [self.ballots[i] for i in indices] if self.ballots else [], [self.sources[i] for i in indices],
+            self.search.select(indices) if self.search else None,
         )
 
     def by_source(self) -> dict[str, EvalOutcomes]:
@@ -66,6 +93,7 @@ class EvalOutcomes:
             torch.cat([p.greedy_correct for p in parts]), torch.cat([p.greedy_reward for p in parts]), torch.cat([p.greedy_length for p in parts]),
             torch.cat([p.sample_correct for p in parts]), torch.cat([p.sample_length for p in parts]),
             [b for p in parts for b in p.ballots], [s for p in parts for s in p.sources],
+            SearchSamples.concat([p.search for p in parts]) if parts[0].search else None,
         )
 
 
@@ -83,7 +111,8 @@ def _maj_at_k(ballots: Ballots, k: int) -> float:
 
 def outcome_metrics(outcomes: EvalOutcomes, ks: tuple[int, ...], prefix: str = "eval/") -> dict[str, float]:
     """`accuracy` (greedy), `reward` (greedy), `response_length` (greedy), and with samples
-    `sampled_response_length`, `pass@k` and `maj@k` for each k of `ks` (each k <= n)."""
+    `sampled_response_length`, `pass@k` and `maj@k` for each k of `ks` (each k <= n), and
+    `<strategy>@k` for each search strategy the samples were scored for (e.g. `best_of_n@4`)."""
     metrics = {
         f"{prefix}accuracy": outcomes.greedy_correct.float().mean().item(),
         f"{prefix}reward": outcomes.greedy_reward.mean().item(),
@@ -95,7 +124,17 @@ def outcome_metrics(outcomes: EvalOutcomes, ks: tuple[int, ...], prefix: str = "
     for k in ks:
         metrics[f"{prefix}pass@{k}"] = mean_pass_at_k(outcomes.sample_correct, k)
         metrics[f"{prefix}maj@{k}"] = mean_maj_at_k(outcomes.ballots, k)
+        metrics.update({f"{prefix}{name}@{k}": value for name, value in search_at_k(outcomes, k).items()})
     return metrics
+
+
+def search_at_k(outcomes: EvalOutcomes, k: int) -> dict[str, float]:
+    """{strategy: accuracy at k samples} of the search strategies the samples were scored for."""
+    search = outcomes.search
+    if search is None:
+        return {}
+    return {name: mean_search_at_k(name, search.answers, search.scores, search.weights, outcomes.sample_correct, k)
+            for name in search.strategies}
 
 
 def eval_metrics(outcomes: EvalOutcomes, ks: tuple[int, ...]) -> dict[str, float]:

@@ -16,10 +16,11 @@ import torch
 from rlhf.config.schema import RecipeConfig
 from rlhf.data.batch import Batch
 from rlhf.eval.greedy import score_responses
-from rlhf.eval.outcomes import UNLABELLED, EvalOutcomes, eval_metrics
-from rlhf.eval.voting import answer_key, ballots
+from rlhf.eval.outcomes import UNLABELLED, EvalOutcomes, SearchSamples, eval_metrics
+from rlhf.eval.voting import Ballots, answer_key, ballots
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine, SamplingParams
+from rlhf.search.reward_model import SearchRewardModel
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,27 @@ class EvalPlan:
     """Seed of torch's generators while sampling, restored afterwards (the HF engine's samples
     are then the same at every evaluation and never shift the training run's random stream;
     vLLM and Ray workers sample with generators of their own)."""
+    search: tuple[str, ...] = ()
+    """Search strategies judged on the samples through a reward model (best_of_n,
+    weighted_vote: :mod:`rlhf.search.at_k`), reported at every k."""
 
     def __post_init__(self) -> None:
         if any(k < 1 for k in self.ks) or (self.ks and self.num_samples < max(self.ks)) or (not self.ks and self.num_samples):
             raise ValueError(f"an evaluation needs 1 <= k <= n for every k, got ks={self.ks}, n={self.num_samples}")
+        if self.search and not self.ks:
+            raise ValueError(f"search strategies {self.search} are judged on samples: name the k values")
 
 
-def eval_plan(config: RecipeConfig, ks: Sequence[int] | None = None, num_samples: int | None = None) -> EvalPlan:
+def eval_plan(config: RecipeConfig, ks: Sequence[int] | None = None, num_samples: int | None = None,
+              search: Sequence[str] = ()) -> EvalPlan:
     """The plan of `trainer.eval_k` / `trainer.eval_n` with the `rollout` sampling settings;
-    `ks` and `num_samples` replace the trainer keys (`rlhf eval --k/--n`; 0: max of ks)."""
+    `ks` and `num_samples` replace the trainer keys (`rlhf eval --k/--n`; 0: max of ks);
+    `search` names the search strategies to judge on the samples (`rlhf eval --search`)."""
     ks = tuple(config.trainer.eval_k if ks is None else ks)
     num_samples = config.trainer.eval_n if num_samples is None else num_samples
     rollout = config.rollout
     sampling = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=rollout.max_new_tokens)
-    return EvalPlan(ks, num_samples or max(ks, default=0), sampling, config.trainer.seed)
+    return EvalPlan(ks, num_samples or max(ks, default=0), sampling, config.trainer.seed, tuple(search))
 
 
 def evaluate_policy(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], plan: EvalPlan) -> dict[str, float]:
@@ -59,13 +67,15 @@ def evaluate_policy(rollout: RolloutEngine, reward: RewardCombiner, prompts: lis
     return eval_metrics(collect_outcomes(rollout, reward, prompts, plan), plan.ks)
 
 
-def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], plan: EvalPlan) -> EvalOutcomes:
+def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], plan: EvalPlan,
+                     search_model: SearchRewardModel | None = None) -> EvalOutcomes:
     """Generate and judge the greedy response and `plan.num_samples` samples of every prompt.
 
     Args:
         prompts: pre-tokenised prompt batches (`rlhf.data.prompts.prompt_batch`), each of at
             most `data.eval_batch_size` prompts; a sampling call then holds about as many
             sequences (a batch is split into parts of batch size / n prompts).
+        search_model: scores every sample for `plan.search` (needed when that is not empty).
     """
     greedy = SamplingParams(max_new_tokens=plan.sampling.max_new_tokens, greedy=True)
     parts = []
@@ -77,21 +87,38 @@ def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: li
     if plan.num_samples == 0:
         return outcomes
     with isolated_rng(plan.seed):
-        sampled = [_sample(rollout, reward, part, plan) for chunk in prompts for part in chunk.split(max(1, len(chunk) // plan.num_samples))]
-    outcomes.sample_correct = torch.cat([correct for correct, _, _ in sampled])
-    outcomes.sample_length = torch.cat([length for _, length, _ in sampled])
-    outcomes.ballots = [b for _, _, part_ballots in sampled for b in part_ballots]
+        sampled = [_sample(rollout, reward, part, plan, search_model) for chunk in prompts
+                   for part in chunk.split(max(1, len(chunk) // plan.num_samples))]
+    outcomes.sample_correct = torch.cat([part.correct for part in sampled])
+    outcomes.sample_length = torch.cat([part.length for part in sampled])
+    outcomes.ballots = [b for part in sampled for b in part.ballots]
+    outcomes.search = SearchSamples.concat([part.search for part in sampled]) if plan.search else None
     return outcomes
 
 
-def _sample(rollout: RolloutEngine, reward: RewardCombiner, prompts: Batch, plan: EvalPlan) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """(correct [P, n] bool, length [P, n] float32, P ballots) of n samples of each of P prompts."""
+@dataclass
+class _Samples:
+    """n samples of each of P prompts, judged."""
+
+    correct: torch.Tensor  # [P, n] bool
+    length: torch.Tensor  # [P, n] float32
+    ballots: list[Ballots]  # P
+    search: SearchSamples | None  # with plan.search
+
+
+def _sample(rollout: RolloutEngine, reward: RewardCombiner, prompts: Batch, plan: EvalPlan, search_model: SearchRewardModel | None) -> _Samples:
     n = plan.num_samples
     batch = rollout.generate(prompts.repeat_interleave(n), plan.sampling)
     correct, _, length = score_responses(reward, batch)
     keys = [answer_key(text) for text in batch["response_text"]]
     correct, length = correct.view(len(prompts), n), length.view(len(prompts), n)
-    return correct, length, [ballots(keys[i * n : (i + 1) * n], correct[i].tolist()) for i in range(len(prompts))]
+    votes = [ballots(keys[i * n : (i + 1) * n], correct[i].tolist()) for i in range(len(prompts))]
+    if not plan.search:
+        return _Samples(correct, length, votes, None)
+    scores = search_model.scores(batch)
+    search = SearchSamples(plan.search, [keys[i * n : (i + 1) * n] for i in range(len(prompts))], scores.view(len(prompts), n),
+                           search_model.vote_weights(scores).view(len(prompts), n))
+    return _Samples(correct, length, votes, search)
 
 
 @contextlib.contextmanager

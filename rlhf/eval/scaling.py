@@ -7,7 +7,9 @@ budget. Its own budget is the length of one long generation; here the budget is 
 repeated sampling, k = 1, 2, 4, ..., n samples per prompt, used two ways: pass@k (an oracle
 picks any correct sample: the ceiling of verifier-based selection) and maj@k (majority vote,
 no verifier). The token budget of k samples is k times the mean sampled response length, so
-runs with short and long responses compare at equal cost.
+runs with short and long responses compare at equal cost. When the samples were scored by a
+reward model, each search strategy judged on them (best-of-k, the score-weighted vote:
+:mod:`rlhf.search.at_k`) is one more line at the same budgets.
 """
 
 from __future__ import annotations
@@ -15,18 +17,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rlhf.eval.outcomes import EvalOutcomes, mean_maj_at_k
+from rlhf.eval.outcomes import EvalOutcomes, mean_maj_at_k, search_at_k
 from rlhf.eval.passk import mean_pass_at_k, sample_budgets
 
 
 def scaling_points(outcomes: EvalOutcomes) -> list[dict[str, float]]:
-    """One point per k in 1, 2, 4, ..., n: {k, tokens_per_prompt, pass@k, maj@k}."""
+    """One point per k in 1, 2, 4, ..., n: {k, tokens_per_prompt, pass@k, maj@k} and
+    `<strategy>@k` for each search strategy the samples were scored for."""
     mean_length = outcomes.sample_length.mean().item()
     return [
         {"k": k, "tokens_per_prompt": k * mean_length, "pass@k": mean_pass_at_k(outcomes.sample_correct, k),
-         "maj@k": mean_maj_at_k(outcomes.ballots, k)}
+         "maj@k": mean_maj_at_k(outcomes.ballots, k), **{f"{name}@k": value for name, value in search_at_k(outcomes, k).items()}}
         for k in sample_budgets(outcomes.num_samples)
     ]
+
+
+def curve_lines(points: list[dict[str, float]]) -> list[str]:
+    """The accuracy series of a curve's points, in drawing order: pass@k, maj@k, then the
+    search strategies' `<strategy>@k`."""
+    return [key for key in points[0] if key not in ("k", "tokens_per_prompt")] if points else []
 
 
 def scaling_curve(outcomes: EvalOutcomes) -> dict:
@@ -67,8 +76,8 @@ def plot_scaling(curve: dict, path: Path, title: str = "") -> None:
     points, greedy = curve["points"], curve["greedy"]
     for axis, x_key, label in zip(figure.subplots(1, 2), ("k", "tokens_per_prompt"), ("samples per prompt (k)", "tokens per prompt")):
         x = [point[x_key] for point in points]
-        axis.plot(x, [point["pass@k"] for point in points], marker="o", label="pass@k")
-        axis.plot(x, [point["maj@k"] for point in points], marker="s", label="maj@k")
+        for line, marker in zip(curve_lines(points), "osD^v<>"):
+            axis.plot(x, [point[line] for point in points], marker=marker, label=line)
         axis.axhline(greedy["accuracy"], color="grey", linestyle="--", label="greedy")
         if min(x) > 0:
             axis.set_xscale("log", base=2)

@@ -12,6 +12,7 @@ from rlhf.cli.main import main
 from rlhf.config.schema import ArithmeticTaskConfig, DatasetConfig
 from rlhf.data.prompts import load_rows
 from rlhf.logging.jsonl import read_jsonl
+from rlhf.models.tiny_reward import build_tiny_reward_model
 
 # a short SFT warm start so that some answers are right (a random tiny model gets none)
 TRAIN = ["trainer.total_steps=1", "sft.max_steps=60", "sft.eval_every=1000", "sft.val_size=16", "data.eval.size=32",
@@ -132,9 +133,50 @@ def test_errors_name_the_argument(trained, tmp_path, capsys):
         (["eval", str(run_dir), "--step", "7"], "rlhf eval: no checkpoint step_000007"),
         (["eval", str(run_dir), "--data", str(tmp_path / "missing.jsonl")], "--data: data.eval.path: file"),
         (["validate", "quickstart", "trainer.eval_k=[0,4]"], "trainer.eval_k: must be a list of integers >= 1"),
+        (["eval", str(run_dir), "--k", "1,4", "--search", "best_of_n"], "--search best_of_n: the strategies select through a reward model"),
+        (["eval", str(run_dir), "--k", "1,4", "--search", "beam_of_n", "--reward-model", str(exported)], "--search: unknown strategy 'beam_of_n'"),
+        (["eval", str(exported), "quickstart", "--search", "weighted_vote", "--reward-model", str(exported)], "judged at k samples per prompt; name the k values"),
+        (["eval", str(run_dir), "--k", "1,4", "--reward-model", str(exported)], "--reward-model: only used by --search"),
+        (["eval", str(run_dir), "--k", "1,4", "--search", "best_of_n", "--reward-model", str(exported)],
+         "--reward-model: '%s' is not a reward-model directory: it has no reward_model.json" % exported),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
     assert not (run_dir / "eval" / "step_000007").exists()
+
+
+def reward_model_dir(root: Path, kind: str) -> Path:
+    """A tiny random ORM (`classifier`) or PRM (`two_class`, one step per character, '#' after
+    each) with the sidecar `rlhf rm` writes."""
+    path = build_tiny_reward_model(root / kind, kind, seed=3)
+    info = {"type": "orm", "kind": "classifier"} if kind == "classifier" else {"type": "prm", "kind": "two_class", "separator": "#", "step_split": "(?<=.)"}
+    (path / "reward_model.json").write_text(json.dumps(info))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["classifier", "two_class"])
+def test_search_strategies_through_a_reward_model(trained, tmp_path, kind, capsys):
+    out = tmp_path / "out"
+    args = ["eval", str(trained[1]), "quickstart", "data.eval.size=32", "trainer.num_threads=1", *SAMPLING,
+            "--search", "best_of_n,weighted_vote", "--reward-model", str(reward_model_dir(tmp_path, kind)), "--aggregate", "product"]
+    assert main([*args, "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    metrics = report["metrics"]
+    assert report["search"]["type"] == {"classifier": "orm", "two_class": "prm"}[kind]
+    assert report["search"]["aggregate"] == (None if kind == "classifier" else "product")
+    for k in (1, 4):
+        assert 0.0 <= metrics[f"eval/best_of_n@{k}"] <= metrics[f"eval/pass@{k}"] + 1e-9  # selection never beats the oracle
+        assert 0.0 <= metrics[f"eval/weighted_vote@{k}"] <= metrics[f"eval/pass@{k}"] + 1e-9
+    # one sample: best-of-1 is a random sample, a vote of one is that sample's answer
+    assert metrics["eval/best_of_n@1"] == pytest.approx(metrics["eval/pass@1"])
+    assert metrics["eval/weighted_vote@1"] == pytest.approx(metrics["eval/maj@1"])
+    curve = json.loads((out / "scaling.json").read_text())
+    assert [sorted(point) for point in curve["points"]][0] == sorted(["k", "tokens_per_prompt", "pass@k", "maj@k", "best_of_n@k", "weighted_vote@k"])
+    assert curve["points"][2]["best_of_n@k"] == pytest.approx(metrics["eval/best_of_n@4"])
+    assert matplotlib.image.imread(out / "scaling.png").shape[:2] == (400, 1000)
+    assert "best_of_n@4" in capsys.readouterr().out
+    # the same seed gives the same numbers (the vote's random subsets are seeded too)
+    assert main([*args, "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"] == metrics
