@@ -30,6 +30,20 @@ class SamplingParams:
     """Also return `rollout_logprobs [B, R]` of the sampled tokens."""
 
 
+@dataclass(frozen=True)
+class StepPrompt:
+    """One request of `generate_steps`: sample the next reasoning step of a partial response.
+
+    Both parts are token ids, handed to the model as they are: a prefix is never decoded and
+    re-tokenised, which could change its tokens and the policy's probabilities of what follows.
+    """
+
+    prompt_ids: tuple[int, ...]
+    """The prompt's tokens (no padding)."""
+    prefix_ids: tuple[int, ...] = ()
+    """The response so far (its earlier steps), which counts against `max_new_tokens`."""
+
+
 class RolloutEngine(Protocol):
     """Generates responses; gets the trainer's weights after each update."""
 
