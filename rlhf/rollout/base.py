@@ -49,6 +49,11 @@ class RolloutEngine(Protocol):
 
     def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch: ...
 
+    def generate_steps(self, prompts: Sequence[StepPrompt], k: int, sampling: SamplingParams, delimiter: str | None = None) -> list:
+        """For step-level search: k sampled next reasoning steps (`rlhf.search.beam.Step`) of
+        each request, stopped at the step delimiter (:mod:`rlhf.rollout.step_stop`)."""
+        ...
+
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load new weights; returns the number of bytes copied (0 when weights are shared)."""
         ...

@@ -12,9 +12,10 @@ therefore falls in this step.
 :func:`rlhf.rollout.static_decode.decode_static`): after each decoding step it is given the
 rows still running and their new tokens, and says which of them end here, by the delimiter or
 by their own token limit. It decodes incrementally, as vLLM's detokenizer does: each row keeps
-the text decoded so far and decodes only its newest tokens (from an offset a few tokens back,
-so that tokenizers which drop a leading space or hold back half a UTF-8 character still give
-the right text), all rows at once in one `batch_decode` call.
+the text decoded so far and decodes only its newest tokens together with those that gave its
+last piece of text (so that tokenizers which drop a leading space or hold back half a UTF-8
+character still give the right text), all rows at once in one `batch_decode` call; the regex
+then searches the row's text, in C. Rows that ended are never asked about again.
 
 Engines return one :class:`rlhf.search.beam.Step` per sample (:func:`row_steps`). A step's
 tokens are the policy's own, never re-tokenised; an EOS the policy generated is kept at its end,

@@ -181,21 +181,30 @@ class VLLMRolloutEngine:
             requests = [TokensPrompt(prompt_token_ids=inputs[live[row]] + stop.tokens[row]) for row in pending]
             params = [self._row_params(sampling, n if candidates is not None else min(n, STEP_CHUNK_TOKENS), stop_ids) for n in left]
             outputs = self.llm.generate(requests, params, use_tqdm=False)
-            pending = [row for row, output in zip(pending, outputs) if self._step_goes_on(stop, row, output.outputs[0].token_ids, eos_tokens)]
+            pending = self._read_round(stop, pending, [list(output.outputs[0].token_ids) for output in outputs], eos_tokens)
         return per_request(limits, row_steps(stop, eos_tokens), k)
 
-    def _step_goes_on(self, stop: StepStop, row: int, tokens: Sequence[int], eos_tokens: list[int | None]) -> bool:
-        """Feed one round's `tokens` of `row` to `stop`; True when the step has not ended (no
-        EOS, no delimiter, tokens left). Tokens after the end are dropped."""
-        if not tokens:
-            raise RuntimeError(f"vLLM generated no token for step row {row}; it cannot go on")
-        for token in tokens:
-            if token in self.eos_token_ids:
-                eos_tokens[row] = token
-                return False
-            if stop.feed([row], [token])[0]:
-                return False
-        return True
+    def _read_round(self, stop: StepStop, pending: list[int], generated: list[Sequence[int]], eos_tokens: list[int | None]) -> list[int]:
+        """Feed one round's tokens (`generated[i]`: those of row `pending[i]`) to `stop`, token
+        position by token position, every row at once as the decode loops do; an EOS ends its
+        row without being fed. Returns the rows whose step goes on (no EOS, no delimiter, tokens
+        left); tokens after a row's end are dropped."""
+        if any(len(tokens) == 0 for tokens in generated):
+            raise RuntimeError("vLLM generated no token for a step that had tokens left; it cannot go on")
+        going = dict.fromkeys(pending, True)
+        for position in range(max(map(len, generated), default=0)):
+            rows, tokens = [], []
+            for row, row_tokens in zip(pending, generated):
+                if not going[row] or position >= len(row_tokens):
+                    continue
+                if row_tokens[position] in self.eos_token_ids:
+                    eos_tokens[row], going[row] = row_tokens[position], False
+                else:
+                    rows.append(row)
+                    tokens.append(row_tokens[position])
+            for row, ended in zip(rows, stop.feed(rows, tokens)):
+                going[row] = not ended
+        return [row for row in pending if going[row]]
 
     def _candidate_ids(self, delimiter: str | None) -> list[int] | None:
         """:func:`candidate_token_ids` for `delimiter`, computed once per delimiter (it decodes
