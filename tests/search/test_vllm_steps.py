@@ -95,3 +95,11 @@ def test_k_sampled_steps_per_request_end_at_the_delimiter_or_the_solution(engine
     at_eos = [step for step in steps if step.token_ids[-1] == eos]
     assert at_eos and all(step.ended for step in at_eos), "the test needs steps ended by EOS"
     assert any(not step.ended for step in steps) and any(step.ended and step.token_ids[-1] != eos for step in steps)
+
+
+def test_a_step_ends_the_solution_at_the_engines_max_model_len(engines, requests):
+    engine = engines[0]
+    prompt = requests[0].prompt_ids
+    prefix = tuple(engine.tokenizer("ab" * 60, add_special_tokens=False)["input_ids"])  # 4 + 120 of 128 tokens
+    [[step]] = engine.generate_steps([StepPrompt(prompt, prefix)], 1, SamplingParams(greedy=True, max_new_tokens=200), "~~~~")
+    assert step.ended and len(prompt) + len(prefix) + len(step.token_ids) == 128
