@@ -54,8 +54,8 @@ def test_the_library_ships_no_harness_and_imports_trl_only_to_train_reward_model
     (CriticWorker, {"compute_values", "update_critic"}),
     (RefWorker, {"compute_logprobs"}),
     (AdapterDisabledRef, {"compute_logprobs"}),
-    (HFRolloutEngine, {"generate", "sleep", "wake"}),
-    (VLLMRolloutEngine, {"generate", "sleep", "wake"}),
+    (HFRolloutEngine, {"generate", "generate_steps", "sleep", "wake"}),
+    (VLLMRolloutEngine, {"generate", "generate_steps", "sleep", "wake"}),
     (RewardModels, {"sequence_scores", "position_probs"}),
     (Colocated, {"sync_weights", "follow_policy", "actor_weights", "save_state", "load_state", "close"}),
 ])

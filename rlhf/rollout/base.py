@@ -30,10 +30,29 @@ class SamplingParams:
     """Also return `rollout_logprobs [B, R]` of the sampled tokens."""
 
 
+@dataclass(frozen=True)
+class StepPrompt:
+    """One request of `generate_steps`: sample the next reasoning step of a partial response.
+
+    Both parts are token ids, handed to the model as they are: a prefix is never decoded and
+    re-tokenised, which could change its tokens and the policy's probabilities of what follows.
+    """
+
+    prompt_ids: tuple[int, ...]
+    """The prompt's tokens (no padding)."""
+    prefix_ids: tuple[int, ...] = ()
+    """The response so far (its earlier steps), which counts against `max_new_tokens`."""
+
+
 class RolloutEngine(Protocol):
     """Generates responses; gets the trainer's weights after each update."""
 
     def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch: ...
+
+    def generate_steps(self, prompts: Sequence[StepPrompt], k: int, sampling: SamplingParams, delimiter: str | None = None) -> list:
+        """For step-level search: k sampled next reasoning steps (`rlhf.search.beam.Step`) of
+        each request, stopped at the step delimiter (:mod:`rlhf.rollout.step_stop`)."""
+        ...
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load new weights; returns the number of bytes copied (0 when weights are shared)."""

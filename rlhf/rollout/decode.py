@@ -37,13 +37,21 @@ class Decoded:
     """[B, R'] float32 log softmax(logits / temperature) of each sampled token (0 on padding)."""
 
 
+StopHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""`stop(rows [A], tokens [A]) -> ended [A]` (bool): told which rows of the call (their indices
+in the call's B rows) are still running and the token each just generated, says which of them
+end with it."""
+
+
 @torch.no_grad()
 def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: SamplingParams,
-           eos_ids: list[int], pad_id: int, interrupt: Callable[[], bool] | None = None) -> Decoded:
+           eos_ids: list[int], pad_id: int, interrupt: Callable[[], bool] | None = None, stop: StopHook | None = None) -> Decoded:
     """Sample one response per row of `prompt_ids [B, P]` / `prompt_mask [B, P]` (steps 1-4 of
     the module docstring); the model runs in its current mode (callers put it in eval mode).
     `interrupt`, asked after every step, stops the loop early when it returns True (partial
-    rollouts: rows without EOS and with budget left are then unfinished)."""
+    rollouts: rows without EOS and with budget left are then unfinished). `stop`, asked after
+    every step about the rows that did not just emit EOS (:data:`StopHook`), ends rows like EOS
+    does, keeping their last token (step-wise generation: :class:`rlhf.rollout.step_stop.StepStop`)."""
     batch, device, budget = prompt_ids.shape[0], prompt_ids.device, sampling.max_new_tokens
     tokens_out = torch.full((batch, budget), pad_id, dtype=torch.long, device=device)
     logprobs_out = torch.zeros((batch, budget), dtype=torch.float32, device=device)
@@ -64,6 +72,8 @@ def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.
         longest = step + 1
         # 3. finished rows leave the batch (and the cache)
         running = ~torch.isin(tokens, eos)
+        if stop is not None:
+            running &= ~ask_stop(stop, rows, tokens, running)
         if step + 1 == budget or not bool(running.any()) or (interrupt is not None and interrupt()):
             break
         if not bool(running.all()):
@@ -76,3 +86,12 @@ def decode(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.
                        use_cache=True).logits[:, -1]
         next_position = next_position + 1
     return Decoded(tokens_out[:, :longest], logprobs_out[:, :longest])
+
+
+def ask_stop(stop: StopHook, rows: torch.Tensor, tokens: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
+    """[A] bool: the rows of the batch that `stop` ends, asked about the `running [A]` ones only
+    (`rows [A]`: their indices in the call, `tokens [A]`: the tokens they just generated)."""
+    ended = torch.zeros_like(running)
+    if bool(running.any()):
+        ended[running] = stop(rows[running], tokens[running]).to(ended.device)
+    return ended

@@ -13,20 +13,25 @@ sync moves no bytes; given a separate module, `update_weights` copies tensors in
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable
+from dataclasses import replace
+from typing import Callable, Iterable, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.data.batch import Batch
+from rlhf.data.prompts import sequence_tensor
 from rlhf.dispatch import ALL, ENGINES, dispatch
-from rlhf.rollout.base import SamplingParams, response_mask_from_ids
+from rlhf.rollout.base import SamplingParams, StepPrompt, response_mask_from_ids
 from rlhf.rollout.decode import decode
 from rlhf.rollout.static_decode import decode_static, supports_static_decode
+from rlhf.rollout.step_stop import StepStop, per_request, row_steps, step_rows
+from rlhf.search.beam import Step
 
 
 class HFRolloutEngine:
-    """`generate(prompts, sampling)` with a Hugging Face causal LM."""
+    """`generate(prompts, sampling)` with a Hugging Face causal LM, and `generate_steps` for
+    step-level search."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, micro_batch_size: int = 0, autocast_dtype: torch.dtype | None = None):
         self.model = model
@@ -72,6 +77,52 @@ class HFRolloutEngine:
         if sampling.logprobs:
             out.set("rollout_logprobs", (decoded.logprobs * response_mask).cpu())
         return out.set("response_text", texts)
+
+    @dispatch(ENGINES)
+    @torch.no_grad()
+    def generate_steps(self, prompts: Sequence[StepPrompt], k: int, sampling: SamplingParams, delimiter: str | None = None) -> list[list[Step]]:
+        """`k` sampled next reasoning steps for each request (prompt + prefix, as token ids).
+
+        Each sample continues the request's prompt and prefix token ids and stops after the
+        token that completes the step `delimiter` (a regex, None: a blank line; see
+        :mod:`rlhf.rollout.step_stop`), at EOS, or when prefix + step reach
+        `sampling.max_new_tokens`; only a step stopped by the delimiter has `ended=False`. An EOS
+        is kept at the end of its step. The requests' k·N rows are decoded together
+        (`micro_batch_size` rows at a time) by the loop `generate` uses, with the same sampling.
+        Steps carry no logprobs: a trainer recomputes them for the response it keeps.
+        """
+        inputs, limits = step_rows(prompts, k, sampling.max_new_tokens)
+        live = [i for i, limit in enumerate(limits) if limit > 0]
+        size = self.micro_batch_size or len(live) or 1
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            steps = []
+            for start in range(0, len(live), size):
+                chunk = live[start : start + size]
+                steps += self._steps_chunk([inputs[i] for i in chunk], [limits[i] for i in chunk], sampling, delimiter)
+        finally:
+            self.model.train(was_training)
+        return per_request(limits, steps, k)
+
+    def _steps_chunk(self, inputs: list[list[int]], limits: list[int], sampling: SamplingParams, delimiter: str | None) -> list[Step]:
+        """The steps of rows `inputs` (token ids, each with `limits` > 0 tokens left), decoded
+        in one call with a :class:`StepStop`."""
+        device = next(self.model.parameters()).device
+        loop = decode_static if supports_static_decode(self.model) else decode
+        prompt_ids, prompt_mask = sequence_tensor(inputs, self.tokenizer.pad_token_id, left=True)
+        stop = StepStop(self.tokenizer, limits, delimiter)
+        budget = replace(sampling, max_new_tokens=max(limits), logprobs=False)
+        with self._autocast(device):
+            decoded = loop(model=self.model, prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device), sampling=budget,
+                           eos_ids=self.eos_token_ids, pad_id=self.tokenizer.pad_token_id, stop=stop)
+        response_ids = decoded.response_ids.cpu()
+        eos_tokens = []
+        for row, tokens in enumerate(stop.tokens):
+            # the stop is never asked about an EOS token: a row it did not end, ended at EOS
+            eos_tokens.append(int(response_ids[row, len(tokens)]) if stop.reasons[row] is None else None)
+            assert eos_tokens[-1] is None or eos_tokens[-1] in self.eos_token_ids, (row, eos_tokens[-1])
+        return row_steps(stop, eos_tokens)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:

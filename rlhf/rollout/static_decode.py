@@ -38,7 +38,7 @@ import torch
 from transformers.cache_utils import Cache, StaticLayer
 
 from rlhf.rollout.base import SamplingParams
-from rlhf.rollout.decode import Decoded
+from rlhf.rollout.decode import Decoded, StopHook, ask_stop
 from rlhf.rollout.sampling import RowUniforms, next_tokens
 
 MASKED_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -179,10 +179,13 @@ class _Rows:
 @torch.no_grad()
 def decode_static(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: SamplingParams,
                   eos_ids: list[int], pad_id: int, interrupt: Callable[[], bool] | None = None,
-                  plan: DecodePlan | None = None) -> Decoded:
+                  plan: DecodePlan | None = None, stop: StopHook | None = None) -> Decoded:
     """Sample one response per row of `prompt_ids [B, P]` / `prompt_mask [B, P]` (steps 1-4 of the
     module docstring), with the contract of :func:`rlhf.rollout.decode.decode`: `interrupt`,
-    asked after every step (on the host, no device sync), stops the loop early."""
+    asked after every step (on the host, no device sync), stops the loop early; `stop` ends rows
+    as EOS does. The stop reads every step's tokens on the host, so with one the loop also looks
+    at the running rows after every step (as with a `check_every` of 1), so that it ends after
+    the same step as the dynamic loop."""
     batch, prompt_len, budget = prompt_ids.shape[0], prompt_ids.shape[1], sampling.max_new_tokens
     device, slots = prompt_ids.device, prompt_len + budget
     plan, dtype = plan or DecodePlan.for_device(device), _compute_dtype(model, device)
@@ -203,12 +206,14 @@ def decode_static(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask:
         tokens_out[state.rows, step] = tokens.masked_fill(state.finished, pad_id)
         logprobs_out[state.rows, step] = logprobs.masked_fill(state.finished, 0.0)
         state.finished |= torch.isin(tokens, eos)
+        if stop is not None:
+            state.finished |= ask_stop(stop, state.rows, tokens, ~state.finished)
         state.tokens = tokens
         if step + 1 == budget or (interrupt is not None and interrupt()):
             break
         # 3. a rare look: stop, or shrink to a smaller bucket
         written = prompt_len + step
-        if (step + 1) % plan.check_every == 0:
+        if stop is not None or (step + 1) % plan.check_every == 0:
             running = int((~state.finished).sum())
             if running == 0:
                 break

@@ -175,6 +175,12 @@ def supports_token_logprobs() -> bool:
     return "logprob_token_ids" in inspect.signature(SamplingParams).parameters
 
 
+def max_model_len(llm: Any) -> int:
+    """The longest prompt + response the engine takes, in tokens (`max_model_len`, resolved
+    from the checkpoint when it was not given)."""
+    return int(llm.llm_engine.model_config.max_model_len)
+
+
 def load_weights_on_worker(worker: Any, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
     """Load Hugging Face-named tensors into the model of one vLLM worker (run by
     `LLM.collective_rpc`, which passes the worker first).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -22,7 +22,10 @@ import torch
 from rlhf.data.batch import Batch
 from rlhf.dispatch import ALL, ENGINES, dispatch
 from rlhf.rollout import vllm_compat
-from rlhf.rollout.base import SamplingParams, response_mask_from_ids
+from rlhf.rollout.base import SamplingParams, StepPrompt, response_mask_from_ids
+from rlhf.rollout.delimiter_tokens import candidate_token_ids
+from rlhf.rollout.step_stop import StepStop, per_request, row_steps, step_rows
+from rlhf.search.beam import Step
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,13 @@ SLEEP_LEVEL = 1
 up without a weight sync still generates with the last weights (level 2 would drop them)."""
 
 
+STEP_CHUNK_TOKENS = 16
+"""Tokens per round of `generate_steps` when no token can be ruled out as the end of a step."""
+
+
 class VLLMRolloutEngine:
-    """`generate(prompts, sampling)` with an in-process `vllm.LLM` built from `model_path`."""
+    """`generate(prompts, sampling)` with an in-process `vllm.LLM` built from `model_path`, and
+    `generate_steps` for step-level search."""
 
     def __init__(self, model_path: str, tokenizer, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5, dtype: str = "float32", seed: int = 0, max_model_len: int | None = None, enable_sleep_mode: bool = False, kv_cache_gb: float = 1.0, enforce_eager: bool = True, **llm_kwargs: Any):
         """Build the engine (seconds to minutes: it loads the checkpoint and allocates the KV cache).
@@ -72,6 +80,7 @@ class VLLMRolloutEngine:
         # and iterators reach the model by reference
         self.in_process = tensor_parallel_size == 1 or llm_kwargs.get("distributed_executor_backend") == "external_launcher"
         self.asleep: set[str] = set()
+        self.step_candidates: dict[str | None, list[int] | None] = {}
         self.set_seed(seed)
 
     def set_seed(self, seed: int) -> None:
@@ -121,16 +130,88 @@ class VLLMRolloutEngine:
         Stops at the EOS ids of the tokenizer and the generation config, as the HF engine does
         (vLLM knows no EOS itself: it never loads the tokenizer).
         """
+        return [self._row_params(sampling, sampling.max_new_tokens, self.eos_token_ids, logprobs=logprobs) for _ in range(rows)]
+
+    def _row_params(self, sampling: SamplingParams, max_tokens: int, stop_token_ids: list[int], *, logprobs: bool = False):
+        """The `vllm.SamplingParams` of one row: `sampling`'s settings, at most `max_tokens`
+        tokens, stopping after any of `stop_token_ids` (kept in the output), and a sampled row's
+        own seed, the next draw of the engine's seed stream."""
         from vllm import SamplingParams as VLLMSamplingParams
 
-        common = {"max_tokens": sampling.max_new_tokens, "stop_token_ids": list(self.eos_token_ids), "detokenize": False, "logprobs": 0 if logprobs else None}
+        common = {"max_tokens": max_tokens, "stop_token_ids": list(stop_token_ids), "detokenize": False, "logprobs": 0 if logprobs else None}
         if sampling.greedy:
-            return [VLLMSamplingParams(temperature=0.0, **common) for _ in range(rows)]
+            return VLLMSamplingParams(temperature=0.0, **common)
         top_k = sampling.top_k if sampling.top_k > 0 else vllm_compat.no_top_k()
-        return [
-            VLLMSamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=top_k, seed=self.seed_stream.randrange(2**31), **common)
-            for _ in range(rows)
-        ]
+        return VLLMSamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=top_k, seed=self.seed_stream.randrange(2**31), **common)
+
+    @torch.no_grad()
+    @dispatch(ENGINES)
+    def generate_steps(self, prompts: Sequence[StepPrompt], k: int, sampling: SamplingParams, delimiter: str | None = None) -> list[list[Step]]:
+        """`k` sampled next reasoning steps for each request, with the contract of
+        :meth:`rlhf.rollout.hf.HFRolloutEngine.generate_steps` (same delimiter regex, same
+        stops, an EOS kept at the end of its step).
+
+        vLLM's own stop strings are plain strings matched by its detokenizer, which this engine
+        does not load (prompts and responses are token ids), so the step ends are found by our
+        :class:`StepStop` between rounds of generation: each round every unfinished sample asks
+        vLLM to continue its prompt + prefix + step so far (token ids; the prefix cache spares
+        the prefill), stopping at EOS or at a token that may complete the delimiter
+        (:func:`rlhf.rollout.delimiter_tokens.candidate_token_ids`: for a blank line, any token
+        holding a newline). A candidate that did not complete the delimiter (a single newline)
+        costs one more round, never a token. For a delimiter whose last character the analysis
+        cannot tell, rounds are `STEP_CHUNK_TOKENS` tokens long and the tokens after a step's end
+        are discarded (generated, not counted). Each sample is its own request with its own seed
+        (one draw of the seed stream per request and round), rather than one request with
+        `n=k`: after the first round the samples differ anyway.
+        """
+        from vllm.inputs import TokensPrompt
+
+        self.wake()
+        inputs, limits = step_rows(prompts, k, sampling.max_new_tokens)
+        room = vllm_compat.max_model_len(self.llm)
+        live = [i for i, limit in enumerate(limits) if limit > 0]
+        # a row never outgrows the model: its limit also ends it at max_model_len
+        stop = StepStop(self.tokenizer, [min(limits[i], room - len(inputs[i])) for i in live], delimiter)
+        candidates = self._candidate_ids(delimiter)
+        stop_ids = sorted(set(self.eos_token_ids) | set(candidates or ()))
+        eos_tokens: list[int | None] = [None] * len(live)
+        pending = [row for row in range(len(live)) if stop.limits[row] > 0]
+        while pending:
+            left = [stop.limits[row] - len(stop.tokens[row]) for row in pending]
+            requests = [TokensPrompt(prompt_token_ids=inputs[live[row]] + stop.tokens[row]) for row in pending]
+            params = [self._row_params(sampling, n if candidates is not None else min(n, STEP_CHUNK_TOKENS), stop_ids) for n in left]
+            outputs = self.llm.generate(requests, params, use_tqdm=False)
+            pending = self._read_round(stop, pending, [list(output.outputs[0].token_ids) for output in outputs], eos_tokens)
+        return per_request(limits, row_steps(stop, eos_tokens), k)
+
+    def _read_round(self, stop: StepStop, pending: list[int], generated: list[Sequence[int]], eos_tokens: list[int | None]) -> list[int]:
+        """Feed one round's tokens (`generated[i]`: those of row `pending[i]`) to `stop`, token
+        position by token position, every row at once as the decode loops do; an EOS ends its
+        row without being fed. Returns the rows whose step goes on (no EOS, no delimiter, tokens
+        left); tokens after a row's end are dropped."""
+        if any(len(tokens) == 0 for tokens in generated):
+            raise RuntimeError("vLLM generated no token for a step that had tokens left; it cannot go on")
+        going = dict.fromkeys(pending, True)
+        for position in range(max(map(len, generated), default=0)):
+            rows, tokens = [], []
+            for row, row_tokens in zip(pending, generated):
+                if not going[row] or position >= len(row_tokens):
+                    continue
+                if row_tokens[position] in self.eos_token_ids:
+                    eos_tokens[row], going[row] = row_tokens[position], False
+                else:
+                    rows.append(row)
+                    tokens.append(row_tokens[position])
+            for row, ended in zip(rows, stop.feed(rows, tokens)):
+                going[row] = not ended
+        return [row for row in pending if going[row]]
+
+    def _candidate_ids(self, delimiter: str | None) -> list[int] | None:
+        """:func:`candidate_token_ids` for `delimiter`, computed once per delimiter (it decodes
+        the whole vocabulary)."""
+        if delimiter not in self.step_candidates:
+            self.step_candidates[delimiter] = candidate_token_ids(self.tokenizer, delimiter)
+        return self.step_candidates[delimiter]
 
     def _rescored_logprobs(self, prompt_rows: list[list[int]], responses: list[list[int]], temperature: float) -> list[list[float]]:
         """log softmax(logits / temperature) of greedy tokens, one scoring request per token.

@@ -5,9 +5,11 @@
 - :mod:`rlhf.search.aggregate`: a PRM's step scores folded into one score per response;
 - :mod:`rlhf.search.best_of_n`: sample N, keep the highest-scored response;
 - :mod:`rlhf.search.vote`: majority vote over final answers, plain or weighted by scores;
-- :mod:`rlhf.search.beam`: beam search over reasoning steps guided by a PRM.
+- :mod:`rlhf.search.beam`: beam search over reasoning steps guided by a PRM;
+- :mod:`rlhf.search.expand`: a rollout engine's `generate_steps` as the beam's `expand`.
 
 The strategies are pure: they read scores and token counts, or call the two small callables
-of the step beam, and never load a model. Greedy decoding and pass@k / maj@k stay the
+of the step beam, and never load a model (:func:`rlhf.search.expand.expand_with` wraps an
+engine that has). Greedy decoding and pass@k / maj@k stay the
 baselines (:mod:`rlhf.eval`).
 """
