@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 from rlhf.cli.main import main  # noqa: E402
 from rlhf.data.batch import Batch  # noqa: E402
-from rlhf.rollout.base import SamplingParams  # noqa: E402
+from rlhf.rollout.base import SamplingParams, StepPrompt  # noqa: E402
 from rlhf.rollout.timed import GenerationTimeout, TimedRollout  # noqa: E402
 
 
@@ -18,6 +18,9 @@ class NeverReturns:
     model = "the engine's module"
 
     def generate(self, prompts, sampling):
+        time.sleep(3600)
+
+    def generate_steps(self, prompts, k, sampling, delimiter=None):
         time.sleep(3600)
 
     def sleep(self):
@@ -30,6 +33,8 @@ def test_a_hung_generate_call_raises_naming_the_engine_and_the_key():
     with pytest.raises(GenerationTimeout, match=r"generating 3 responses .* with NeverReturns took longer than rollout.timeout_s=0.2 s"):
         timed.generate(Batch({}, {"prompt": ["a", "b", "c"]}), SamplingParams())
     assert time.monotonic() - start < 5
+    with pytest.raises(GenerationTimeout, match=r"generating 4 next steps of 2 prefixes .* took longer than rollout.timeout_s=0.2 s"):
+        timed.generate_steps([StepPrompt([1], []), StepPrompt([2], [3])], 4, SamplingParams())
     assert timed.sleep() == "asleep" and timed.model == "the engine's module"  # everything else passes through
 
 
