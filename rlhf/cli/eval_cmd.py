@@ -1,5 +1,5 @@
 """`rlhf eval MODEL_OR_RUN [RECIPE] [key.sub=value ...] [--data D] [--k 1,4,16] [--n N] [--out DIR]
-[--search best_of_n,weighted_vote --reward-model DIR [--aggregate min]]`:
+[--search best_of_n,weighted_vote,step_beam --reward-model DIR [--aggregate min] [--beam-width W] ...]`:
 greedy accuracy, pass@k, maj@k, search strategies through a reward model at k samples, and
 response lengths of a model or a run's policy on held-out prompts, per data source; `eval.json`,
 `scaling.json` and `scaling.png` in the output directory.
@@ -35,9 +35,14 @@ def register(add_parser) -> None:
     sub.add_argument("--out", default=None, help="output directory (default: RUN/eval/step_N for a run, evals/<model name> for a model)")
     sub.add_argument("--step", type=int, default=None, help="a run's checkpoint step (default: the newest)")
     sub.add_argument("--search", default=None, metavar="STRATEGY,...",
-                     help="search strategies judged at every k through --reward-model: best_of_n (the highest-scored of k samples), "
-                          "weighted_vote (majority vote over final answers weighted by the scores); one line each on the scaling curve")
+                     help="search strategies through --reward-model: best_of_n (the highest-scored of k samples) and weighted_vote "
+                          "(majority vote over final answers weighted by the scores), judged at every k, one line each on the scaling "
+                          "curve; step_beam (beam search over reasoning steps scored by a PRM, --beam-*), one point")
     sub.add_argument("--reward-model", default=None, metavar="DIR", help="the ORM or PRM directory `rlhf rm` wrote (OUTPUT_DIR/model), for --search")
+    sub.add_argument("--beam-width", type=int, default=4, help="step_beam: partial solutions kept after each round (default 4)")
+    sub.add_argument("--beam-k", type=int, default=4, help="step_beam: next steps sampled per kept partial solution (default 4)")
+    sub.add_argument("--beam-budget", type=int, default=0, help="step_beam: generated tokens per prompt after which no round starts "
+                                                                 "(default: width x k x rollout.max_new_tokens)")
     sub.add_argument("--aggregate", default="min", choices=("min", "product", "last", "mean"),
                      help="how a PRM's step scores make one score per response (default: min, the weakest step)")
     sub.set_defaults(handler=cmd_eval)
@@ -53,14 +58,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     is_run = (Path(args.model_or_run) / "config.yaml").is_file()  # a run's recipe is its own: no lookup
     target = resolve_target(args.model_or_run, resolve_recipe_for(recipe, RL, "rlhf eval") if recipe and not is_run else recipe, overrides, args.data, args.step)
     search = [name.strip() for name in (args.search or "").split(",") if name.strip()]
-    plan = check_plan(target.config, ks, args.n, search, args.reward_model)
+    plan = check_plan(target.config, ks, args.n, search, args.reward_model, beam_settings(args))
     search_model = SearchRewardModel(args.reward_model, args.aggregate) if search else None
+    if "step_beam" in search and search_model.type != "prm":
+        raise ConfigError(f"--search step_beam: the beam scores partial solutions step by step and needs a PRM; "
+                          f"--reward-model {args.reward_model} is an ORM (use it with best_of_n or weighted_vote)")
     out = Path(args.out) if args.out else default_out(target.model, target.run_checkpoint)
     report = evaluate_target(target, plan, out, search_model)
     print_table(report)
     written = ["eval.json", *(["scaling.json", "scaling.png"] if plan.num_samples else [])]
     print(f"wrote {', '.join(str(out / name) for name in written)}")
     return 0
+
+
+def beam_settings(args: argparse.Namespace):
+    """The step beam's `--beam-*` settings, each checked (exit 2 naming the option)."""
+    from rlhf.eval.step_beam import BeamSettings
+
+    for option, value, least in (("--beam-width", args.beam_width, 1), ("--beam-k", args.beam_k, 1), ("--beam-budget", args.beam_budget, 0)):
+        if value < least:
+            raise ConfigError(f"{option}: must be >= {least}, got {value}")
+    return BeamSettings(args.beam_width, args.beam_k, args.beam_budget)
 
 
 def split_recipe(words: list[str]) -> tuple[str | None, list[str]]:
@@ -106,7 +124,9 @@ def print_table(report: dict) -> None:
         table.add_column(name, justify="right")
     rows = [("accuracy (greedy)", "accuracy")]
     rows += [(f"pass@{k}", f"pass@{k}") for k in report["k"]] + [(f"maj@{k}", f"maj@{k}") for k in report["k"]]
-    rows += [(f"{name}@{k}", f"{name}@{k}") for name in report.get("search", {}).get("strategies", []) for k in report["k"]]
+    strategies = report.get("search", {}).get("strategies", [])
+    rows += [(f"{name}@{k}", f"{name}@{k}") for name in strategies if name != "step_beam" for k in report["k"]]
+    rows += [("step beam", "step_beam"), ("step beam tokens / prompt", "step_beam_tokens")] if "step_beam" in strategies else []
     rows += [("reward (greedy)", "reward"), ("response length (greedy)", "response_length")]
     rows += [("response length (sampled)", "sampled_response_length")] if report["samples_per_prompt"] else []
     for label, key in rows:

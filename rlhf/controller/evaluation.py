@@ -29,6 +29,7 @@ from rlhf.data.prompts import drop_long_prompts, load_rows
 from rlhf.eval.outcomes import eval_metrics
 from rlhf.eval.sampled import EvalPlan, collect_outcomes, eval_plan
 from rlhf.eval.scaling import scaling_curve, write_scaling
+from rlhf.eval.step_beam import BeamSettings
 from rlhf.search.at_k import SAMPLE_STRATEGIES
 from rlhf.search.reward_model import SearchRewardModel
 
@@ -77,9 +78,9 @@ def _looks_like_hub_name(name: str) -> bool:
 
 
 def check_plan(config: RecipeConfig, ks: list[int] | None, num_samples: int | None, search: list[str] = (),
-               reward_model: str | None = None) -> EvalPlan:
-    """The evaluation plan from `--k` / `--n` (default: `trainer.eval_k` / `trainer.eval_n`) and
-    `--search` / `--reward-model`."""
+               reward_model: str | None = None, beam: BeamSettings | None = None) -> EvalPlan:
+    """The evaluation plan from `--k` / `--n` (default: `trainer.eval_k` / `trainer.eval_n`),
+    `--search` / `--reward-model` and the step beam's `--beam-*` settings."""
     _check_search(search, reward_model, ks if ks is not None else config.trainer.eval_k)
     if num_samples is not None and num_samples < 1:
         raise ConfigError(f"--n: samples per prompt must be >= 1, got {num_samples}")
@@ -90,21 +91,26 @@ def check_plan(config: RecipeConfig, ks: list[int] | None, num_samples: int | No
     n = num_samples or (config.trainer.eval_n if ks is None else 0) or max(effective, default=0)
     if effective and max(effective) > n:
         raise ConfigError(f"--k: k = {max(effective)} needs at least that many samples per prompt, but --n is {n}; raise --n or drop that k")
-    return eval_plan(config, effective, n, search)
+    return eval_plan(config, effective, n, search, beam)
+
+
+STRATEGIES = (*SAMPLE_STRATEGIES, "step_beam")
+"""What `--search` takes."""
 
 
 def _check_search(search: list[str], reward_model: str | None, ks: list[int]) -> None:
     """Search strategies are known, scored by a reward model, and judged at some k."""
-    unknown = [name for name in search if name not in SAMPLE_STRATEGIES]
+    unknown = [name for name in search if name not in STRATEGIES]
     if unknown:
-        raise ConfigError(f"--search: unknown strategy {', '.join(map(repr, unknown))}; valid: {', '.join(SAMPLE_STRATEGIES)}")
+        raise ConfigError(f"--search: unknown strategy {', '.join(map(repr, unknown))}; valid: {', '.join(STRATEGIES)}")
     if search and not reward_model:
         raise ConfigError(f"--search {','.join(search)}: the strategies select through a reward model; give its directory "
                           "with --reward-model DIR (an ORM or PRM that `rlhf rm` wrote)")
     if reward_model and not search:
         raise ConfigError("--reward-model: only used by --search (e.g. --search best_of_n,weighted_vote)")
-    if search and not ks:
-        raise ConfigError(f"--search {','.join(search)}: the strategies are judged at k samples per prompt; name the k values "
+    sampled = [name for name in search if name in SAMPLE_STRATEGIES]
+    if sampled and not ks:
+        raise ConfigError(f"--search {','.join(sampled)}: the strategies are judged at k samples per prompt; name the k values "
                           "with --k (e.g. --k 1,4,16)")
 
 
@@ -124,16 +130,19 @@ def evaluate_target(target: EvalTarget, plan: EvalPlan, out_dir: Path, search_mo
                 return _episodes_report(target, rollout, tokenizer, reward, rows, dropped, out_dir)
             size = config.data.eval_batch_size
             prompts = [tokenize_prompts(config, tokenizer, rows[i : i + size]) for i in range(0, len(rows), size)]
-            outcomes = collect_outcomes(rollout, reward, prompts, plan, search_model)
+            outcomes = collect_outcomes(rollout, reward, prompts, plan, search_model, tokenizer)
     finally:
         reward.close()
     report = {**eval_report(target, plan, outcomes.by_source(), eval_metrics(outcomes, plan.ks)), "dropped_prompts": dropped}
     if search_model is not None:
         report["search"] = {"strategies": list(plan.search), "reward_model": search_model.path, "type": search_model.type,
                             "aggregate": search_model.aggregate if search_model.type == "prm" else None}
+        if "step_beam" in plan.search:
+            report["search"]["step_beam"] = {"beam_width": plan.beam.beam_width, "k": plan.beam.k,
+                                             "token_budget": plan.beam.budget(plan.sampling.max_new_tokens)}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     if plan.num_samples:
-        write_scaling(scaling_curve(outcomes), out_dir, title=f"{Path(target.model).name}: inference scaling on {config.data.eval.path}")
+        write_scaling(scaling_curve(outcomes, report.get("search", {}).get("step_beam")), out_dir, title=f"{Path(target.model).name}: inference scaling on {config.data.eval.path}")
     return report
 
 

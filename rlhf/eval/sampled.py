@@ -20,6 +20,8 @@ from rlhf.eval.outcomes import UNLABELLED, EvalOutcomes, SearchSamples, eval_met
 from rlhf.eval.voting import Ballots, answer_key, ballots
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine, SamplingParams
+from rlhf.eval.step_beam import BeamOutcomes, BeamSettings, beam_outcomes
+from rlhf.search.at_k import SAMPLE_STRATEGIES
 from rlhf.search.reward_model import SearchRewardModel
 
 
@@ -38,18 +40,21 @@ class EvalPlan:
     are then the same at every evaluation and never shift the training run's random stream;
     vLLM and Ray workers sample with generators of their own)."""
     search: tuple[str, ...] = ()
-    """Search strategies judged on the samples through a reward model (best_of_n,
-    weighted_vote: :mod:`rlhf.search.at_k`), reported at every k."""
+    """Search strategies through a reward model: best_of_n and weighted_vote are judged on the
+    samples at every k (:mod:`rlhf.search.at_k`); step_beam searches each prompt on its own
+    (:mod:`rlhf.eval.step_beam`)."""
+    beam: BeamSettings = field(default_factory=BeamSettings)
+    """The step beam's width, expansions and token budget."""
 
     def __post_init__(self) -> None:
         if any(k < 1 for k in self.ks) or (self.ks and self.num_samples < max(self.ks)) or (not self.ks and self.num_samples):
             raise ValueError(f"an evaluation needs 1 <= k <= n for every k, got ks={self.ks}, n={self.num_samples}")
-        if self.search and not self.ks:
+        if set(self.search) & set(SAMPLE_STRATEGIES) and not self.ks:
             raise ValueError(f"search strategies {self.search} are judged on samples: name the k values")
 
 
 def eval_plan(config: RecipeConfig, ks: Sequence[int] | None = None, num_samples: int | None = None,
-              search: Sequence[str] = ()) -> EvalPlan:
+              search: Sequence[str] = (), beam: BeamSettings | None = None) -> EvalPlan:
     """The plan of `trainer.eval_k` / `trainer.eval_n` with the `rollout` sampling settings;
     `ks` and `num_samples` replace the trainer keys (`rlhf eval --k/--n`; 0: max of ks);
     `search` names the search strategies to judge on the samples (`rlhf eval --search`)."""
@@ -57,7 +62,7 @@ def eval_plan(config: RecipeConfig, ks: Sequence[int] | None = None, num_samples
     num_samples = config.trainer.eval_n if num_samples is None else num_samples
     rollout = config.rollout
     sampling = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=rollout.max_new_tokens)
-    return EvalPlan(ks, num_samples or max(ks, default=0), sampling, config.trainer.seed, tuple(search))
+    return EvalPlan(ks, num_samples or max(ks, default=0), sampling, config.trainer.seed, tuple(search), beam or BeamSettings())
 
 
 def evaluate_policy(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], plan: EvalPlan) -> dict[str, float]:
@@ -68,7 +73,7 @@ def evaluate_policy(rollout: RolloutEngine, reward: RewardCombiner, prompts: lis
 
 
 def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], plan: EvalPlan,
-                     search_model: SearchRewardModel | None = None) -> EvalOutcomes:
+                     search_model: SearchRewardModel | None = None, tokenizer=None) -> EvalOutcomes:
     """Generate and judge the greedy response and `plan.num_samples` samples of every prompt.
 
     Args:
@@ -76,6 +81,7 @@ def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: li
             most `data.eval_batch_size` prompts; a sampling call then holds about as many
             sequences (a batch is split into parts of batch size / n prompts).
         search_model: scores every sample for `plan.search` (needed when that is not empty).
+        tokenizer: the policy tokenizer (needed for the step beam's partial solutions).
     """
     greedy = SamplingParams(max_new_tokens=plan.sampling.max_new_tokens, greedy=True)
     parts = []
@@ -84,6 +90,10 @@ def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: li
         sources = [UNLABELLED if s is None else str(s) for s in chunk["data_source"]] if "data_source" in chunk else [UNLABELLED] * len(chunk)
         parts.append(EvalOutcomes(correct, total, length, torch.zeros(len(chunk), 0, dtype=torch.bool), torch.zeros(len(chunk), 0), [], sources))
     outcomes = EvalOutcomes.concat(parts)
+    if "step_beam" in plan.search:
+        with isolated_rng(plan.seed):
+            outcomes.beam = BeamOutcomes.concat([beam_outcomes(rollout, tokenizer, reward, search_model, chunk, plan.sampling, plan.beam)
+                                                 for chunk in prompts])
     if plan.num_samples == 0:
         return outcomes
     with isolated_rng(plan.seed):
@@ -92,7 +102,7 @@ def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: li
     outcomes.sample_correct = torch.cat([part.correct for part in sampled])
     outcomes.sample_length = torch.cat([part.length for part in sampled])
     outcomes.ballots = [b for part in sampled for b in part.ballots]
-    outcomes.search = SearchSamples.concat([part.search for part in sampled]) if plan.search else None
+    outcomes.search = SearchSamples.concat([part.search for part in sampled]) if _sample_strategies(plan) else None
     return outcomes
 
 
@@ -113,12 +123,17 @@ def _sample(rollout: RolloutEngine, reward: RewardCombiner, prompts: Batch, plan
     keys = [answer_key(text) for text in batch["response_text"]]
     correct, length = correct.view(len(prompts), n), length.view(len(prompts), n)
     votes = [ballots(keys[i * n : (i + 1) * n], correct[i].tolist()) for i in range(len(prompts))]
-    if not plan.search:
+    if not _sample_strategies(plan):
         return _Samples(correct, length, votes, None)
     scores = search_model.scores(batch)
-    search = SearchSamples(plan.search, [keys[i * n : (i + 1) * n] for i in range(len(prompts))], scores.view(len(prompts), n),
+    search = SearchSamples(_sample_strategies(plan), [keys[i * n : (i + 1) * n] for i in range(len(prompts))], scores.view(len(prompts), n),
                            search_model.vote_weights(scores).view(len(prompts), n))
     return _Samples(correct, length, votes, search)
+
+
+def _sample_strategies(plan: EvalPlan) -> tuple[str, ...]:
+    """The search strategies of `plan` that are judged on its samples."""
+    return tuple(name for name in plan.search if name in SAMPLE_STRATEGIES)
 
 
 @contextlib.contextmanager

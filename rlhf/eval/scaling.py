@@ -9,7 +9,8 @@ picks any correct sample: the ceiling of verifier-based selection) and maj@k (ma
 no verifier). The token budget of k samples is k times the mean sampled response length, so
 runs with short and long responses compare at equal cost. When the samples were scored by a
 reward model, each search strategy judged on them (best-of-k, the score-weighted vote:
-:mod:`rlhf.search.at_k`) is one more line at the same budgets.
+:mod:`rlhf.search.at_k`) is one more line at the same budgets; the step beam, which spends its
+own tokens, is one point on the tokens panel.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def curve_lines(points: list[dict[str, float]]) -> list[str]:
     return [key for key in points[0] if key not in ("k", "tokens_per_prompt")] if points else []
 
 
-def scaling_curve(outcomes: EvalOutcomes) -> dict:
-    """The curve over all prompts, the greedy reference point, and one curve per data source
-    when there are several (what `scaling.json` holds). Needs n >= 1 samples per prompt."""
+def scaling_curve(outcomes: EvalOutcomes, beam_settings: dict | None = None) -> dict:
+    """The curve over all prompts, the greedy reference point, the step beam's point (with
+    its `beam_settings`) when it ran, and one curve per data source when there are several
+    (what `scaling.json` holds). Needs n >= 1 samples per prompt."""
     curve = {
         "num_prompts": len(outcomes.greedy_correct),
         "samples_per_prompt": outcomes.num_samples,
@@ -48,6 +50,10 @@ def scaling_curve(outcomes: EvalOutcomes) -> dict:
         "greedy": {"accuracy": outcomes.greedy_correct.float().mean().item(), "tokens_per_prompt": outcomes.greedy_length.mean().item()},
         "points": scaling_points(outcomes),
     }
+    if outcomes.beam is not None:
+        beam = outcomes.beam
+        curve["step_beam"] = {**(beam_settings or {}), "accuracy": beam.correct.float().mean().item(),
+                              "tokens_per_prompt": beam.tokens.mean().item(), "steps_per_prompt": beam.steps.mean().item()}
     groups = outcomes.by_source()
     if len(groups) > 1:
         curve["per_source"] = {source: scaling_points(part) for source, part in groups.items()}
@@ -79,6 +85,9 @@ def plot_scaling(curve: dict, path: Path, title: str = "") -> None:
         for line, marker in zip(curve_lines(points), "osD^v<>"):
             axis.plot(x, [point[line] for point in points], marker=marker, label=line)
         axis.axhline(greedy["accuracy"], color="grey", linestyle="--", label="greedy")
+        if "step_beam" in curve and x_key == "tokens_per_prompt":  # its samples are steps, not responses
+            beam = curve["step_beam"]
+            axis.plot([beam["tokens_per_prompt"]], [beam["accuracy"]], marker="*", markersize=14, linestyle="none", label="step beam")
         if min(x) > 0:
             axis.set_xscale("log", base=2)
             axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 1, 2, 4 rather than 2^0, 2^1, 2^2

@@ -139,6 +139,9 @@ def test_errors_name_the_argument(trained, tmp_path, capsys):
         (["eval", str(run_dir), "--k", "1,4", "--reward-model", str(exported)], "--reward-model: only used by --search"),
         (["eval", str(run_dir), "--k", "1,4", "--search", "best_of_n", "--reward-model", str(exported)],
          "--reward-model: '%s' is not a reward-model directory: it has no reward_model.json" % exported),
+        (["eval", str(run_dir), "--search", "step_beam", "--reward-model", str(reward_model_dir(tmp_path, "classifier"))],
+         "--search step_beam: the beam scores partial solutions step by step and needs a PRM"),
+        (["eval", str(run_dir), "--search", "step_beam", "--beam-width", "0", "--reward-model", str(exported)], "--beam-width: must be >= 1, got 0"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -147,11 +150,11 @@ def test_errors_name_the_argument(trained, tmp_path, capsys):
     assert not (run_dir / "eval" / "step_000007").exists()
 
 
-def reward_model_dir(root: Path, kind: str) -> Path:
-    """A tiny random ORM (`classifier`) or PRM (`two_class`, one step per character, '#' after
-    each) with the sidecar `rlhf rm` writes."""
+def reward_model_dir(root: Path, kind: str, step_split: str | None = "(?<=.)") -> Path:
+    """A tiny random ORM (`classifier`) or PRM (`two_class`, '#' after each step; by default one
+    step per character) with the sidecar `rlhf rm` writes."""
     path = build_tiny_reward_model(root / kind, kind, seed=3)
-    info = {"type": "orm", "kind": "classifier"} if kind == "classifier" else {"type": "prm", "kind": "two_class", "separator": "#", "step_split": "(?<=.)"}
+    info = {"type": "orm", "kind": "classifier"} if kind == "classifier" else {"type": "prm", "kind": "two_class", "separator": "#", "step_split": step_split}
     (path / "reward_model.json").write_text(json.dumps(info))
     return path
 
@@ -179,4 +182,23 @@ def test_search_strategies_through_a_reward_model(trained, tmp_path, kind, capsy
     assert "best_of_n@4" in capsys.readouterr().out
     # the same seed gives the same numbers (the vote's random subsets are seeded too)
     assert main([*args, "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"] == metrics
+
+
+def test_step_beam_through_a_prm(trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    prm = reward_model_dir(tmp_path, "two_class", step_split=None)  # blank lines: an arithmetic answer is one step
+    args = ["eval", str(trained[1]), "quickstart", "data.eval.size=16", "trainer.num_threads=1", "--k", "1,2", "--n", "4",
+            "--search", "step_beam,best_of_n", "--reward-model", str(prm), "--beam-width", "2", "--beam-k", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    metrics = report["metrics"]
+    assert report["search"]["step_beam"] == {"beam_width": 2, "k": 2, "token_budget": 2 * 2 * 5}  # quickstart: 5 new tokens
+    assert 0.0 <= metrics["eval/step_beam"] <= 1.0 and metrics["eval/step_beam_finished"] == 1.0
+    # one round: width x k = 4 one-step solutions sampled per prompt, each at least its EOS
+    assert metrics["eval/step_beam_steps"] == 4.0 and 4.0 <= metrics["eval/step_beam_tokens"] <= 20.0
+    curve = json.loads((out / "scaling.json").read_text())
+    assert curve["step_beam"]["accuracy"] == metrics["eval/step_beam"] and curve["step_beam"]["beam_width"] == 2
+    assert "step beam" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "again")]) == 0  # seeded: the same search again
     assert json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"] == metrics
