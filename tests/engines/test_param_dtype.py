@@ -194,3 +194,31 @@ def test_named_weights_are_the_bf16_module_itself(tiny_dir: Path):
     named = dict(engine.named_weights())
     assert {tensor.dtype for tensor in named.values()} == {BF16}
     assert all(named[name].data_ptr() == param.data_ptr() for name, param in engine.module.named_parameters())
+
+
+def test_lora_trains_bf16_base_and_adapters_with_float32_adapter_masters(tiny_dir: Path, tmp_path: Path):
+    from rlhf.config.schema import LoRAConfig
+    from rlhf.models.lora import apply_lora
+
+    def lora_model() -> torch.nn.Module:
+        torch.manual_seed(0)  # PEFT draws the A matrices from the global generator
+        return apply_lora(load(tiny_dir), LoRAConfig(rank=4, alpha=8.0))
+
+    optim = OptimConfig(lr=1e-3, grad_clip=1.0)
+    reference, engine = TorchEngine(lora_model(), optim), bf16_engine(lora_model(), optim)
+    assert {param.dtype for param in engine.module.parameters()} == {BF16}  # the frozen base too
+    assert set(masters(engine)) == {name for name in trainable(engine) if ".lora_" in name}  # masters of the adapters only
+    initial = {name: master.detach().clone() for name, master in masters(engine).items()}
+    expected_losses, _ = train(reference, STEPS)
+    losses, _ = train(engine, STEPS)
+    assert losses == pytest.approx(expected_losses, rel=1e-2)
+    assert_module_is_rounded_masters(engine)
+    adapters = dict(trainable(reference))
+    update = math.sqrt(sum(float(((adapters[name].detach() - initial[name]) ** 2).sum()) for name in initial))
+    error = math.sqrt(sum(float(((master.detach() - adapters[name].detach()) ** 2).sum()) for name, master in masters(engine).items()))
+    assert 0 < error <= 0.1 * update
+    engine.save_checkpoint(tmp_path)  # adapters and their masters only
+    resumed = bf16_engine(lora_model(), optim)
+    resumed.load_checkpoint(tmp_path)
+    assert train(resumed, 1) == train(engine, 1)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.master.masters, engine.master.masters))
