@@ -95,3 +95,18 @@ def test_lora_and_zero3_train_with_bf16_weights(tmp_path: Path, extra):
         assert set(state["module"]) == {name for name in state["module"] if ".lora_" in name}  # adapters only
         assert {t.dtype for t in state["module"].values()} == {torch.bfloat16}
         assert {t.dtype for t in state["master_weights"]} == {torch.float32}
+
+
+def test_rlhf_eval_holds_the_policy_in_bf16_and_reproduces_the_final_evaluation(tmp_path: Path, straight: Path):
+    import json
+
+    from rlhf.config.loader import load_recipe
+    from rlhf.controller.evaluation import build_policy
+
+    assert main(["eval", str(straight), "trainer.num_threads=1"]) == 0
+    metrics = json.loads((straight / "eval" / "step_000004" / "eval.json").read_text())["metrics"]
+    final = read_jsonl(straight / "metrics.jsonl")[-1]
+    for key in ("eval/accuracy", "eval/reward", "eval/response_length"):
+        assert metrics[key] == pytest.approx(final[key]), key
+    rollout, _ = build_policy(load_recipe(straight / "config.yaml"), str(straight / "init_model"))
+    assert {param.dtype for param in rollout.model.parameters()} == {torch.bfloat16}
