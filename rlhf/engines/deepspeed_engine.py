@@ -163,7 +163,8 @@ class DeepSpeedEngine:
         config = deepspeed_config(optim, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_params=offload_params, bf16=bf16)
         schedule = lambda step: lr_multiplier(step, optim.warmup_steps, optim.total_steps, optim.lr_schedule)
         params = [p for p in module.parameters() if p.requires_grad]
-        float32_values = [p.data for p in params] if bf16 else []  # DeepSpeed's cast replaces each p.data
+        # DeepSpeed casts each p.data to bf16; the float32 tensors live on here until the masters are set
+        float32_values = [p.data for p in params] if bf16 else []
         with held_stdout():  # where the process group came from elsewhere (a Ray worker), DeepSpeed loads its ops here
             self.ds_engine, _, _, _ = deepspeed.initialize(
                 model=module, model_parameters=params, config=config,

@@ -39,7 +39,6 @@ class MasterWeights:
     def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
         self.params = [param for param in module.parameters() if param.requires_grad]
         self.masters = [torch.nn.Parameter(param.detach().float().clone()) for param in self.params]
-        self.dtype = dtype
         cast_parameters(module, dtype)
 
     def accumulate_grads(self) -> None:

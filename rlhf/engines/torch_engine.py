@@ -22,7 +22,8 @@ class TorchEngine:
     and `autocast_dtype` (e.g. torch.bfloat16) only lowers the precision of the forward
     computation. With `param_dtype` torch.bfloat16 the module's parameters are cast to
     bfloat16 here, and AdamW steps float32 master weights instead
-    (:mod:`rlhf.engines.master_weights`)."""
+    (:mod:`rlhf.engines.master_weights`); the recipe then autocasts to bfloat16 too, which
+    casts no weight and only keeps the ops autocast lists as float32 ones in float32."""
 
     def __init__(self, module: torch.nn.Module, optim: OptimConfig, *, autocast_dtype: torch.dtype | None = None,
                  param_dtype: torch.dtype = torch.float32):
