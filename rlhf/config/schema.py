@@ -66,7 +66,12 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model, used only when model.source is 'tiny'."""
     dtype: str = "float32"
-    """Compute dtype of training and generation: float32 or bfloat16 (weights stay float32)."""
+    """Compute dtype of training and generation: float32 or bfloat16 (autocast; see param_dtype for the weights)."""
+    param_dtype: str = "float32"
+    """Dtype the policy's weights are held in: float32, or bfloat16 (bf16 weights and activations,
+    float32 master weights and AdamW state in the optimiser; needs model.dtype bfloat16 and, with
+    DeepSpeed, train.zero_stage >= 1). The reference is held in it too (unless ref.anchor.ema
+    moves it); the critic and the SFT warm start keep float32 weights."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint's repository to run (off unless you trust it)."""
     lora: LoRAConfig = field(default_factory=LoRAConfig)

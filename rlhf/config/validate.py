@@ -119,6 +119,7 @@ _RANGES: tuple[Rule, ...] = (
 _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model.source", ("pretrained", "tiny")),
     ("model.dtype", ("float32", "bfloat16")),
+    ("model.param_dtype", ("float32", "bfloat16")),
     ("distributed.backend", ("local", "ray")),
     ("actor.lr_schedule", ("constant", "cosine")),
     ("critic.lr_schedule", ("constant", "cosine")),
@@ -140,6 +141,7 @@ def validate(cfg: RecipeConfig) -> None:
         *_registry_errors(cfg),
         *_batch_errors(cfg),
         *_model_errors(cfg),
+        *_precision_errors(cfg),
         *_reward_errors(cfg),
         *_algorithm_errors(cfg),
         *_eval_errors(cfg),
@@ -253,6 +255,16 @@ def _model_errors(cfg: RecipeConfig) -> Iterable[str]:
         yield (f"data.max_prompt_tokens ({cfg.data.max_prompt_tokens}) + rollout.max_new_tokens "
                f"({cfg.rollout.max_new_tokens}) = {longest} exceeds "
                f"model.tiny.max_position_embeddings ({tiny.max_position_embeddings})")
+
+
+def _precision_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """bfloat16 weights compute in bfloat16: float32 compute over them is a contradiction."""
+    model = cfg.model
+    if model.param_dtype == "bfloat16" and model.dtype == "float32":
+        yield ("model.param_dtype: 'bfloat16' holds the policy's weights and activations in bfloat16, so its forward and "
+               "backward run in bfloat16, but model.dtype is 'float32' (float32 compute); set model.dtype=bfloat16 as well "
+               "(bfloat16 weights, float32 master weights and AdamW state in the optimiser), or model.param_dtype=float32 "
+               "(float32 weights; model.dtype=bfloat16 then autocasts the compute alone)")
 
 
 def _reward_errors(cfg: RecipeConfig) -> Iterable[str]:

@@ -187,10 +187,11 @@ def policy_path(target: EvalTarget, scratch: Path) -> str:
 
 def build_policy(config: RecipeConfig, model_path: str):
     """(rollout engine, tokenizer) of the model at `model_path` with the recipe's engine,
-    dtype, device and threads; seeds everything with `trainer.seed`."""
+    dtypes (weights held in `model.param_dtype`, as the run held them), device and threads;
+    seeds everything with `trainer.seed`."""
     import torch
 
-    from rlhf.models.load import load_causal_lm, load_tokenizer
+    from rlhf.models.load import cast_parameters, load_causal_lm, load_tokenizer, param_dtype
     from rlhf.rollout.registry import build_rollout, rollout_engine
 
     trainer = config.trainer
@@ -200,6 +201,8 @@ def build_policy(config: RecipeConfig, model_path: str):
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     needs_module = rollout_engine(config.rollout.engine).needs_module
     model = load_causal_lm(model_path, pick_device(trainer.device), config.model.trust_remote_code) if needs_module else None
+    if model is not None:
+        cast_parameters(model, param_dtype(config.model))
     return build_rollout(config, model, tokenizer, model_path), tokenizer
 
 

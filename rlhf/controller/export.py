@@ -6,6 +6,12 @@ The architecture and tokenizer come from the run's own model (`config.yaml` of t
 the torch engine's `engine.pt`, or DeepSpeed's sharded checkpoint, consolidated to full fp32
 tensors offline (any ZeRO stage, no process group needed).
 
+A run with `model.param_dtype: bfloat16` is exported in bfloat16: the weights its module held,
+bit for bit (each is its float32 master rounded to bfloat16), not the masters. Those are the
+weights every reward, evaluation and sample of the run came from and that an inference engine
+loads in bfloat16 anyway, at half the size; the masters' extra digits matter only to continue
+training, which resumes from the checkpoint itself (it keeps them).
+
 A LoRA run (`model.lora.rank > 0`) checkpoints only its adapter: export applies it to the base
 (`sft_model/` when an SFT warm start trained the base) and writes the merged model, loadable
 without PEFT, plus the adapter alone in PEFT's format under `adapter/`.
@@ -22,7 +28,7 @@ from rlhf.config.loader import load_recipe
 from rlhf.controller.checkpoint import LATEST, checkpoint_root
 from rlhf.engines.deepspeed_engine import CHECKPOINT_TAG
 from rlhf.engines.safe_load import weights_only_loads
-from rlhf.models.load import load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf.models.load import cast_parameters, load_causal_lm, load_tokenizer, param_dtype, resolve_model_path
 from rlhf.models.lora import apply_lora, load_adapter_state_dict
 
 
@@ -47,6 +53,7 @@ def export_run(run_dir: str | Path, out: str | Path, step: int | None = None) ->
         model = merged_lora_actor(apply_lora(model, lora), checkpoint / "actor", out / "adapter")
     else:
         load_actor_weights(model, checkpoint / "actor")
+    model = cast_parameters(model, param_dtype(config.model))
     model.save_pretrained(out)
     load_tokenizer(model_path, config.model.trust_remote_code).save_pretrained(out)
     return out

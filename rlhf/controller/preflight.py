@@ -98,7 +98,7 @@ def _engine_errors(config: RecipeConfig) -> Iterable[str | None]:
     placed = all(config.resources.pool_of(role) in pools for role in ("actor", "rollout", "critic"))
     if train.engine in TRAINING_ENGINES:
         spec = TRAINING_ENGINES[train.engine]
-        yield from spec.option_errors(train)
+        yield from spec.option_errors(train, config.model)
         for role in ("actor", "critic"):
             ranks = pool_size(config, config.resources.pool_of(role)) if placed else 1
             if ranks > 1 and not spec.data_parallel and (role == "actor" or uses_critic(config.algorithm.advantage)):

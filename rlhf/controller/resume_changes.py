@@ -80,6 +80,11 @@ def _sft_checkpoint(resume: Resume, key: str) -> bool:
     return resume.sft_checkpoint
 
 
+def _param_dtype_changes(resume: Resume, key: str) -> bool:
+    """Whether the weights' dtype changes; a run from before `model.param_dtype` existed had float32."""
+    return resume.old["model"].get("param_dtype", "float32") != resume.new["model"].get("param_dtype", "float32")
+
+
 WEIGHTS = "the checkpoint holds weights of this architecture and shape"
 ADAPTERS = "the checkpoint's LoRA adapters were built with it"
 OPTIMISER = "the checkpoint's optimiser carries its own value, the new one would be silently ignored"
@@ -91,6 +96,7 @@ SCHEDULE = "the checkpoint's LR-schedule position counts optimiser steps, and th
 REFUSED: tuple[tuple[str, str, Callable[[Resume, str], bool]], ...] = (
     # the model
     ("model.source", WEIGHTS, _always), ("model.path", WEIGHTS, _always), ("model.tiny.*", WEIGHTS, _always),
+    ("model.param_dtype", "the checkpoint holds the trained weights in this dtype (bfloat16 ones with float32 master weights)", _param_dtype_changes),
     ("model.lora.rank", ADAPTERS, _always), ("model.lora.target_modules", ADAPTERS, _always), ("model.lora.alpha", ADAPTERS, _always),
     ("critic.path", WEIGHTS, _always), ("critic.loss", WEIGHTS + " (the value head)", _always), ("critic.hl_gauss.*", WEIGHTS + " (the value head)", _always),
     ("ref.path", "the checkpoint holds the reference weights", _always),

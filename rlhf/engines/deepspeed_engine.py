@@ -13,8 +13,14 @@ How the workers' calls map onto DeepSpeed:
   runs with ``managed_gradient_accumulation: false`` and ``gradient_accumulation_steps: 1``, so
   it neither counts micro-steps nor divides the loss again: every ``step()`` is exactly one
   optimiser step over what the preceding ``backward`` calls accumulated.
-* Weights and optimiser state stay float32, as in :class:`TorchEngine`; ``autocast_dtype``
-  (e.g. torch.bfloat16) lowers only the forward computation through ``torch.autocast``.
+* With ``param_dtype`` float32 weights and optimiser state stay float32, as in
+  :class:`TorchEngine`; ``autocast_dtype`` (e.g. torch.bfloat16) lowers only the forward
+  computation through ``torch.autocast``. With ``param_dtype`` torch.bfloat16 DeepSpeed's own
+  ``bf16`` mode holds the module in bfloat16 and its ZeRO optimiser keeps float32 master
+  partitions and float32 AdamW state (stages 1-3; at stage 0 DeepSpeed would train the bfloat16
+  weights themselves, so it is refused). The masters start from the module's float32 values
+  (set after DeepSpeed's cast, which rounds them). Autocast to the same bfloat16 is harmless
+  over bfloat16 weights, and DeepSpeed's own autocast (``torch_autocast``) stays off.
 * The LR schedule is a ``LambdaLR`` over :func:`rlhf.engines.base.lr_multiplier`, the same
   function TorchEngine uses, and DeepSpeed steps it once per optimiser step.
 """
@@ -90,7 +96,7 @@ def init_distributed(timeout_s: float = 1800.0) -> None:
 
 def deepspeed_config(
     optim: OptimConfig, *, zero_stage: int, offload_optimizer: bool = False, offload_params: bool = False,
-    micro_batch_size: int = 1,
+    micro_batch_size: int = 1, bf16: bool = False,
 ) -> dict[str, Any]:
     """The DeepSpeed config dict of one engine (a pure function of our settings).
 
@@ -100,7 +106,10 @@ def deepspeed_config(
         offload_optimizer: keep optimiser state on the CPU and step it there (stage >= 1).
         offload_params: keep partitioned parameters on the CPU (stage 3).
         micro_batch_size: only informs DeepSpeed's throughput logs; it never batches data.
+        bf16: bfloat16 module, float32 master weights in the ZeRO optimiser (stage >= 1).
     """
+    if bf16 and zero_stage < 1:
+        raise ValueError("DeepSpeed's bf16 mode keeps float32 master weights only in its ZeRO optimisers (zero_stage >= 1)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     zero: dict[str, Any] = {"stage": zero_stage}
     if offload_optimizer:
@@ -121,7 +130,10 @@ def deepspeed_config(
         },
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": False},
+        # bf16 gradients are reduced and accumulated by ZeRO; its fp32 accumulation option
+        # (data_types.grad_accum_dtype) switches stage 1 to an optimiser that does not add up
+        # the micro-batches of our backward/step protocol
+        "bf16": {"enabled": bf16},
         "fp16": {"enabled": False},
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
@@ -138,7 +150,7 @@ class DeepSpeedEngine:
     def __init__(
         self, module: torch.nn.Module, optim: OptimConfig, *, zero_stage: int = 0, offload_optimizer: bool = False,
         offload_params: bool = False, autocast_dtype: torch.dtype | None = None, weight_bucket_bytes: int = WEIGHT_BUCKET_BYTES,
-        collective_timeout_s: float = 1800.0,
+        collective_timeout_s: float = 1800.0, param_dtype: torch.dtype = torch.float32,
     ):
         deepspeed = import_deepspeed()
         init_distributed(collective_timeout_s)
@@ -147,14 +159,19 @@ class DeepSpeedEngine:
         self.autocast_dtype = autocast_dtype
         self.weight_bucket_bytes = weight_bucket_bytes
         self.device = next(module.parameters()).device
-        config = deepspeed_config(optim, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_params=offload_params)
+        bf16 = param_dtype == torch.bfloat16
+        config = deepspeed_config(optim, zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_params=offload_params, bf16=bf16)
         schedule = lambda step: lr_multiplier(step, optim.warmup_steps, optim.total_steps, optim.lr_schedule)
         params = [p for p in module.parameters() if p.requires_grad]
+        # DeepSpeed casts each p.data to bf16; the float32 tensors live on here until the masters are set
+        float32_values = [p.data for p in params] if bf16 else []
         with held_stdout():  # where the process group came from elsewhere (a Ray worker), DeepSpeed loads its ops here
             self.ds_engine, _, _, _ = deepspeed.initialize(
                 model=module, model_parameters=params, config=config,
                 lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
             )
+        if bf16:
+            _set_float32_masters(params, float32_values)
         if zero_stage == 0:
             self.ds_engine.enable_backward_allreduce = False  # step() reduces stage-0 gradients itself
         self.module = module
@@ -193,16 +210,18 @@ class DeepSpeedEngine:
         return grad_norm
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Full float32 parameters. Under ZeRO-3 they are gathered in buckets of at most
-        `weight_bucket_bytes` and yielded as copies, so the whole model is never held twice;
-        every rank must iterate to the end (each bucket is a collective)."""
+        """Full parameters as the module computes with them (float32, or bfloat16 in bf16
+        mode: what the trainer's forward uses is what the rollout engine must get). Under
+        ZeRO-3 they are gathered in buckets of at most `weight_bucket_bytes` and yielded as
+        copies, so the whole model is never held twice; every rank must iterate to the end
+        (each bucket is a collective)."""
         if self.zero_stage < 3:
             for name, param in self.module.named_parameters():
-                yield name, param.detach().float()
+                yield name, param.detach()
             return
         for bucket in buckets(self.module.named_parameters(), self.weight_bucket_bytes, nbytes=_full_bytes):
             with import_deepspeed().zero.GatheredParameters([param for _, param in bucket], modifier_rank=None):
-                gathered = [(name, param.detach().float().clone()) for name, param in bucket]
+                gathered = [(name, param.detach().clone()) for name, param in bucket]
             yield from gathered
 
     @property
@@ -264,8 +283,18 @@ class DeepSpeedEngine:
 
 
 def _full_bytes(param: torch.nn.Parameter) -> int:
-    """Float32 bytes of the whole parameter (ZeRO-3 keeps its element count in `ds_numel`)."""
-    return _full_numel(param) * 4
+    """Bytes of the whole parameter (ZeRO-3 keeps its element count in `ds_numel`)."""
+    return _full_numel(param) * param.element_size()
+
+
+def _set_float32_masters(params: list[torch.nn.Parameter], float32_values: list[torch.Tensor]) -> None:
+    """Make DeepSpeed's float32 master of each parameter its value before DeepSpeed rounded the
+    module to bfloat16 (it builds the masters from the rounded module). Each rank sets the part
+    of the master it holds; the module's bfloat16 copy already is that value rounded."""
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    for param, value in zip(params, float32_values):
+        safe_set_full_fp32_param(param, value.to(param.device))
 
 
 def _full_numel(param: torch.nn.Parameter) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf.config.schema import ModelConfig
 from rlhf.config.training_schema import TrainConfig
 from rlhf.engines.base import OptimConfig, TrainingEngine
 
@@ -43,14 +44,14 @@ class TrainingEngineSpec:
     name: str
     summary: str
     build: Callable[..., TrainingEngine]
-    """(module, OptimConfig, TrainConfig, *, autocast_dtype, bucket_mb, collective_timeout_s) -> engine."""
+    """(module, OptimConfig, TrainConfig, *, autocast_dtype, param_dtype, bucket_mb, collective_timeout_s) -> engine."""
     data_parallel: bool
     """Several ranks of a worker group can train one model with it (gradients averaged)."""
     partitions_module: Callable[[TrainConfig], bool]
     """True when the trained module is partitioned in place: a rollout engine needs a copy."""
     sharding: Callable[[TrainConfig], Sharding]
-    option_errors: Callable[[TrainConfig], Iterable[str]]
-    """Messages for `train.*` keys this engine cannot honour."""
+    option_errors: Callable[[TrainConfig, ModelConfig], Iterable[str]]
+    """Messages for `train.*` keys (and the `model.param_dtype` under them) this engine cannot honour."""
     availability: Callable[[], tuple[bool, str]]
     """(usable here, why or what): `rlhf doctor`."""
     check_environment: Callable[[], None] = lambda: None
@@ -63,31 +64,37 @@ class TrainingEngineSpec:
         return f"{self.name} ZeRO-{stage}" if self.data_parallel else self.name
 
 
-def _build_torch(module, optim: OptimConfig, train: TrainConfig, *, autocast_dtype=None, bucket_mb: int = 256, collective_timeout_s: float = 1800.0):
+def _build_torch(module, optim: OptimConfig, train: TrainConfig, *, autocast_dtype=None, param_dtype=torch.float32, bucket_mb: int = 256,
+                 collective_timeout_s: float = 1800.0):
     from rlhf.engines.torch_engine import TorchEngine
 
-    return TorchEngine(module, optim, autocast_dtype=autocast_dtype)
+    return TorchEngine(module, optim, autocast_dtype=autocast_dtype, param_dtype=param_dtype)
 
 
-def _torch_option_errors(train: TrainConfig) -> Iterable[str]:
+def _torch_option_errors(train: TrainConfig, model: ModelConfig) -> Iterable[str]:
     if train.zero_stage or train.offload_optimizer or train.offload_params:
         yield "train.engine: 'torch' has no ZeRO or offloading; set train.engine=deepspeed to use train.zero_stage/offload_*"
 
 
-def _build_deepspeed(module, optim: OptimConfig, train: TrainConfig, *, autocast_dtype=None, bucket_mb: int = 256, collective_timeout_s: float = 1800.0):
+def _build_deepspeed(module, optim: OptimConfig, train: TrainConfig, *, autocast_dtype=None, param_dtype=torch.float32, bucket_mb: int = 256,
+                     collective_timeout_s: float = 1800.0):
     from rlhf.engines.deepspeed_engine import DeepSpeedEngine
 
     return DeepSpeedEngine(
         module, optim, zero_stage=train.zero_stage, offload_optimizer=train.offload_optimizer, offload_params=train.offload_params,
-        autocast_dtype=autocast_dtype, weight_bucket_bytes=bucket_mb * 2**20, collective_timeout_s=collective_timeout_s,
+        autocast_dtype=autocast_dtype, weight_bucket_bytes=bucket_mb * 2**20, collective_timeout_s=collective_timeout_s, param_dtype=param_dtype,
     )
 
 
-def _deepspeed_option_errors(train: TrainConfig) -> Iterable[str]:
+def _deepspeed_option_errors(train: TrainConfig, model: ModelConfig) -> Iterable[str]:
     if train.offload_optimizer and train.zero_stage < 1:
         yield f"train.offload_optimizer: needs train.zero_stage >= 1 (got {train.zero_stage})"
     if train.offload_params and train.zero_stage != 3:
         yield f"train.offload_params: needs train.zero_stage 3 (got {train.zero_stage})"
+    if model.param_dtype == "bfloat16" and train.zero_stage < 1:
+        yield (f"model.param_dtype: 'bfloat16' with train.engine=deepspeed needs train.zero_stage >= 1 (got {train.zero_stage}): "
+               "DeepSpeed keeps float32 master weights only in its ZeRO optimisers, and at stage 0 it would train the bfloat16 "
+               "weights themselves; set train.zero_stage=1 (or 2, 3), or train.engine=torch")
 
 
 def _deepspeed_environment() -> None:

@@ -25,6 +25,23 @@ def autocast_dtype(model: ModelConfig) -> torch.dtype | None:
     return None if dtype == torch.float32 else dtype
 
 
+def param_dtype(model: ModelConfig) -> torch.dtype:
+    """The dtype `model.param_dtype` holds the policy's weights in (float32 or bfloat16)."""
+    return DTYPES[model.param_dtype]
+
+
+def cast_parameters(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Hold `module`'s floating-point parameters in `dtype`, in place (the Parameter objects,
+    and so tied weights and whoever holds the module, stay the same); returns `module`.
+
+    Buffers keep their dtype, as `from_pretrained(dtype=...)` leaves them: rotary frequencies
+    rounded to bfloat16 would shift every position's angle."""
+    for param in module.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+    return module
+
+
 def warn_remote_code(path: str, key: str = "model.trust_remote_code") -> None:
     """Say, once per checkpoint, that `path` may run its own Python code (the recipe turned
     `key` on; every loader keeps it off otherwise)."""

@@ -38,8 +38,11 @@ RESIDENT = "resident"
 """Phase of what stays in device memory for the whole run."""
 
 TRAINED_WEIGHT_BYTES = 4
-"""Both engines keep trained weights, gradients and AdamW moments in float32; model.dtype only
-sets the autocast compute dtype (so there is no separate fp32 master copy)."""
+"""Both engines keep trained weights, gradients and AdamW moments in float32 unless
+model.param_dtype is bfloat16 (2-byte weights, float32 masters in the optimizer state);
+model.dtype only sets the autocast compute dtype."""
+GRADIENT_BYTES = 4
+"""Gradients the optimizer steps with are float32: of the weights, or of bf16 weights' masters."""
 
 RM_DTYPE_DEFAULT = "bfloat16"
 """A reward model's kwargs.dtype 'auto' means bfloat16 on a GPU."""
@@ -129,24 +132,28 @@ def policy_shape(config: RecipeConfig) -> ModelShape:
 
 
 def trained_items(role: str, shape: ModelShape, num_params: int, layout: Layout, micro_tokens: int,
-                  act_bytes: int, vocab_logits: bool, adapter_params: int = 0) -> list[Item]:
-    """Weights, gradients, optimizer state, activations (and logits) of a trained model; with
-    `adapter_params` (LoRA) only the adapters have gradients and optimizer state, and the
-    frozen base weights are held like a frozen model's."""
+                  act_bytes: int, vocab_logits: bool, adapter_params: int = 0, weight_bytes: int = TRAINED_WEIGHT_BYTES) -> list[Item]:
+    """Weights, gradients, optimizer state, activations (and logits) of a trained model held in
+    `weight_bytes` per weight (2: bfloat16 weights, their float32 masters counted in the
+    optimizer state); with `adapter_params` (LoRA) only the adapters have gradients and
+    optimizer state, and the frozen base weights are held like a frozen model's."""
     trained = adapter_params or num_params
-    state = train_state_bytes(trained, TRAINED_WEIGHT_BYTES, layout.zero_stage, layout.devices,
+    state = train_state_bytes(trained, weight_bytes, layout.zero_stage, layout.devices,
                               layout.offload_optimizer, layout.offload_params)
+    state = replace(state, gradients=state.gradients * GRADIENT_BYTES / weight_bytes)
     if adapter_params:
-        base = frozen_weight_bytes(num_params, TRAINED_WEIGHT_BYTES, layout.zero_stage, layout.devices)
+        base = frozen_weight_bytes(num_params, weight_bytes, layout.zero_stage, layout.devices)
         state = replace(state, weights=state.weights + base)
     update = f"{role} update"
     # the torch engine frees gradients after each optimizer step; DeepSpeed keeps its buffers
     grad_phase = RESIDENT if layout.gradients_resident else update
     items = [
-        Item(f"{role} weights", RESIDENT, state.weights, state.host_weights, "offloaded to host" if state.host_weights else ""),
+        Item(f"{role} weights", RESIDENT, state.weights, state.host_weights,
+             "offloaded to host" if state.host_weights else ("bf16" if weight_bytes == 2 else "")),
         Item(f"{role} gradients", grad_phase, state.gradients, note="fp32; freed after each step" if grad_phase != RESIDENT else "fp32"),
         Item(f"{role} optimizer state", RESIDENT, state.optimizer, state.host_optimizer,
-             "AdamW moments, offloaded to host" if state.host_optimizer else "AdamW fp32 moments"),
+             ("AdamW moments" + (" and fp32 masters" if weight_bytes == 2 else "") + ", offloaded to host") if state.host_optimizer
+             else ("AdamW fp32 moments" + (" and fp32 master weights" if weight_bytes == 2 else ""))),
         Item(f"{role} activations", update, activation_bytes(
             micro_tokens, shape.num_layers, shape.hidden_size, shape.num_kv_heads * shape.head_dim,
             shape.intermediate_size, act_bytes, layout.gradient_checkpointing),
@@ -177,7 +184,9 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     adapters = lora_parameters(shape, lora.rank, lora.target_modules) if lora.rank > 0 else 0
     if adapters:
         plan.parameters["actor LoRA adapters"] = adapters
-    plan.items += trained_items("actor", shape, actor_params, layout, forward_tokens(config, config.actor.micro_batch_size, seq_len), act_bytes, True, adapters)
+    policy_bytes = DTYPE_BYTES[config.model.param_dtype]
+    plan.items += trained_items("actor", shape, actor_params, layout, forward_tokens(config, config.actor.micro_batch_size, seq_len), act_bytes, True,
+                                adapters, policy_bytes)
     # 2. the rollout's KV cache (and the engine's own weight copy, or its whole reservation)
     plan.items += rollout_items(config, shape, actor_params, layout, seq_len, plan.blockers)
     # 3. the frozen reference, only when a KL term needs it (with LoRA usually the actor's own
@@ -186,8 +195,9 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
     if config.algorithm.kl.coef > 0 and not shares_base_as_reference(lora, config.ref.path, anchor_moves):
         ref = shape_of(config.ref.path, "ref.path", config.model.trust_remote_code) if config.ref.path else shape
         plan.parameters["reference"] = causal_lm_parameters(ref)
+        ref_bytes = TRAINED_WEIGHT_BYTES if config.ref.anchor.ema else policy_bytes  # an EMA anchor keeps it float32
         plan.items.append(Item("reference weights", RESIDENT, frozen_weight_bytes(
-            plan.parameters["reference"], TRAINED_WEIGHT_BYTES, 0, layout.devices), note="frozen fp32 copy of the policy"))
+            plan.parameters["reference"], ref_bytes, 0, layout.devices), note=f"frozen {'bf16' if ref_bytes == 2 else 'fp32'} copy of the policy"))
     # 4. the critic, when the advantage estimator needs values
     if estimator(config.algorithm.advantage).needs_critic:
         critic = shape_of(config.critic.path, "critic.path", config.model.trust_remote_code) if config.critic.path else shape
@@ -197,7 +207,7 @@ def plan_recipe(config: RecipeConfig, layout: Layout,
                                     forward_tokens(config, config.critic.micro_batch_size, seq_len), act_bytes, False)
     # 5. reward models named by orm/prm sources
     plan.items += reward_model_items(config, plan, shape_of)
-    plan.notes += assumptions(layout)
+    plan.notes += assumptions(layout, config.model.param_dtype)
     return plan
 
 
@@ -264,12 +274,14 @@ def reward_model_items(config: RecipeConfig, plan: Plan, shape_of: Callable[[str
     return items
 
 
-def assumptions(layout: Layout) -> list[str]:
+def assumptions(layout: Layout, param_dtype: str = "float32") -> list[str]:
     """The assumptions behind the numbers, in the words the report prints."""
+    weights = ("trained models keep fp32 weights, gradients and AdamW moments (16 B/param before sharding)" if param_dtype == "float32" else
+               "the actor keeps bf16 weights, fp32 gradients of its fp32 master weights and AdamW moments (2 + 4 + 12 B/param "
+               "before sharding; the critic fp32, 16 B/param)")
     notes = [
         "every device holds a data-parallel replica of each role; peak = resident + the largest phase",
-        ("trained models keep fp32 weights, gradients and AdamW moments (16 B/param before sharding); "
-         "model.dtype is the autocast compute dtype (activations, KV cache)"),
+        f"{weights}; model.dtype is the autocast compute dtype (activations, KV cache)",
         ("activations per layer and token: (7h + 3 kv_heads x head_dim + 4 intermediate) x dtype bytes "
          "(fused attention, no T x T scores); checkpointing keeps h per layer and token plus one layer"),
         ("actor.micro_batch_size counts sequences per device; sequences are padded to "

@@ -18,7 +18,7 @@ from rlhf.config.schema import RecipeConfig
 from rlhf.engines.base import OptimConfig
 from rlhf.engines.factory import build_engine
 from rlhf.engines.registry import training_engine
-from rlhf.models.load import autocast_dtype, load_causal_lm
+from rlhf.models.load import autocast_dtype, cast_parameters, load_causal_lm, param_dtype
 from rlhf.models.lora import apply_lora, shares_base_as_reference
 from rlhf.models.value_model import load_value_model, value_model_from_policy
 from rlhf.rollout.base import RolloutEngine
@@ -132,14 +132,18 @@ def build_actor(config: RecipeConfig, model: torch.nn.Module, dp_size: int = 1) 
     )
     # LoRA wraps the policy last: the reference, critic and rollout copies are of the base
     module = apply_lora(model, config.model.lora) if config.model.lora.rank else model
-    engine = build_engine(module, optim, config.train, autocast_dtype=autocast_dtype(config.model), bucket_mb=config.sync.bucket_mb,
-                          collective_timeout_s=config.distributed.timeout_s)
+    engine = build_engine(module, optim, config.train, autocast_dtype=autocast_dtype(config.model), param_dtype=param_dtype(config.model),
+                          bucket_mb=config.sync.bucket_mb, collective_timeout_s=config.distributed.timeout_s)
     return ActorWorker(engine, loss, temperature=config.rollout.temperature, seed=config.trainer.seed)
 
 
 def build_ref(config: RecipeConfig, model: torch.nn.Module, device: torch.device) -> RefWorker:
-    """A frozen reference: `ref.path`, or a copy of the initial policy."""
+    """A frozen reference: `ref.path`, or a copy of the initial policy; held in
+    `model.param_dtype` like the policy, except under an EMA anchor (`ref.anchor.ema`), whose
+    small steps towards the policy a bfloat16 reference would round away."""
     reference = load_causal_lm(config.ref.path, device, config.model.trust_remote_code) if config.ref.path else copy.deepcopy(model)
+    if not config.ref.anchor.ema:
+        cast_parameters(reference, param_dtype(config.model))
     return RefWorker(reference, temperature=config.rollout.temperature, micro_batch_size=config.actor.micro_batch_size,
                      max_tokens=config.train.max_tokens_per_micro_batch)
 

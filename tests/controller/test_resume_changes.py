@@ -69,3 +69,12 @@ def test_the_sft_learning_rate_is_refused_only_when_an_sft_checkpoint_resumes():
     assert check_changes(Resume(config(), config("sft.lr=0.01")), "x")
     with pytest.raises(ConfigError, match="sft.lr"):
         check_changes(Resume(config(), config("sft.lr=0.01"), sft_checkpoint=True), "x")
+
+
+def test_the_weights_dtype_cannot_change_but_a_run_from_before_the_key_resumes():
+    bf16 = ["model.dtype=bfloat16", "model.param_dtype=bfloat16"]
+    with pytest.raises(ConfigError, match="model.param_dtype: 'float32' -> 'bfloat16' .the checkpoint holds the trained weights in this dtype"):
+        check_changes(Resume(config(), config(*bf16)), "x")
+    before_the_key = config()
+    del before_the_key["model"]["param_dtype"]
+    assert check_changes(Resume(before_the_key, config()), "x") == [Change("model.param_dtype", "(absent)", "float32")]

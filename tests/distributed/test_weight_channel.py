@@ -64,3 +64,31 @@ def test_layouts_travel_as_json_data_only():
     assert decode_layout(encode_layout(layout)) == layout and decode_layout(encode_layout([])) == []
     with pytest.raises(ValueError, match="'Tensor' is not a torch dtype"):
         decode_layout('[["w", [2], "Tensor"]]')
+
+
+def mixed_dtypes() -> list[tuple[str, torch.Tensor]]:
+    """bfloat16 weights (model.param_dtype: bfloat16) and float32 ones (a LoRA layer merged in
+    float32), interleaved: values that bfloat16 rounding or an upcast on the way would change."""
+    values = torch.arange(12, dtype=torch.float32) / 7
+    return [("a", values[:4].to(torch.bfloat16)), ("b", values[4:8]), ("c", values[8:].to(torch.bfloat16)), ("d", values[:2].to(torch.bfloat16))]
+
+
+def _mixed_end(rank: int, port: int, results) -> None:
+    channel = WeightChannel("127.0.0.1", port, rank, 2, timeout_s=60)
+    if rank == 0:
+        results["sent"] = channel.send(iter(mixed_dtypes()), max_bytes=1 << 20)
+    else:
+        got = [(name, tensor.clone()) for name, tensor in channel.receive()]
+        results["same"] = len(got) == 4 and all(
+            n == m and t.dtype == u.dtype and torch.equal(t, u) for (n, t), (m, u) in zip(got, mixed_dtypes()))
+
+
+def test_bf16_and_float32_weights_cross_gloo_bit_for_bit():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_mixed_end, args=(port, results), nprocs=2)
+        results = dict(results)
+    assert results == {"sent": 4 * 2 + 4 * 4 + 4 * 2 + 2 * 2, "same": True}

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from rlhf.cli.main import main, resolve_recipe
 from rlhf.config.loader import load_recipe
 from rlhf.plan.layout import layout_of, plan_recipe
@@ -98,3 +100,17 @@ def test_a_vllm_share_too_small_for_its_weights_is_a_blocker_and_exit_1(capsys):
     out = capsys.readouterr().out
     assert "cannot start: rollout.vllm.gpu_memory_utilization=0.005 gives the rollout engine 0.40 GiB" in out
     assert "does NOT fit" in out
+
+
+def test_bf16_weights_halve_the_actor_and_reference_weights_and_add_masters(capsys):
+    assert main(["plan", "gsm8k_grpo_orm", "model.dtype=bfloat16", "--json"]) == 0
+    fp32 = {item["name"]: item for item in json.loads(capsys.readouterr().out)["items"]}
+    assert main(["plan", "gsm8k_grpo_orm", "model.dtype=bfloat16", "model.param_dtype=bfloat16", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    bf16 = {item["name"]: item for item in plan["items"]}
+    for name in ("actor weights", "reference weights"):
+        assert bf16[name]["device_gib"] == pytest.approx(fp32[name]["device_gib"] / 2)
+    assert bf16["actor gradients"]["device_gib"] == pytest.approx(fp32["actor gradients"]["device_gib"])  # fp32, of the masters
+    assert bf16["actor optimizer state"]["device_gib"] == pytest.approx(fp32["actor optimizer state"]["device_gib"] * 12 / 8)
+    assert "fp32 master weights" in bf16["actor optimizer state"]["note"]
+    assert any("bf16 weights, fp32 gradients of its fp32 master weights" in note for note in plan["assumptions"])
