@@ -1,7 +1,7 @@
 """The GPU benchmark: one GRPO step of rlhf, TRL, a plain-PyTorch floor and rlhf with vLLM.
 
     python scripts/bench_gpu.py [--shape tiny|qwen2.5-0.5b|qwen2.5-1.5b] [--arms rlhf,trl,floor,vllm]
-        [--device auto|cpu|cuda] [--dtype float32|bfloat16] [--prompts 32] [--samples 8]
+        [--device auto|cpu|cuda] [--dtype float32|bfloat16] [--param-dtype float32|bfloat16] [--prompts 32] [--samples 8]
         [--max-new-tokens 128] [--micro-batch-size 32] [--warmup 2] [--steps 4] [--threads 4]
         [--seed 0] [--peak-tflops X] [--out bench_gpu.json]
 
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms, run in this order")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when torch sees one")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype (default: bfloat16 autocast on cuda, float32 on cpu)")
+    parser.add_argument("--param-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="weights of the rlhf and vllm arms (model.param_dtype; bfloat16: float32 masters in the optimiser, needs --dtype bfloat16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights, prompt order and sampling")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s (in TFLOP/s) for the MFU (default: the GPU's dense bf16 peak)")
     parser.add_argument("--out", default="bench_gpu.json", help="JSON output file")
@@ -69,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_numbers(parser, args, SHAPES[args.shape].model["max_position_embeddings"])
     args.device = resolve_device(parser, args.device)
     args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
+    if args.param_dtype == "bfloat16" and args.dtype != "bfloat16":
+        parser.error("--param-dtype bfloat16 needs --dtype bfloat16 (bf16 weights compute in bf16)")
     return args
 
 
@@ -125,7 +129,7 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> dict:
     settings = BenchSettings(
         model_dir=str(work_dir / "initial_model"), work_dir=str(work_dir), prompts=args.prompts, samples=args.samples,
         max_new_tokens=args.max_new_tokens, total_steps=args.warmup + args.steps, threads=args.threads, seed=args.seed, dtype=dtype,
-        micro_batch_size=args.micro_batch_size, device=device,
+        param_dtype=args.param_dtype, micro_batch_size=args.micro_batch_size, device=device,
     )
     print(
         f"shape {args.shape} on {device} ({dtype}): {args.prompts} prompts x {args.samples} samples, {args.max_new_tokens} new tokens, "

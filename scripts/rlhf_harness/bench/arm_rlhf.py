@@ -35,7 +35,8 @@ def recipe_overrides(settings: BenchSettings, rollout_engine: str = "hf") -> lis
     if rollout_engine == "vllm":  # room for one prompt and its response, not the model's maximum
         engine.append(f"rollout.vllm.max_model_len={MAX_PROMPT_TOKENS + settings.max_new_tokens}")
     return [
-        "model.source=pretrained", f"model.path={settings.model_dir}", f"model.dtype={settings.dtype}", "sft.enabled=false", "data.eval.path=''",
+        "model.source=pretrained", f"model.path={settings.model_dir}", f"model.dtype={settings.dtype}",
+        f"model.param_dtype={settings.param_dtype}", "sft.enabled=false", "data.eval.path=''",
         f"data.train_batch_size={settings.prompts}", f"data.max_prompt_tokens={MAX_PROMPT_TOKENS}",
         f"rollout.n={settings.samples}", f"rollout.max_new_tokens={settings.max_new_tokens}", *engine,
         f"actor.mini_batch_size={batch}", f"actor.micro_batch_size={settings.update_micro_batch}", f"trainer.device={settings.device}",

@@ -46,6 +46,9 @@ class BenchSettings:
     dtype: str = "float32"
     """Compute dtype of every arm: float32, or bfloat16 autocast over float32 weights (rlhf's
     `model.dtype`, TRL's `bf16`, the floor's `torch.autocast`)."""
+    param_dtype: str = "float32"
+    """Weights of the rlhf arms (`model.param_dtype`): float32, or bfloat16 with float32 master
+    weights in the optimiser (needs dtype bfloat16). TRL and the floor keep float32 weights."""
     seed: int = 0
     """Seed of the prompt order and of sampling."""
     micro_batch_size: int = 0
