@@ -48,14 +48,19 @@ def _end(rank: int, port: int, results) -> None:
             results[f"rank{rank}-{sync}"] = all(n == m and torch.equal(t, u) for (n, t), (m, u) in zip(named(sync), got)) and len(got) == 5
 
 
-def test_rank_0_broadcasts_every_tensor_to_every_receiver():
+def spawn_ends(end, nprocs: int) -> dict:
+    """Run `end(rank, port, results)` in `nprocs` processes on a free local port; their results."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_end, args=(port, results), nprocs=3)
-        results = dict(results)
+        mp.spawn(end, args=(port, results), nprocs=nprocs)
+        return dict(results)
+
+
+def test_rank_0_broadcasts_every_tensor_to_every_receiver():
+    results = spawn_ends(_end, 3)
     assert results == {"sent0": 180, "sent1": 180, "rank1-0": True, "rank2-0": True, "rank1-1": True, "rank2-1": True}
 
 
@@ -84,11 +89,5 @@ def _mixed_end(rank: int, port: int, results) -> None:
 
 
 def test_bf16_and_float32_weights_cross_gloo_bit_for_bit():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_mixed_end, args=(port, results), nprocs=2)
-        results = dict(results)
+    results = spawn_ends(_mixed_end, 2)
     assert results == {"sent": 4 * 2 + 4 * 4 + 4 * 2 + 2 * 2, "same": True}
