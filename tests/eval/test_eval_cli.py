@@ -202,3 +202,12 @@ def test_step_beam_through_a_prm(trained, tmp_path, capsys):
     assert "step beam" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "again")]) == 0  # seeded: the same search again
     assert json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"] == metrics
+
+
+def test_search_on_a_run_directory_matches_its_exported_model(trained, tmp_path):
+    run_dir, exported = trained
+    search = ["--search", "best_of_n,weighted_vote", "--reward-model", str(reward_model_dir(tmp_path, "classifier"))]
+    assert main(["eval", str(run_dir), "trainer.num_threads=1", *SAMPLING, *search, "--out", str(tmp_path / "run")]) == 0
+    assert main(["eval", str(exported), "quickstart", "data.eval.size=32", "trainer.num_threads=1", *SAMPLING, *search, "--out", str(tmp_path / "model")]) == 0
+    from_run, from_model = (json.loads((tmp_path / name / "eval.json").read_text())["metrics"] for name in ("run", "model"))
+    assert from_run["eval/best_of_n@4"] == from_model["eval/best_of_n@4"] and from_run["eval/weighted_vote@4"] == from_model["eval/weighted_vote@4"]
