@@ -10,9 +10,11 @@ Imports nothing heavy until the command runs (`rlhf --help` stays instant).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from rlhf.config.errors import ConfigError
+from rlhf.config.eval_schema import STEP_AGGREGATES, SearchConfig
 
 DESCRIPTION = (
     "Evaluate a Hugging Face model directory (with a RECIPE for rewards, data and sampling) or the newest checkpoint "
@@ -34,17 +36,18 @@ def register(add_parser) -> None:
     sub.add_argument("--n", type=int, default=None, help="samples per prompt, >= every k (default: the largest k); more give lower-variance estimates")
     sub.add_argument("--out", default=None, help="output directory (default: RUN/eval/step_N for a run, evals/<model name> for a model)")
     sub.add_argument("--step", type=int, default=None, help="a run's checkpoint step (default: the newest)")
-    sub.add_argument("--search", default=None, metavar="STRATEGY,...",
-                     help="search strategies through --reward-model: best_of_n (the highest-scored of k samples) and weighted_vote "
-                          "(majority vote over final answers weighted by the scores), judged at every k, one line each on the scaling "
-                          "curve; step_beam (beam search over reasoning steps scored by a PRM, --beam-*), one point")
-    sub.add_argument("--reward-model", default=None, metavar="DIR", help="the ORM or PRM directory `rlhf rm` wrote (OUTPUT_DIR/model), for --search")
-    sub.add_argument("--beam-width", type=int, default=4, help="step_beam: partial solutions kept after each round (default 4)")
-    sub.add_argument("--beam-k", type=int, default=4, help="step_beam: next steps sampled per kept partial solution (default 4)")
-    sub.add_argument("--beam-budget", type=int, default=0, help="step_beam: generated tokens per prompt after which no round starts "
-                                                                 "(default: width x k x rollout.max_new_tokens)")
-    sub.add_argument("--aggregate", default="min", choices=("min", "product", "last", "mean"),
-                     help="how a PRM's step scores make one score per response (default: min, the weakest step)")
+    search = sub.add_argument_group("test-time search (defaults: the recipe's eval.search)")
+    search.add_argument("--search", default=None, metavar="STRATEGY,...",
+                        help="strategies through --reward-model: best_of_n (the highest-scored of k samples) and weighted_vote "
+                             "(majority vote over final answers weighted by the scores), judged at every k, one line each on the scaling "
+                             "curve; step_beam (beam search over reasoning steps scored by a PRM, --beam-*), one point")
+    search.add_argument("--reward-model", default=None, metavar="DIR", help="the ORM or PRM directory `rlhf rm` wrote (OUTPUT_DIR/model)")
+    search.add_argument("--aggregate", default=None, choices=STEP_AGGREGATES,
+                        help="how a PRM's step scores make one score per response (recipe default: min, the weakest step)")
+    search.add_argument("--beam-width", type=int, default=None, help="step_beam: partial solutions kept after each round (recipe default 4)")
+    search.add_argument("--beam-k", type=int, default=None, help="step_beam: next steps sampled per kept partial solution (recipe default 4)")
+    search.add_argument("--beam-budget", type=int, default=None, help="step_beam: generated tokens per prompt after which no round starts "
+                                                                      "(0, the recipe default: width x k x rollout.max_new_tokens)")
     sub.set_defaults(handler=cmd_eval)
 
 
@@ -57,12 +60,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
     is_run = (Path(args.model_or_run) / "config.yaml").is_file()  # a run's recipe is its own: no lookup
     target = resolve_target(args.model_or_run, resolve_recipe_for(recipe, RL, "rlhf eval") if recipe and not is_run else recipe, overrides, args.data, args.step)
-    search = [name.strip() for name in (args.search or "").split(",") if name.strip()]
-    plan = check_plan(target.config, ks, args.n, search, args.reward_model, beam_settings(args))
-    search_model = SearchRewardModel(args.reward_model, args.aggregate) if search else None
-    if "step_beam" in search and search_model.type != "prm":
+    settings = search_settings(args, target.config.eval.search)
+    plan = check_plan(target.config, ks, args.n, settings.strategies, settings.reward_model, beam_settings(settings))
+    search_model = SearchRewardModel(settings.reward_model, settings.aggregate) if settings.strategies else None
+    if "step_beam" in settings.strategies and search_model.type != "prm":
         raise ConfigError(f"--search step_beam: the beam scores partial solutions step by step and needs a PRM; "
-                          f"--reward-model {args.reward_model} is an ORM (use it with best_of_n or weighted_vote)")
+                          f"--reward-model {settings.reward_model} is an ORM (use it with best_of_n or weighted_vote)")
     out = Path(args.out) if args.out else default_out(target.model, target.run_checkpoint)
     report = evaluate_target(target, plan, out, search_model)
     print_table(report)
@@ -71,14 +74,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def beam_settings(args: argparse.Namespace):
-    """The step beam's `--beam-*` settings, each checked (exit 2 naming the option)."""
+def search_settings(args: argparse.Namespace, recipe: SearchConfig) -> SearchConfig:
+    """The recipe's `eval.search` with the flags given on the command line put over it (the
+    recipe's values were validated with it; a flag is checked here, exit 2 naming it)."""
+    if args.reward_model is not None and args.search is None and not recipe.strategies:
+        raise ConfigError("--reward-model: only used by --search (e.g. --search best_of_n,weighted_vote) or the recipe's eval.search.strategies")
+    for option, value, least in (("--beam-width", args.beam_width, 1), ("--beam-k", args.beam_k, 1), ("--beam-budget", args.beam_budget, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"{option}: must be >= {least}, got {value}")
+    flags = {"strategies": None if args.search is None else [name.strip() for name in args.search.split(",") if name.strip()],
+             "reward_model": args.reward_model, "aggregate": args.aggregate, "beam_width": args.beam_width, "beam_k": args.beam_k,
+             "beam_budget": args.beam_budget}
+    return replace(recipe, **{key: value for key, value in flags.items() if value is not None})
+
+
+def beam_settings(search: SearchConfig):
+    """The step beam's settings of `search`."""
     from rlhf.eval.step_beam import BeamSettings
 
-    for option, value, least in (("--beam-width", args.beam_width, 1), ("--beam-k", args.beam_k, 1), ("--beam-budget", args.beam_budget, 0)):
-        if value < least:
-            raise ConfigError(f"{option}: must be >= {least}, got {value}")
-    return BeamSettings(args.beam_width, args.beam_k, args.beam_budget)
+    return BeamSettings(search.beam_width, search.beam_k, search.beam_budget)
 
 
 def split_recipe(words: list[str]) -> tuple[str | None, list[str]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NewType, Optional
 
 from rlhf.config.async_schema import AsyncTrainingConfig
+from rlhf.config.eval_schema import EvalConfig
 from rlhf.config.distributed_schema import DistributedConfig, ResourcesConfig
 from rlhf.config.env_schema import EnvConfig
 from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, SyncConfig, TrainConfig  # noqa: F401 (sections)
@@ -357,3 +358,5 @@ class RecipeConfig:
     """Supervised warm start."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Run length, outputs and evaluation."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """`rlhf eval`'s test-time search through a reward model."""

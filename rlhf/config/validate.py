@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rlhf.config.choices import choice_error
+from rlhf.config.eval_schema import SEARCH_STRATEGIES, STEP_AGGREGATES
 from rlhf.config.errors import ConfigError
 from rlhf.config.lengths import longest_sequence
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
@@ -111,6 +112,9 @@ _RANGES: tuple[Rule, ...] = (
     ("trainer.num_threads", ">= 0", lambda v: v >= 0),
     ("trainer.sample_every", ">= 0", lambda v: v >= 0),
     ("trainer.num_samples", ">= 1", lambda v: v >= 1),
+    ("eval.search.beam_width", ">= 1", lambda v: v >= 1),
+    ("eval.search.beam_k", ">= 1", lambda v: v >= 1),
+    ("eval.search.beam_budget", ">= 0 (0: beam_width x beam_k x rollout.max_new_tokens)", lambda v: v >= 0),
     ("reward.process.alpha", ">= 0", lambda v: v >= 0),
     ("reward.process.eta", "a finite number", math.isfinite),
 )
@@ -129,6 +133,7 @@ _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reward.on_error", ("raise", "zero")),
     ("data.train.answer_extractor", ("none", "gsm8k", "boxed")),
     ("data.eval.answer_extractor", ("none", "gsm8k", "boxed")),
+    ("eval.search.aggregate", STEP_AGGREGATES),
 )
 """Keys with a fixed set of values (registry-backed names are in _registry_errors)."""
 
@@ -224,12 +229,20 @@ def _algorithm_errors(cfg: RecipeConfig) -> Iterable[str]:
 
 
 def _eval_errors(cfg: RecipeConfig) -> Iterable[str]:
-    """pass@k and maj@k at evaluations need n >= k samples per prompt."""
+    """pass@k and maj@k at evaluations need n >= k samples per prompt; search strategies are
+    known ones, with a reward model."""
     trainer = cfg.trainer
     if trainer.eval_n and not trainer.eval_k:
         yield f"trainer.eval_n: {trainer.eval_n} samples per prompt are drawn only for pass@k / maj@k; set trainer.eval_k too (e.g. [1, {trainer.eval_n}])"
     elif trainer.eval_n and trainer.eval_k and max(trainer.eval_k) > trainer.eval_n:
         yield f"trainer.eval_k: k = {max(trainer.eval_k)} needs at least that many samples per prompt, but trainer.eval_n is {trainer.eval_n}"
+    search = cfg.eval.search
+    for name in search.strategies:
+        if (error := choice_error("eval.search.strategies", name, SEARCH_STRATEGIES)) is not None:
+            yield error
+    if search.strategies and not search.reward_model:
+        yield (f"eval.search.reward_model: the strategies {', '.join(search.strategies)} select through a reward model; "
+               "give the ORM or PRM directory that `rlhf rm` wrote (OUTPUT_DIR/model)")
 
 
 def uses_critic(advantage: str) -> bool:

@@ -30,7 +30,7 @@ from rlhf.eval.outcomes import eval_metrics
 from rlhf.eval.sampled import EvalPlan, collect_outcomes, eval_plan
 from rlhf.eval.scaling import scaling_curve, write_scaling
 from rlhf.eval.step_beam import BeamSettings
-from rlhf.search.at_k import SAMPLE_STRATEGIES
+from rlhf.config.eval_schema import SAMPLE_STRATEGIES, SEARCH_STRATEGIES
 from rlhf.search.reward_model import SearchRewardModel
 
 
@@ -94,20 +94,14 @@ def check_plan(config: RecipeConfig, ks: list[int] | None, num_samples: int | No
     return eval_plan(config, effective, n, search, beam)
 
 
-STRATEGIES = (*SAMPLE_STRATEGIES, "step_beam")
-"""What `--search` takes."""
-
-
 def _check_search(search: list[str], reward_model: str | None, ks: list[int]) -> None:
     """Search strategies are known, scored by a reward model, and judged at some k."""
-    unknown = [name for name in search if name not in STRATEGIES]
+    unknown = [name for name in search if name not in SEARCH_STRATEGIES]
     if unknown:
-        raise ConfigError(f"--search: unknown strategy {', '.join(map(repr, unknown))}; valid: {', '.join(STRATEGIES)}")
+        raise ConfigError(f"--search: unknown strategy {', '.join(map(repr, unknown))}; valid: {', '.join(SEARCH_STRATEGIES)}")
     if search and not reward_model:
         raise ConfigError(f"--search {','.join(search)}: the strategies select through a reward model; give its directory "
                           "with --reward-model DIR (an ORM or PRM that `rlhf rm` wrote)")
-    if reward_model and not search:
-        raise ConfigError("--reward-model: only used by --search (e.g. --search best_of_n,weighted_vote)")
     sampled = [name for name in search if name in SAMPLE_STRATEGIES]
     if sampled and not ks:
         raise ConfigError(f"--search {','.join(sampled)}: the strategies are judged at k samples per prompt; name the k values "

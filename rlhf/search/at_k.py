@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
+from rlhf.config.eval_schema import SAMPLE_STRATEGIES
 from rlhf.search.vote import weighted_vote
 
 MAX_SUBSETS = 256
@@ -75,10 +76,6 @@ def _check_budget(n: int, other: int, k: int) -> int:
     if not 1 <= k <= n:
         raise ValueError(f"a budget of k samples needs 1 <= k <= n, got k={k}, n={n}")
     return n
-
-
-SAMPLE_STRATEGIES = ("best_of_n", "weighted_vote")
-"""The strategies judged on an evaluation's samples (the step beam generates its own)."""
 
 
 def mean_search_at_k(strategy: str, answers: list[list[str | None]], scores: torch.Tensor, weights: torch.Tensor,

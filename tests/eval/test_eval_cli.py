@@ -142,6 +142,9 @@ def test_errors_name_the_argument(trained, tmp_path, capsys):
         (["eval", str(run_dir), "--search", "step_beam", "--reward-model", str(reward_model_dir(tmp_path, "classifier"))],
          "--search step_beam: the beam scores partial solutions step by step and needs a PRM"),
         (["eval", str(run_dir), "--search", "step_beam", "--beam-width", "0", "--reward-model", str(exported)], "--beam-width: must be >= 1, got 0"),
+        (["validate", "quickstart", "eval.search.strategies=[beam]"], "eval.search.strategies: unknown value 'beam' (did you mean 'step_beam'?"),
+        (["validate", "quickstart", "eval.search.strategies=[best_of_n]"], "eval.search.reward_model: the strategies best_of_n select through a reward model"),
+        (["validate", "quickstart", "eval.search.beam_k=0"], "eval.search.beam_k: must be >= 1, got 0"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -211,3 +214,16 @@ def test_search_on_a_run_directory_matches_its_exported_model(trained, tmp_path)
     assert main(["eval", str(exported), "quickstart", "data.eval.size=32", "trainer.num_threads=1", *SAMPLING, *search, "--out", str(tmp_path / "model")]) == 0
     from_run, from_model = (json.loads((tmp_path / name / "eval.json").read_text())["metrics"] for name in ("run", "model"))
     assert from_run["eval/best_of_n@4"] == from_model["eval/best_of_n@4"] and from_run["eval/weighted_vote@4"] == from_model["eval/weighted_vote@4"]
+
+
+def test_search_from_the_recipe_with_flags_over_it(trained, tmp_path):
+    orm = reward_model_dir(tmp_path, "classifier")
+    common = ["eval", str(trained[1]), "quickstart", "data.eval.size=32", "trainer.num_threads=1", *SAMPLING]
+    recipe = [f"eval.search.strategies=[best_of_n,weighted_vote]", f"eval.search.reward_model={orm}"]
+    assert main([*common, *recipe, "--out", str(tmp_path / "recipe")]) == 0
+    assert main([*common, "--search", "best_of_n,weighted_vote", "--reward-model", str(orm), "--out", str(tmp_path / "flags")]) == 0
+    from_recipe, from_flags = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("recipe", "flags"))
+    assert from_recipe["metrics"] == from_flags["metrics"] and from_recipe["search"]["strategies"] == ["best_of_n", "weighted_vote"]
+    assert main([*common, *recipe, "--search", "best_of_n", "--out", str(tmp_path / "over")]) == 0  # the flag wins
+    over = json.loads((tmp_path / "over" / "eval.json").read_text())
+    assert over["search"]["strategies"] == ["best_of_n"] and "eval/weighted_vote@4" not in over["metrics"]

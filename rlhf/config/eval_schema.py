@@ -1,0 +1,43 @@
+"""The recipe section `eval`: how `rlhf eval` spends inference compute through a reward model
+(test-time search). Each key has a command-line flag of the same meaning, which wins when
+both are given. See :mod:`rlhf.search` for the strategies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEARCH_STRATEGIES = ("best_of_n", "weighted_vote", "step_beam")
+"""What `eval.search.strategies` (and `rlhf eval --search`) take."""
+SAMPLE_STRATEGIES = ("best_of_n", "weighted_vote")
+"""The strategies judged on an evaluation's n samples at every k (the step beam samples its own)."""
+STEP_AGGREGATES = ("min", "product", "last", "mean")
+"""How a PRM's step scores fold into one score per response."""
+
+
+@dataclass
+class SearchConfig:
+    """Test-time search strategies judged by `rlhf eval` (flags: --search, --reward-model,
+    --aggregate, --beam-width, --beam-k, --beam-budget)."""
+
+    strategies: list[str] = field(default_factory=list)
+    """best_of_n and weighted_vote (judged at every k of trainer.eval_k / --k), step_beam;
+    []: none."""
+    reward_model: str = ""
+    """The ORM or PRM directory `rlhf rm` wrote (OUTPUT_DIR/model); needed by every strategy."""
+    aggregate: str = "min"
+    """A PRM's step scores folded into one per response: min, product, last or mean."""
+    beam_width: int = 4
+    """step_beam: partial solutions kept after each round."""
+    beam_k: int = 4
+    """step_beam: next steps sampled per kept partial solution."""
+    beam_budget: int = 0
+    """step_beam: generated tokens per prompt after which no round starts (0: beam_width x
+    beam_k x rollout.max_new_tokens)."""
+
+
+@dataclass
+class EvalConfig:
+    """`rlhf eval`'s settings beyond the held-out data (data.eval) and pass@k (trainer.eval_k)."""
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+    """Test-time search through a reward model."""
