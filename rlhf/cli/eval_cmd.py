@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rlhf.config.errors import ConfigError
-from rlhf.config.eval_schema import STEP_AGGREGATES, SearchConfig
+from rlhf.config.search_schema import STEP_AGGREGATES, SearchConfig
 
 DESCRIPTION = (
     "Evaluate a Hugging Face model directory (with a RECIPE for rewards, data and sampling) or the newest checkpoint "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NewType, Optional
 
 from rlhf.config.async_schema import AsyncTrainingConfig
-from rlhf.config.eval_schema import EvalConfig
+from rlhf.config.search_schema import EvalConfig, RolloutSearchConfig
 from rlhf.config.distributed_schema import DistributedConfig, ResourcesConfig
 from rlhf.config.env_schema import EnvConfig
 from rlhf.config.training_schema import ActorConfig, AlgorithmConfig, CriticConfig, RefConfig, SyncConfig, TrainConfig  # noqa: F401 (sections)
@@ -208,6 +208,8 @@ class RolloutConfig:
     mode: str = "sync"
     """'sync': generate, then train, in turn; 'async': a rollout process generates beside
     training into a bounded buffer (see async_training)."""
+    search: RolloutSearchConfig = field(default_factory=RolloutSearchConfig)
+    """Train on responses a search through a reward model picks (expert-iteration style)."""
 
 
 @dataclass

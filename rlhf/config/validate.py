@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rlhf.config.choices import choice_error
-from rlhf.config.eval_schema import SEARCH_STRATEGIES, STEP_AGGREGATES
+from rlhf.config.search_schema import ROLLOUT_STRATEGIES, SEARCH_STRATEGIES, STEP_AGGREGATES
 from rlhf.config.errors import ConfigError
 from rlhf.config.lengths import longest_sequence
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
@@ -115,6 +115,10 @@ _RANGES: tuple[Rule, ...] = (
     ("eval.search.beam_width", ">= 1", lambda v: v >= 1),
     ("eval.search.beam_k", ">= 1", lambda v: v >= 1),
     ("eval.search.beam_budget", ">= 0 (0: beam_width x beam_k x rollout.max_new_tokens)", lambda v: v >= 0),
+    ("rollout.search.n", ">= 1", lambda v: v >= 1),
+    ("rollout.search.beam_width", ">= 1", lambda v: v >= 1),
+    ("rollout.search.beam_k", ">= 1", lambda v: v >= 1),
+    ("rollout.search.beam_budget", ">= 0 (0: beam_width x beam_k x rollout.max_new_tokens)", lambda v: v >= 0),
     ("reward.process.alpha", ">= 0", lambda v: v >= 0),
     ("reward.process.eta", "a finite number", math.isfinite),
 )
@@ -134,6 +138,8 @@ _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data.train.answer_extractor", ("none", "gsm8k", "boxed")),
     ("data.eval.answer_extractor", ("none", "gsm8k", "boxed")),
     ("eval.search.aggregate", STEP_AGGREGATES),
+    ("rollout.search.strategy", ROLLOUT_STRATEGIES),
+    ("rollout.search.aggregate", STEP_AGGREGATES),
 )
 """Keys with a fixed set of values (registry-backed names are in _registry_errors)."""
 
@@ -243,6 +249,27 @@ def _eval_errors(cfg: RecipeConfig) -> Iterable[str]:
     if search.strategies and not search.reward_model:
         yield (f"eval.search.reward_model: the strategies {', '.join(search.strategies)} select through a reward model; "
                "give the ORM or PRM directory that `rlhf rm` wrote (OUTPUT_DIR/model)")
+    yield from _rollout_search_errors(cfg)
+
+
+def _rollout_search_errors(cfg: RecipeConfig) -> Iterable[str]:
+    """Training on searched responses needs a reward model and the synchronous single-turn
+    loop on the local backend, and leaves nothing for an importance-sampling correction."""
+    strategy = cfg.rollout.search.strategy
+    if strategy == "none":
+        return
+    key = f"rollout.search.strategy: {strategy}"
+    if not cfg.rollout.search.reward_model:
+        yield f"rollout.search.reward_model: {strategy} picks responses through a reward model; give the ORM or PRM directory that `rlhf rm` wrote"
+    if cfg.rollout.mode != "sync":
+        yield f"{key} searches in the synchronous loop; rollout.mode is {cfg.rollout.mode!r} (set rollout.mode=sync or rollout.search.strategy=none)"
+    if cfg.env.type:
+        yield f"{key} picks single-turn responses; env.type {cfg.env.type!r} plays episodes (multi-turn search is not built)"
+    if cfg.distributed.backend != "local":
+        yield f"{key} runs its reward model in the driver of the local backend; distributed.backend is {cfg.distributed.backend!r}"
+    if cfg.actor.off_policy.correction != "none":
+        yield (f"{key}: a searched response is chosen for its score, a bias no importance weight of the sampling policy corrects; "
+               f"set actor.off_policy.correction=none (it is {cfg.actor.off_policy.correction!r})")
 
 
 def uses_critic(advantage: str) -> bool:

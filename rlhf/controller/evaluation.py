@@ -30,7 +30,7 @@ from rlhf.eval.outcomes import eval_metrics
 from rlhf.eval.sampled import EvalPlan, collect_outcomes, eval_plan
 from rlhf.eval.scaling import scaling_curve, write_scaling
 from rlhf.eval.step_beam import BeamSettings
-from rlhf.config.eval_schema import SAMPLE_STRATEGIES, SEARCH_STRATEGIES
+from rlhf.config.search_schema import SAMPLE_STRATEGIES, SEARCH_STRATEGIES
 from rlhf.search.reward_model import SearchRewardModel
 
 

@@ -25,6 +25,7 @@ from rlhf.logging.jsonl import METRICS_FILE, SAMPLES_FILE
 from rlhf.rollout.async_source import AsyncRolloutSource
 from rlhf.rollout.source import RolloutSource
 from rlhf.rollout.sync_source import SyncRolloutSource
+from rlhf.search.training import SearchedResponses
 from rlhf.timing import PhaseTimer
 
 
@@ -104,8 +105,9 @@ def rollout_source(run: Run) -> RolloutSource:
                                   with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
     if config.env.type:
         return multi_turn_source(run)
+    searched = SearchedResponses(config.rollout.search, run.tokenizer) if config.rollout.search.strategy != "none" else None
     return SyncRolloutSource(stream, run.prompts, n=config.rollout.n, sampling=sampling_params(config), dynamic=config.data.dynamic_sampling,
-                             with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline)
+                             with_baseline=estimator(config.algorithm.advantage).needs_greedy_baseline, generate=searched)
 
 
 def begin(run: Run, roles: Roles, stateful: dict, timer: PhaseTimer) -> tuple[int, dict[str, float]]:

@@ -31,13 +31,30 @@ from rlhf.models.load import check_tiny_model_path
 from rlhf.models.reachable import HUB_TIMEOUT_S, model_reachable
 from rlhf.rewards.registry import MODEL_SOURCES, source_type_errors
 from rlhf.rollout.registry import ROLLOUT_ENGINES
+from rlhf.search.reward_model import read_reward_model_info
 
 
 def recipe_errors(config: RecipeConfig) -> list[str]:
     """Every problem of `config` with the registered parts it names."""
     errors = [*_engine_errors(config), *source_type_errors([source.type for source in config.reward.sources]), *_logger_errors(config.trainer.loggers),
-              _env_type_error(config.env.type), *async_machine_errors(config)]
+              _env_type_error(config.env.type), *async_machine_errors(config), _rollout_search_error(config)]
     return [error for error in errors if error]
+
+
+def _rollout_search_error(config: RecipeConfig) -> str | None:
+    """`rollout.search.reward_model` is a reward-model directory of the kind the strategy needs
+    (read from its sidecar, before anything of the run is written)."""
+    search = config.rollout.search
+    if search.strategy == "none" or not search.reward_model:
+        return None
+    try:
+        info = read_reward_model_info(search.reward_model, option="rollout.search.reward_model")
+    except ConfigError as error:
+        return str(error)
+    if search.strategy == "step_beam" and info["type"] != "prm":
+        return (f"rollout.search.strategy: step_beam scores partial solutions step by step and needs a PRM; "
+                f"rollout.search.reward_model {search.reward_model!r} is an ORM (use it with best_of_n)")
+    return None
 
 
 def async_machine_errors(config: RecipeConfig) -> Iterable[str]:

@@ -21,7 +21,7 @@ from rlhf.eval.voting import Ballots, answer_key, ballots
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import RolloutEngine, SamplingParams
 from rlhf.eval.step_beam import BeamOutcomes, BeamSettings, beam_outcomes
-from rlhf.config.eval_schema import SAMPLE_STRATEGIES
+from rlhf.config.search_schema import SAMPLE_STRATEGIES
 from rlhf.search.reward_model import SearchRewardModel
 
 

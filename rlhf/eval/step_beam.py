@@ -15,7 +15,6 @@ For one problem (:func:`rlhf.search.beam.step_beam` does the search):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +23,9 @@ from rlhf.data.batch import Batch
 from rlhf.eval.greedy import score_responses
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import SamplingParams
-from rlhf.search.beam import Partial, step_beam
+from rlhf.search.beam import step_beam
 from rlhf.search.expand import StepEngine, expand_with
+from rlhf.search.partials import partial_responses
 from rlhf.search.reward_model import SearchRewardModel
 
 
@@ -77,24 +77,10 @@ def beam_outcomes(rollout: StepEngine, tokenizer, reward: RewardCombiner, prm: S
         problem = prompts.select([row])
         prompt_ids = problem["prompt_ids"][0][problem["prompt_mask"][0].bool()].tolist()
         expand = expand_with(rollout, prompt_ids, sampling, delimiter=prm.source.step_split)
-        results.append(step_beam(expand, lambda partials, p=problem: prm.scores(responses(p, partials, tokenizer)).tolist(),
+        results.append(step_beam(expand, lambda partials, p=problem: prm.scores(partial_responses(p, partials, tokenizer)).tolist(),
                                  beam_width=settings.beam_width, k=settings.k, token_budget=settings.budget(sampling.max_new_tokens)))
-    chosen = Batch.concat([responses(prompts.select([row]), [result.solution], tokenizer) for row, result in enumerate(results)])
+    chosen = Batch.concat([partial_responses(prompts.select([row]), [result.solution], tokenizer) for row, result in enumerate(results)])
     correct, _, _ = score_responses(reward, chosen)
     return BeamOutcomes(correct, torch.tensor([r.finished for r in results]),
                         torch.tensor([float(r.cost.generated_tokens) for r in results]), torch.tensor([float(r.cost.samples) for r in results]))
-
-
-def responses(problem: Batch, partials: Sequence[Partial], tokenizer) -> Batch:
-    """The one-row `problem` repeated once per partial solution, with the partials as responses:
-    `response_ids [M, R]` (right-padded), `response_mask`, `response_text` (decoded with the
-    policy `tokenizer`, special tokens skipped, as the engines do; it goes in `meta` too, where
-    reward sources that map text to tokens look for it)."""
-    ids = [list(partial.token_ids) for partial in partials]
-    width = max(1, max(map(len, ids)))
-    batch = problem.select([0] * len(partials))
-    batch.meta["tokenizer"] = tokenizer
-    batch.set("response_ids", torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in ids], dtype=torch.long))
-    batch.set("response_mask", torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids], dtype=torch.long))
-    return batch.set("response_text", tokenizer.batch_decode(ids, skip_special_tokens=True))
 

@@ -30,11 +30,15 @@ class SyncRolloutSource:
         sampling: how responses are sampled.
         dynamic: DAPO's dynamic sampling settings.
         with_baseline: also score one greedy response per prompt (ReMax's baseline).
+        generate: `(engine, prompts, sampling) -> (responses, metrics)` in place of the
+            engine's own generate (`rollout.search`: :class:`rlhf.search.training.SearchedResponses`).
     """
 
     def __init__(self, stream: PromptStream, tokenize: Callable[[list[dict]], Batch], *, n: int, sampling: SamplingParams,
-                 dynamic: DynamicSamplingConfig, with_baseline: bool):
+                 dynamic: DynamicSamplingConfig, with_baseline: bool,
+                 generate: Callable[[Any, Batch, SamplingParams], tuple[Batch, dict[str, float]]] | None = None):
         self.prompts, self.tokenize, self.n, self.sampling = PromptGroups(stream), tokenize, n, sampling
+        self.generate = generate
         self.dynamic, self.with_baseline = dynamic, with_baseline
         self.last: Sampled | None = None
 
@@ -67,9 +71,12 @@ class SyncRolloutSource:
         rows, groups = self.prompts.next()
         prompts = self.tokenize(rows).set("group_index", groups)
         with timer.phase("generate"):
-            batch = roles.rollout.generate(prompts.repeat_interleave(self.n), self.sampling)
+            if self.generate is None:
+                batch, search_metrics = roles.rollout.generate(prompts.repeat_interleave(self.n), self.sampling), {}
+            else:
+                batch, search_metrics = self.generate(roles.rollout, prompts.repeat_interleave(self.n), self.sampling)
         with timer.phase("reward"):
-            metrics = score(roles.reward, batch)
+            metrics = {**score(roles.reward, batch), **search_metrics}
         if self.with_baseline:
             with timer.phase("baseline"):
                 greedy = SamplingParams(max_new_tokens=self.sampling.max_new_tokens, greedy=True)

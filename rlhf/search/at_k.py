@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rlhf.config.eval_schema import SAMPLE_STRATEGIES
+from rlhf.config.search_schema import SAMPLE_STRATEGIES
 from rlhf.search.vote import weighted_vote
 
 MAX_SUBSETS = 256

@@ -1,12 +1,15 @@
-"""The recipe section `eval`: how `rlhf eval` spends inference compute through a reward model
-(test-time search). Each key has a command-line flag of the same meaning, which wins when
-both are given. See :mod:`rlhf.search` for the strategies."""
+"""Search through a reward model in recipes: the section `eval` (how `rlhf eval` spends
+inference compute; each key has a command-line flag of the same meaning, which wins when both
+are given) and `rollout.search` (the responses a training step learns from are chosen by a
+search, expert-iteration style). See :mod:`rlhf.search` for the strategies."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 SEARCH_STRATEGIES = ("best_of_n", "weighted_vote", "step_beam")
+ROLLOUT_STRATEGIES = ("none", "best_of_n", "step_beam")
+"""What `rollout.search.strategy` takes (a vote picks an answer, not a response to learn from)."""
 """What `eval.search.strategies` (and `rlhf eval --search`) take."""
 SAMPLE_STRATEGIES = ("best_of_n", "weighted_vote")
 """The strategies judged on an evaluation's n samples at every k (the step beam samples its own)."""
@@ -41,3 +44,26 @@ class EvalConfig:
 
     search: SearchConfig = field(default_factory=SearchConfig)
     """Test-time search through a reward model."""
+
+
+@dataclass
+class RolloutSearchConfig:
+    """Training on searched responses: each of a prompt's rollout.n responses is the one a
+    search through a reward model picks (read with `strategy` other than 'none')."""
+
+    strategy: str = "none"
+    """'none' (sample as usual), 'best_of_n' (the highest-scored of `n` samples) or 'step_beam'
+    (beam search over reasoning steps scored by a PRM)."""
+    reward_model: str = ""
+    """The ORM or PRM directory `rlhf rm` wrote (step_beam: a PRM)."""
+    n: int = 4
+    """best_of_n: candidates sampled per response."""
+    aggregate: str = "min"
+    """A PRM's step scores folded into one per response: min, product, last or mean."""
+    beam_width: int = 2
+    """step_beam: partial solutions kept after each round."""
+    beam_k: int = 2
+    """step_beam: next steps sampled per kept partial solution."""
+    beam_budget: int = 0
+    """step_beam: generated tokens per response after which no round starts (0: beam_width x
+    beam_k x rollout.max_new_tokens)."""
