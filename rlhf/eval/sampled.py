@@ -110,13 +110,18 @@ def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: li
 class _Samples:
     """n samples of each of P prompts, judged."""
 
-    correct: torch.Tensor  # [P, n] bool
-    length: torch.Tensor  # [P, n] float32
-    ballots: list[Ballots]  # P
-    search: SearchSamples | None  # with plan.search
+    correct: torch.Tensor
+    """[P, n] bool: the verifier accepts the sample."""
+    length: torch.Tensor
+    """[P, n] float32: response lengths in tokens."""
+    ballots: list[Ballots]
+    """P: each prompt's samples grouped by final answer."""
+    search: SearchSamples | None
+    """The reward model's view of the samples, for the sample strategies of plan.search."""
 
 
 def _sample(rollout: RolloutEngine, reward: RewardCombiner, prompts: Batch, plan: EvalPlan, search_model: SearchRewardModel | None) -> _Samples:
+    """Generate n samples of each prompt, judge them, and score them for the search strategies."""
     n = plan.num_samples
     batch = rollout.generate(prompts.repeat_interleave(n), plan.sampling)
     correct, _, length = score_responses(reward, batch)
