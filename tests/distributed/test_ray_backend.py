@@ -27,9 +27,10 @@ def test_zero_stages_train_on_both_backends(tmp_path, ray_cluster, backend, zero
     records = run_recipe(tmp_path, zero_stage=zero_stage, backend=backend, workers=workers, steps=3)
     steps = records[1:]
     assert [r["step"] for r in steps] == [1, 2, 3]
+    # the length reward gives the policy a signal: it is trained (in a step where some group's
+    # samples differ in length; the tiny SFT'd policy may draw groups of equal ones)
+    assert any(record["actor/grad_norm"] > 0 for record in steps)
     for record in steps:
-        # the length reward gives the policy a signal: it is trained
-        assert record["reward/std"] > 0 and record["actor/grad_norm"] > 0
         # the rollout engine samples from the policy the trainer holds after every sync
         assert record["sync/probe_logprob_diff_max"] < 1e-3
         assert record["rollout/logprob_diff_max"] < 1e-3
@@ -52,9 +53,11 @@ def ray_zero3_steps(tmp_path, workers: int, steps: int, overrides: list[str]) ->
 
 
 def assert_trained_and_in_sync(records: list[dict]) -> None:
-    """Every step updated the policy, and the rollout engine sampled from it afterwards."""
+    """The policy was updated (in the steps where a group's samples differ: every step but a
+    rare one of the tiny policy), and the rollout engine sampled from the trainer's weights
+    after every step."""
+    assert any(record["actor/grad_norm"] > 0 for record in records)
     for record in records:
-        assert record["actor/grad_norm"] > 0
         assert record["sync/probe_logprob_diff_max"] < 1e-3
         assert record["rollout/logprob_diff_max"] < 1e-3
 
