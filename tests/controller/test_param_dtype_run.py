@@ -81,7 +81,7 @@ def test_export_writes_the_bf16_weights_the_run_held(tmp_path: Path, straight: P
 
 @pytest.mark.parametrize("extra", [
     pytest.param(["model.lora.rank=4", "actor.lr=1e-2"], id="lora"),
-    pytest.param(["train.engine=deepspeed", "train.zero_stage=3"], id="zero3"),
+    pytest.param(["train.engine=deepspeed", "train.zero_stage=3"], id="zero3", marks=pytest.mark.slow),
 ])
 def test_lora_and_zero3_train_with_bf16_weights(tmp_path: Path, extra):
     out = tmp_path / "run"

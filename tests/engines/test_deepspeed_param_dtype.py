@@ -115,6 +115,7 @@ def _data_parallel_rank(rank: int, port: int, tiny_dir: str, out_dir: str) -> No
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo ranks: 8 s
 def test_two_ranks_zero3_bf16_match_float32_on_the_whole_batch(tiny_dir: Path, tmp_path: Path):
     """Each rank holds half of every master; both halves start from the float32 weights, and
     the data-parallel run trains like float32 on the whole batch within the bf16 tolerance."""

@@ -132,6 +132,7 @@ def nested_block(depth: int) -> str:
     return "".join("\n" + "  " * (level + 2) + "a:" for level in range(depth)) + " 1"
 
 
+@pytest.mark.slow  # 6 s
 @settings(FUZZ, max_examples=40)  # PyYAML scans deep flow nesting in quadratic time: a few 100 levels suffice
 @given(st.integers(1, 400), st.sampled_from(["[{}]", "{{a: {}}}", "!!seq [{}]", "block"]),
        st.sampled_from(["description", "reward.sources.0.kwargs.x", "actor.lr"]))

@@ -49,7 +49,7 @@ def test_best_of_n_keeps_the_highest_scored_of_each_rows_candidates(tmp_path):
     assert metrics["search/generated_tokens"] == pytest.approx(candidates["response_mask"].sum().item() / 3)
 
 
-@pytest.mark.parametrize("strategy, kind", [("best_of_n", "classifier"), ("step_beam", "two_class")])
+@pytest.mark.parametrize("strategy, kind", [("best_of_n", "classifier"), pytest.param("step_beam", "two_class", marks=pytest.mark.slow)])
 def test_a_run_trains_on_searched_responses(tmp_path, strategy, kind):
     out = tmp_path / "run"
     search = [f"rollout.search.strategy={strategy}", f"rollout.search.reward_model={reward_model(tmp_path, kind)}"]

@@ -11,6 +11,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 import pytest  # noqa: E402
 
 pytest.importorskip("vllm")
+pytestmark = pytest.mark.slow  # a vLLM engine per test module: about 10 s
 
 import re  # noqa: E402
 from collections import Counter  # noqa: E402
