@@ -125,6 +125,7 @@ def _data_parallel_rank(rank: int, port: int, tiny_dir: str, out_dir: str) -> No
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo ranks: 9 s
 def test_two_ranks_zero3_equal_one_process_on_the_whole_batch(tiny_dir: Path, tmp_path: Path):
     """Data-parallel equivalence: each rank trains on half of every micro-batch; DeepSpeed
     averages the ranks' gradients, which is the whole batch's gradient."""

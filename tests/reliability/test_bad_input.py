@@ -338,6 +338,7 @@ def run_cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rlhf.cli.main", *argv], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # 6 s
 def test_debug_shows_the_traceback(tmp_path: Path):
     """`--debug` is the one way to a traceback: the failing function's, chained, included."""
     (tmp_path / "rewards.py").write_text(RAISES)

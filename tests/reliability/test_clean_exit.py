@@ -45,6 +45,7 @@ def test_ctrl_c_stops_a_torch_run_cleanly(tmp_path: Path):
     assert_clean_exit(tmp_path, watch, log)
 
 
+@pytest.mark.slow  # 6 s
 def test_ctrl_c_stops_the_verifier_workers_too(tmp_path: Path):
     # the GSM8K recipe's tiny variant scores in a verifier pool (a forkserver and one worker)
     watch, log = interrupted_run(tmp_path, "gsm8k_grpo_qwen2.5-0.5b", [*tiny_overrides("gsm8k_grpo_qwen2.5-0.5b", tmp_path), "trainer.num_threads=1"])
