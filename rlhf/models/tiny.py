@@ -164,10 +164,21 @@ def build_tiny_model(
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=tie_word_embeddings,
     )
-    # fork_rng keeps the caller's global RNG state untouched by our seeding.
+    save_with_tokenizer(random_model(config, model_type, seed), tokenizer, out_path)
+    return out_path
+
+
+def random_model(config, model_type: str, seed: int) -> torch.nn.Module:
+    """A `model_type` causal LM of `config`, initialised from `seed` (the caller's global RNG
+    state is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MODEL_TYPES[model_type][1](config)
+        return MODEL_TYPES[model_type][1](config)
+
+
+def save_with_tokenizer(model: torch.nn.Module, tokenizer, out_path: Path) -> None:
+    """Save `model` (safetensors) with a generation config naming the tokenizer's special ids,
+    and `tokenizer`, into `out_path`."""
     # Explicit pad/eos ids stop generate() from warning "Setting pad_token_id to eos_token_id".
     # No max_length here: callers pass max_new_tokens, and setting both makes generate() warn.
     model.generation_config = GenerationConfig(
@@ -177,7 +188,6 @@ def build_tiny_model(
     )
     model.save_pretrained(out_path)  # safetensors is the default format
     tokenizer.save_pretrained(out_path)
-    return out_path
 
 
 def tiny_model_mismatch(directory: str | Path, *, hidden_size: int, num_layers: int, num_heads: int,
