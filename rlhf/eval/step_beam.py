@@ -23,9 +23,8 @@ from rlhf.data.batch import Batch
 from rlhf.eval.greedy import score_responses
 from rlhf.rewards.combine import RewardCombiner
 from rlhf.rollout.base import SamplingParams
-from rlhf.search.beam import step_beam
-from rlhf.search.expand import StepEngine, expand_with
-from rlhf.search.partials import partial_responses
+from rlhf.search.beam_rows import beam_rows
+from rlhf.search.expand import StepEngine
 from rlhf.search.reward_model import SearchRewardModel
 
 
@@ -72,14 +71,8 @@ def beam_outcomes(rollout: StepEngine, tokenizer, reward: RewardCombiner, prm: S
     batch; `tokenizer` is the policy's)."""
     if prm.type != "prm":
         raise ValueError("the step beam scores partial solutions step by step: it needs a PRM, and the reward model is an ORM")
-    results = []
-    for row in range(len(prompts)):
-        problem = prompts.select([row])
-        prompt_ids = problem["prompt_ids"][0][problem["prompt_mask"][0].bool()].tolist()
-        expand = expand_with(rollout, prompt_ids, sampling, delimiter=prm.source.step_split)
-        results.append(step_beam(expand, lambda partials, p=problem: prm.scores(partial_responses(p, partials, tokenizer)).tolist(),
-                                 beam_width=settings.beam_width, k=settings.k, token_budget=settings.budget(sampling.max_new_tokens)))
-    chosen = Batch.concat([partial_responses(prompts.select([row]), [result.solution], tokenizer) for row, result in enumerate(results)])
+    results, chosen = beam_rows(rollout, tokenizer, prm, prompts, sampling, beam_width=settings.beam_width, k=settings.k,
+                                token_budget=settings.budget(sampling.max_new_tokens))
     correct, _, _ = score_responses(reward, chosen)
     return BeamOutcomes(correct, torch.tensor([r.finished for r in results]),
                         torch.tensor([float(r.cost.generated_tokens) for r in results]), torch.tensor([float(r.cost.samples) for r in results]))

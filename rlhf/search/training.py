@@ -18,18 +18,14 @@ are refused with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from rlhf.config.errors import ConfigError
 from rlhf.config.search_schema import RolloutSearchConfig
 from rlhf.data.batch import Batch
 from rlhf.rollout.base import SamplingParams
-from rlhf.search.beam import step_beam
+from rlhf.search.beam_rows import beam_rows
 from rlhf.search.best_of_n import best_of_n
-from rlhf.search.expand import expand_with
-from rlhf.search.partials import partial_responses
 from rlhf.search.reward_model import SearchRewardModel
 
 
@@ -63,17 +59,9 @@ class SearchedResponses:
 
     def _step_beam(self, engine, prompts: Batch, sampling: SamplingParams) -> tuple[Batch, dict[str, float]]:
         """One step beam per row; the solution it returns becomes the row's response."""
-        config, budget = self.config, self.config.beam_budget or self.config.beam_width * self.config.beam_k * sampling.max_new_tokens
-        rows, tokens, scores = [], 0, []
-        for index in range(len(prompts)):
-            problem = prompts.select([index])
-            prompt_ids = problem["prompt_ids"][0][problem["prompt_mask"][0].bool()].tolist()
-            expand = expand_with(engine, prompt_ids, sampling, delimiter=self.reward_model.source.step_split)
-            result = step_beam(expand, self._scorer(problem), beam_width=config.beam_width, k=config.beam_k, token_budget=budget)
-            rows.append(partial_responses(problem, [result.solution], self.tokenizer))
-            tokens, scores = tokens + result.cost.generated_tokens, scores + [result.solution.score]
-        metrics = {"search/score_chosen": sum(scores) / len(scores), "search/generated_tokens": tokens / len(prompts)}
-        return Batch.concat(rows), metrics
-
-    def _scorer(self, problem: Batch) -> Callable:
-        return lambda partials: self.reward_model.scores(partial_responses(problem, partials, self.tokenizer)).tolist()
+        config = self.config
+        results, chosen = beam_rows(engine, self.tokenizer, self.reward_model, prompts, sampling, beam_width=config.beam_width,
+                                    k=config.beam_k, token_budget=config.beam_budget or config.beam_width * config.beam_k * sampling.max_new_tokens)
+        metrics = {"search/score_chosen": sum(r.solution.score for r in results) / len(results),
+                   "search/generated_tokens": sum(r.cost.generated_tokens for r in results) / len(results)}
+        return chosen, metrics
