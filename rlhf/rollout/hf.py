@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -54,19 +54,14 @@ class HFRolloutEngine:
         stops the generation early, leaving unfinished rows without EOS (partial rollouts).
         """
         size = self.micro_batch_size or len(prompts)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self._eval_mode():
             chunks = [self._generate_chunk(chunk, sampling, interrupt) for chunk in prompts.split(size)]
-        finally:
-            self.model.train(was_training)
         return Batch.concat(chunks)
 
     def _generate_chunk(self, prompts: Batch, sampling: SamplingParams, interrupt: Callable[[], bool] | None) -> Batch:
         device = next(self.model.parameters()).device
-        loop = decode_static if supports_static_decode(self.model) else decode
         with self._autocast(device):
-            decoded = loop(self.model, prompts["prompt_ids"].to(device), prompts["prompt_mask"].to(device), sampling,
+            decoded = self._loop()(self.model, prompts["prompt_ids"].to(device), prompts["prompt_mask"].to(device), sampling,
                              self.eos_token_ids, self.tokenizer.pad_token_id, interrupt)
         response_mask = response_mask_from_ids(decoded.response_ids, self.eos_token_ids)
         response_ids = decoded.response_ids.masked_fill(response_mask == 0, self.tokenizer.pad_token_id)
@@ -94,27 +89,22 @@ class HFRolloutEngine:
         inputs, limits = step_rows(prompts, k, sampling.max_new_tokens)
         live = [i for i, limit in enumerate(limits) if limit > 0]
         size = self.micro_batch_size or len(live) or 1
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            steps = []
+        steps = []
+        with self._eval_mode():
             for start in range(0, len(live), size):
                 chunk = live[start : start + size]
                 steps += self._steps_chunk([inputs[i] for i in chunk], [limits[i] for i in chunk], sampling, delimiter)
-        finally:
-            self.model.train(was_training)
         return per_request(limits, steps, k)
 
     def _steps_chunk(self, inputs: list[list[int]], limits: list[int], sampling: SamplingParams, delimiter: str | None) -> list[Step]:
         """The steps of rows `inputs` (token ids, each with `limits` > 0 tokens left), decoded
         in one call with a :class:`StepStop`."""
         device = next(self.model.parameters()).device
-        loop = decode_static if supports_static_decode(self.model) else decode
         prompt_ids, prompt_mask = sequence_tensor(inputs, self.tokenizer.pad_token_id, left=True)
         stop = StepStop(self.tokenizer, limits, delimiter)
         budget = replace(sampling, max_new_tokens=max(limits), logprobs=False)
         with self._autocast(device):
-            decoded = loop(model=self.model, prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device), sampling=budget,
+            decoded = self._loop()(model=self.model, prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device), sampling=budget,
                            eos_ids=self.eos_token_ids, pad_id=self.tokenizer.pad_token_id, stop=stop)
         response_ids = decoded.response_ids.cpu()
         eos_tokens = []
@@ -123,6 +113,20 @@ class HFRolloutEngine:
             eos_tokens.append(int(response_ids[row, len(tokens)]) if stop.reasons[row] is None else None)
             assert eos_tokens[-1] is None or eos_tokens[-1] in self.eos_token_ids, (row, eos_tokens[-1])
         return row_steps(stop, eos_tokens)
+
+    def _loop(self) -> Callable:
+        """The decode loop: the static-cache one where the model's attention takes its mask."""
+        return decode_static if supports_static_decode(self.model) else decode
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """The model in eval mode for the block, then back in the mode it was in."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
