@@ -1,9 +1,13 @@
 """Helpers shared by tests in several folders (importable as `tiny_helpers`: pytest puts the
 folder of tests/conftest.py on sys.path)."""
 
+import json
+from pathlib import Path
+
 import torch
 
 from rlhf.data.batch import Batch
+from rlhf.models.tiny_reward import build_tiny_reward_model
 from rlhf.models.tokenizer import build_char_tokenizer
 
 
@@ -88,3 +92,13 @@ def cache_hub_model(cache, repo_id: str, files=("config.json", "model.safetensor
     snapshot.mkdir(parents=True, exist_ok=True)
     for name in files:
         (snapshot / name).write_text("{}")
+
+
+def tiny_reward_model_dir(path: Path, kind: str, *, seed: int = 3, separator: str = "#", step_split: str | None = None) -> Path:
+    """A tiny random ORM (`classifier`) or PRM (`two_class`: `separator` after each step, steps
+    split by `step_split`, None: blank lines) at `path`, with the sidecar `rlhf rm` writes."""
+    build_tiny_reward_model(path, kind, seed=seed)
+    info = ({"type": "orm", "kind": "classifier"} if kind == "classifier"
+            else {"type": "prm", "kind": "two_class", "separator": separator, "step_split": step_split})
+    (path / "reward_model.json").write_text(json.dumps(info))
+    return path

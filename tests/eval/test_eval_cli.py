@@ -7,12 +7,12 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from tiny_helpers import tiny_reward_model_dir
 
 from rlhf.cli.main import main
 from rlhf.config.schema import ArithmeticTaskConfig, DatasetConfig
 from rlhf.data.prompts import load_rows
 from rlhf.logging.jsonl import read_jsonl
-from rlhf.models.tiny_reward import build_tiny_reward_model
 
 # a short SFT warm start so that some answers are right (a random tiny model gets none)
 TRAIN = ["trainer.total_steps=1", "sft.max_steps=60", "sft.eval_every=1000", "sft.val_size=16", "data.eval.size=32",
@@ -156,10 +156,7 @@ def test_errors_name_the_argument(trained, tmp_path, capsys):
 def reward_model_dir(root: Path, kind: str, step_split: str | None = "(?<=.)") -> Path:
     """A tiny random ORM (`classifier`) or PRM (`two_class`, '#' after each step; by default one
     step per character) with the sidecar `rlhf rm` writes."""
-    path = build_tiny_reward_model(root / kind, kind, seed=3)
-    info = {"type": "orm", "kind": "classifier"} if kind == "classifier" else {"type": "prm", "kind": "two_class", "separator": "#", "step_split": step_split}
-    (path / "reward_model.json").write_text(json.dumps(info))
-    return path
+    return tiny_reward_model_dir(root / kind, kind, step_split=step_split)
 
 
 @pytest.mark.parametrize("kind", ["classifier", "two_class"])
@@ -219,7 +216,7 @@ def test_search_on_a_run_directory_matches_its_exported_model(trained, tmp_path)
 def test_search_from_the_recipe_with_flags_over_it(trained, tmp_path):
     orm = reward_model_dir(tmp_path, "classifier")
     common = ["eval", str(trained[1]), "quickstart", "data.eval.size=32", "trainer.num_threads=1", *SAMPLING]
-    recipe = [f"eval.search.strategies=[best_of_n,weighted_vote]", f"eval.search.reward_model={orm}"]
+    recipe = ["eval.search.strategies=[best_of_n,weighted_vote]", f"eval.search.reward_model={orm}"]
     assert main([*common, *recipe, "--out", str(tmp_path / "recipe")]) == 0
     assert main([*common, "--search", "best_of_n,weighted_vote", "--reward-model", str(orm), "--out", str(tmp_path / "flags")]) == 0
     from_recipe, from_flags = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("recipe", "flags"))

@@ -2,10 +2,10 @@
 picks (best-of-N through an ORM, the step beam through a PRM): runs end to end, the chosen
 response is the best of its candidates, and the settings that cannot work exit 2."""
 
-import json
 
 import pytest
 import torch
+from tiny_helpers import tiny_reward_model_dir
 
 from rlhf.cli.main import main
 from rlhf.config.search_schema import RolloutSearchConfig
@@ -13,7 +13,6 @@ from rlhf.data.prompts import prompt_batch
 from rlhf.logging.jsonl import read_jsonl
 from rlhf.models.load import load_causal_lm, load_tokenizer
 from rlhf.models.tiny import build_tiny_model
-from rlhf.models.tiny_reward import build_tiny_reward_model
 from rlhf.rollout.base import SamplingParams
 from rlhf.rollout.hf import HFRolloutEngine
 from rlhf.search.training import SearchedResponses
@@ -24,10 +23,7 @@ SMALL = ["trainer.total_steps=2", "sft.enabled=false", "data.eval.size=4", "data
 
 def reward_model(root, kind: str):
     """A tiny random ORM or PRM (blank-line steps, '#' after each) with `rlhf rm`'s sidecar."""
-    path = build_tiny_reward_model(root / kind, kind, seed=3)
-    info = {"type": "orm", "kind": "classifier"} if kind == "classifier" else {"type": "prm", "kind": "two_class", "separator": "#", "step_split": None}
-    (path / "reward_model.json").write_text(json.dumps(info))
-    return path
+    return tiny_reward_model_dir(root / kind, kind)
 
 
 def test_best_of_n_keeps_the_highest_scored_of_each_rows_candidates(tmp_path):

@@ -6,34 +6,22 @@ import json
 
 import pytest
 import torch
+from tiny_helpers import response_batch, tiny_reward_model_dir
 
 from rlhf.config.errors import ConfigError
 from rlhf.data.batch import Batch
-from rlhf.models.tiny_reward import build_tiny_reward_model
-from rlhf.models.tokenizer import build_char_tokenizer
 from rlhf.search.reward_model import SearchRewardModel, read_reward_model_info
 
 RESPONSES = ["42", "17", "", "108"]
 
 
-def sidecar(path, **info):
-    (path / "reward_model.json").write_text(json.dumps(info))
-    return path
-
-
 def batch() -> Batch:
     """Four responses as a rollout engine returns them: ids, mask, text and the tokenizer."""
-    tokenizer = build_char_tokenizer()
-    ids = [tokenizer.encode(text, add_special_tokens=False) for text in RESPONSES]
-    width = max(map(len, ids))
-    response_ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in ids])
-    response_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
-    return Batch({"response_ids": response_ids, "response_mask": response_mask}, {"prompt": ["20+22="] * 4, "response_text": RESPONSES},
-                 {"tokenizer": tokenizer})
+    return response_batch(["20+22="] * 4, RESPONSES)
 
 
 def test_an_orm_scores_with_its_logit_and_votes_with_its_probability(tmp_path):
-    model = SearchRewardModel(sidecar(build_tiny_reward_model(tmp_path / "orm", "classifier", seed=1), type="orm", kind="classifier"))
+    model = SearchRewardModel(tiny_reward_model_dir(tmp_path / "orm", "classifier", seed=1))
     scores = model.scores(batch())
     assert scores.shape == (4,) and scores.dtype == torch.float32
     torch.testing.assert_close(model.vote_weights(scores), torch.sigmoid(scores))
@@ -41,7 +29,7 @@ def test_an_orm_scores_with_its_logit_and_votes_with_its_probability(tmp_path):
 
 @pytest.mark.parametrize("how", ["min", "product", "last", "mean"])
 def test_a_prm_scores_with_its_step_aggregate(tmp_path, how):
-    path = sidecar(build_tiny_reward_model(tmp_path / "prm", "two_class", seed=1), type="prm", kind="two_class", separator="#", step_split="(?<=.)")
+    path = tiny_reward_model_dir(tmp_path / "prm", "two_class", seed=1, step_split="(?<=.)")
     model = SearchRewardModel(path, how)
     steps = model.source.score(batch()).step_scores
     expected = {"min": lambda s: s.min(), "product": lambda s: s.prod(), "last": lambda s: s[-1], "mean": lambda s: s.mean()}[how]
@@ -56,12 +44,12 @@ def test_a_directory_that_is_not_a_reward_model_is_refused(tmp_path):
         read_reward_model_info(tmp_path / "missing")
     with pytest.raises(ConfigError, match="is not a reward-model directory: it has no reward_model.json"):
         read_reward_model_info(tmp_path)
-    sidecar(tmp_path, type="policy")
+    (tmp_path / "reward_model.json").write_text(json.dumps({"type": "policy"}))
     with pytest.raises(ConfigError, match="names type 'policy'; a reward model is 'orm' or 'prm'"):
         read_reward_model_info(tmp_path)
 
 
 def test_a_prm_without_a_one_token_step_marker_is_refused(tmp_path):
-    path = sidecar(build_tiny_reward_model(tmp_path / "prm", "two_class", seed=1), type="prm", kind="two_class", separator=" ки", step_split=None)
+    path = tiny_reward_model_dir(tmp_path / "prm", "two_class", seed=1, separator=" ки")
     with pytest.raises(ConfigError, match=r"--reward-model: the PRM at .* cannot score: .*separator"):
         SearchRewardModel(path)
