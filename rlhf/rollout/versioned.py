@@ -48,7 +48,7 @@ class VersionedGeneration:
     """The rows of one call and their responses so far (steps (1)-(3) of the module docstring).
 
     Args:
-        engine: a rollout engine; pausing needs one whose generate takes `interrupt` (HF).
+        engine: a rollout engine; pausing needs one whose generate takes `interrupt` (HF, vLLM).
         prompts: [B, P] left-padded prompts with their rows' fields.
         prefixes: per row, a response begun earlier (:meth:`RowState.as_dict`) or None.
     """
@@ -118,7 +118,7 @@ def generate_with_versions(engine, prompts: Batch, sampling: SamplingParams, ref
     """`engine.generate` of `prompts`, adding `token_versions [B, R]` (−1 on padding).
 
     Args:
-        engine: a rollout engine; with `newer`, an HF engine (its generate takes `interrupt`).
+        engine: a rollout engine; with `newer`, one whose generate takes `interrupt` (HF, vLLM).
         refresh: loads the newest weights into the engine; returns the version it now holds.
         newer: partial rollouts: True when newer weights than those held are waiting.
     """

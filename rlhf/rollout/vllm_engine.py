@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from rlhf.rollout import vllm_compat
 from rlhf.rollout.base import SamplingParams, StepPrompt, response_mask_from_ids
 from rlhf.rollout.delimiter_tokens import candidate_token_ids
 from rlhf.rollout.step_stop import StepStop, per_request, row_steps, step_rows
+from rlhf.rollout.vllm_stepping import stepped_generate
 from rlhf.search.beam import Step
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class VLLMRolloutEngine:
         # one worker in this process (also each rank of an external-launcher TP group): tensors
         # and iterators reach the model by reference
         self.in_process = tensor_parallel_size == 1 or llm_kwargs.get("distributed_executor_backend") == "external_launcher"
+        # one process steps the engine for all its workers (not so under an external launcher)
+        self.single_driver = tensor_parallel_size == 1 or llm_kwargs.get("distributed_executor_backend") != "external_launcher"
         self.asleep: set[str] = set()
         self.step_candidates: dict[str | None, list[int] | None] = {}
         self.set_seed(seed)
@@ -94,10 +97,15 @@ class VLLMRolloutEngine:
 
     @torch.no_grad()
     @dispatch(ENGINES)
-    def generate(self, prompts: Batch, sampling: SamplingParams) -> Batch:
+    def generate(self, prompts: Batch, sampling: SamplingParams, interrupt: Callable[[], bool] | None = None) -> Batch:
         """Adds `response_ids [B, R]`, `response_mask [B, R]`, `response_text` (and with
         `sampling.logprobs`, `rollout_logprobs [B, R]`) to `prompts`, and this engine's tokenizer
         as `meta["tokenizer"]`; R is the longest response of the batch.
+
+        `interrupt` (asked after every decoding step of vLLM's engine) stops the generation
+        early, leaving unfinished rows without EOS (partial rollouts;
+        :mod:`rlhf.rollout.vllm_stepping`). Without it the rows run to the end in one
+        `LLM.generate` call.
 
         `rollout_logprobs` are float32 log softmax(logits / `sampling.temperature`) of the
         sampled tokens (0 on padding), the trainer's definition, read from vLLM's
@@ -114,8 +122,14 @@ class VLLMRolloutEngine:
         if sampling.logprobs and not vllm_compat.processed_logprobs_supported():
             raise NotImplementedError("this vLLM returns logprobs before temperature; rollout.logprobs needs vLLM >= 0.10.2")
         params = self._vllm_params(sampling, len(prompt_rows), logprobs=sampling.logprobs and not rescore)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=row) for row in prompt_rows], params, use_tqdm=False)
-        completions = [output.outputs[0] for output in outputs]
+        requests = [TokensPrompt(prompt_token_ids=row) for row in prompt_rows]
+        if interrupt is None:
+            completions = [output.outputs[0] for output in self.llm.generate(requests, params, use_tqdm=False)]
+        else:
+            if not self.single_driver:
+                raise ValueError("generate(interrupt=...): every rank of an external-launcher tensor-parallel engine drives its own "
+                                 "copy of the engine, and their pauses could disagree; pause only single-driver engines")
+            completions = stepped_generate(self.llm, requests, params, interrupt)
         responses = [list(completion.token_ids) for completion in completions]
         logprobs = None
         if rescore:

@@ -3,6 +3,7 @@ and say why, before anything is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -38,12 +39,22 @@ def test_the_defaults_are_valid_and_sync_ignores_the_section():
     (["distributed.backend=ray"], "resources.rollout: rollout.mode: async on the Ray backend streams from a rollout pool of its own"),
     (["distributed.backend=ray", "resources.pools.gen={devices_per_node: 1}", "resources.rollout=gen", "async_training.sync_every=2"],
      "sync.check_every: the check compares the rollout pool's engines with the trainer right after an update"),
-    (["async_training.partial=true", "rollout.engine=vllm"], "async_training.partial: pausing a generation for new weights needs a rollout.engine that can pause (hf)"),
+    (["distributed.backend=ray", "resources.pools.gen={devices_per_node: 2}", "resources.rollout=gen", "rollout.engine=vllm",
+      "rollout.vllm.tensor_parallel_size=2"], "rollout.vllm.tensor_parallel_size: 2 spans one engine over several rollout workers"),
     (["async_training.rollout_cpus=[4096]"], "async_training.rollout_cpus: CPU ids [4096] are not among those this process may use"),
     (["env.type=guess_number", "env.max_total_tokens=1024", "async_training.partial=true"], "async_training.partial: an episode of a multi-turn run (env.type) is played with one"),
 ])
 def test_settings_that_cannot_work_name_the_keys(overrides, message):
     assert message in error_of(*overrides)
+
+
+def test_partial_rollouts_need_an_engine_that_can_pause(monkeypatch):
+    from rlhf.rollout.registry import ROLLOUT_ENGINES
+
+    load_checked_recipe(None, [*ASYNC, "async_training.partial=true", "rollout.engine=vllm"])  # both built-in engines pause
+    monkeypatch.setitem(ROLLOUT_ENGINES, "vllm", dataclasses.replace(ROLLOUT_ENGINES["vllm"], can_pause=False))
+    assert ("async_training.partial: pausing a generation for new weights needs a rollout.engine that can pause (hf)"
+            in error_of("async_training.partial=true", "rollout.engine=vllm"))
 
 
 def test_a_multi_turn_run_may_be_async():

@@ -68,13 +68,16 @@ def test_an_async_run_trains_every_group_once_within_the_staleness_bound(tmp_pat
 
 
 @pytest.mark.slow
-def test_partial_rollouts_take_new_weights_mid_generation(tmp_path):
+@pytest.mark.parametrize("engine", [[], ["rollout.engine=vllm", "rollout.vllm.kv_cache_gb=0.25"]], ids=["hf", "vllm"])
+def test_partial_rollouts_take_new_weights_mid_generation(tmp_path, engine):
     """Long responses (no SFT: the random model rarely stops), one group per generate call and a
     bound of 2, so the rollout side is generating when each update's weights arrive."""
+    if engine:
+        pytest.importorskip("vllm")
     out = tmp_path / "run"
     assert main(["train", "quickstart", f"trainer.output_dir={out}", "trainer.total_steps=6", *SMALL, "sft.enabled=false",
                  "async_training.partial=true", "async_training.max_staleness=2", "async_training.generate_groups=1",
-                 "rollout.max_new_tokens=48"]) == 0
+                 "rollout.max_new_tokens=48", *engine]) == 0
     records = read_jsonl(out / "metrics.jsonl")[1:]
     assert all(r["async/staleness_max"] <= 2 for r in records)
     assert sum(r["async/mixed_version_share"] for r in records) > 0, "no generation ever took new weights mid-way"

@@ -99,11 +99,14 @@ def gathered(params, zero3: bool):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_keeps_the_responses_begun_and_a_resume_goes_on_from_them(tmp_path: Path):
+@pytest.mark.parametrize("engine", [[], ["rollout.engine=vllm", "rollout.vllm.kv_cache_gb=0.25"]], ids=["hf", "vllm"])
+def test_a_checkpoint_keeps_the_responses_begun_and_a_resume_goes_on_from_them(tmp_path: Path, engine: list[str]):
     """`state_dict` while the rollout process generates long responses: it pauses, hands over
     every row's response so far, and goes on; a source restored from that state requests those
     groups with their responses begun, and the samples it gets start with them."""
-    overrides = [*SMALL, "rollout.max_new_tokens=48", "async_training.generate_groups=1", f"trainer.output_dir={tmp_path / 'run'}"]
+    if engine:
+        pytest.importorskip("vllm")
+    overrides = [*SMALL, "rollout.max_new_tokens=48", "async_training.generate_groups=1", f"trainer.output_dir={tmp_path / 'run'}", *engine]
     run = build_run(load_recipe(RECIPES_DIR / "quickstart.yaml", overrides), "test")
     roles = build_roles(run)
     source = rollout_source(run)

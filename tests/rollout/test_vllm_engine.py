@@ -154,6 +154,39 @@ def test_seeds_make_samples_reproducible_and_rows_independent(engine, prompts):
     assert torch.equal(alone[0], first["response_ids"][0, : alone.shape[1]])
 
 
+def test_an_interrupted_generation_stops_between_steps_and_leaves_no_request(engine, policy, prompts):
+    steps = []
+    out = engine.generate(prompts, SamplingParams(greedy=True, max_new_tokens=12, logprobs=True), interrupt=lambda: steps.append(1) or len(steps) == 3)
+    whole = engine.generate(prompts, GREEDY)
+    lengths = out["response_mask"].sum(dim=1)
+    assert lengths.max().item() == 3 and len(steps) == 3  # one token per row and engine step, asked after each
+    for row, length in enumerate(lengths.tolist()):  # each row's tokens so far: the start of its whole greedy response
+        assert out["response_ids"][row, :length].tolist() == whole["response_ids"][row, :length].tolist()
+    mask = out["response_mask"]
+    assert ((out["rollout_logprobs"] - make_actor(policy[1], 1.0).compute_logprobs(out)) * mask).abs().max().item() < 1e-3
+    assert not engine.llm.llm_engine.has_unfinished_requests()  # the paused requests were aborted
+
+
+def test_a_paused_generation_goes_on_from_its_states_as_one_call_would(engine, prompts):
+    """Partial rollouts and snapshots on vLLM: paused after 3 engine steps, the rows' states
+    given to a new call as prefixes give the responses of one uninterrupted call."""
+    from rlhf.rollout.versioned import VersionedGeneration
+
+    greedy = SamplingParams(greedy=True, max_new_tokens=12, logprobs=True)
+    whole = VersionedGeneration(engine, prompts, greedy)
+    assert whole.run(2, None)
+    steps = []
+    paused = VersionedGeneration(engine, prompts, greedy)
+    assert not paused.run(2, lambda: steps.append(1) or len(steps) == 3)
+    resumed = VersionedGeneration(engine, prompts, greedy, prefixes=paused.states())
+    assert resumed.run(3, None)
+    got, expected = resumed.result(), whole.result()
+    assert torch.equal(got["response_ids"], expected["response_ids"]) and torch.equal(got["response_mask"], expected["response_mask"])
+    torch.testing.assert_close(got["rollout_logprobs"], expected["rollout_logprobs"], atol=1e-3, rtol=0)
+    mask = got["response_mask"].bool()
+    assert (got["token_versions"][:, :3][mask[:, :3]] == 2).all() and (got["token_versions"][:, 3:][mask[:, 3:]] == 3).all()
+
+
 def test_sleep_and_wake_are_safe_and_generation_continues(engine, prompts):
     before = engine.generate(prompts, GREEDY)
     assert engine.sleep_enabled == vllm_compat.sleep_mode_supported()  # False on CPU
