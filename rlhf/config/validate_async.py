@@ -75,7 +75,3 @@ def async_errors(cfg: RecipeConfig) -> Iterable[str]:
     if cfg.env.type and run.partial:
         yield ("async_training.partial: an episode of a multi-turn run (env.type) is played with one policy version from its first "
                "action to its last, so there is nothing to pause; set it to false")
-    if cfg.rollout.engine == "vllm" and cfg.rollout.vllm.tensor_parallel_size > 1:
-        yield (f"rollout.vllm.tensor_parallel_size: {cfg.rollout.vllm.tensor_parallel_size} spans one engine over several rollout "
-               "workers, which must all get the same requests at the same moment; rollout.mode: async streams requests to each "
-               "worker on its own, so it takes engines of one worker each (tensor_parallel_size: 1)")

@@ -102,6 +102,10 @@ def _vllm_option_errors(config: RecipeConfig, rollout_ranks: int) -> Iterable[st
                "several workers of a group, one device each)")
     elif rollout_ranks % tp:
         yield f"rollout.vllm.tensor_parallel_size ({tp}) must divide the rollout's {rollout_ranks} workers"
+    if tp > 1 and config.rollout.mode == "async":
+        yield (f"rollout.vllm.tensor_parallel_size: {tp} spans one engine over several rollout workers, which must all get the "
+               "same requests at the same moment; rollout.mode: async streams requests to each worker on its own, so it takes "
+               "engines of one worker each (tensor_parallel_size: 1)")
     share = config.rollout.vllm.gpu_memory_utilization
     if not 0 < share <= 1:
         yield f"rollout.vllm.gpu_memory_utilization: must be in (0, 1], got {share!r}"
