@@ -100,14 +100,27 @@ def start_ray(dist: DistributedConfig) -> None:
         return
     options = dict(include_dashboard=False, log_to_driver=True)
     if dist.address == "local":
-        ray.init(**options)
+        _start_local_cluster(options)
     elif dist.address == "auto":
         try:
             ray.init(address="auto", **options)
         except ConnectionError:
-            ray.init(**options)
+            _start_local_cluster(options)
     else:
         ray.init(address=dist.address, **options)
+
+
+def _start_local_cluster(options: dict) -> None:
+    """A Ray cluster on this machine for this run, with a watchdog that removes its processes
+    if the run is killed outright (:mod:`rlhf.distributed.reaper`)."""
+    import ray
+
+    from rlhf.distributed.reaper import start_reaper
+
+    ray.init(**options)
+    node = getattr(ray._private.worker, "_global_node", None)  # no public name for the session directory
+    if node is not None:
+        start_reaper(node.get_session_dir_path())
 
 
 def start_worker_groups(config: RecipeConfig, *, model_path: str, output_dir: Path, tokenizer, pools: dict[str, set[str]],
