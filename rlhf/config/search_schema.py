@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEARCH_STRATEGIES = ("best_of_n", "weighted_vote", "step_beam")
+"""What `eval.search.strategies` (and `rlhf eval --search`) take."""
 ROLLOUT_STRATEGIES = ("none", "best_of_n", "step_beam")
 """What `rollout.search.strategy` takes (a vote picks an answer, not a response to learn from)."""
-"""What `eval.search.strategies` (and `rlhf eval --search`) take."""
 SAMPLE_STRATEGIES = ("best_of_n", "weighted_vote")
 """The strategies judged on an evaluation's n samples at every k (the step beam samples its own)."""
 STEP_AGGREGATES = ("min", "product", "last", "mean")
