@@ -19,7 +19,7 @@ from rlhf.config.search_schema import STEP_AGGREGATES, SearchConfig
 DESCRIPTION = (
     "Evaluate a Hugging Face model directory (with a RECIPE for rewards, data and sampling) or the newest checkpoint "
     "of a run directory (its own recipe): greedy accuracy, pass@k (unbiased), maj@k, response length, per data source; "
-    "writes eval.json and, with --k, the inference-scaling curve (scaling.json, scaling.png)."
+    "writes eval.json and, with --k or the step beam, the inference-scaling curve (scaling.json, scaling.png)."
 )
 
 
@@ -61,7 +61,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     is_run = (Path(args.model_or_run) / "config.yaml").is_file()  # a run's recipe is its own: no lookup
     target = resolve_target(args.model_or_run, resolve_recipe_for(recipe, RL, "rlhf eval") if recipe and not is_run else recipe, overrides, args.data, args.step)
     settings = search_settings(args, target.config.eval.search)
-    plan = check_plan(target.config, ks, args.n, settings.strategies, settings.reward_model, beam_settings(settings))
+    beams = beam_settings(settings, target.config.rollout.max_new_tokens) if "step_beam" in settings.strategies else ()
+    plan = check_plan(target.config, ks, args.n, settings.strategies, settings.reward_model, beams)
     search_model = SearchRewardModel(settings.reward_model, settings.aggregate) if settings.strategies else None
     if "step_beam" in settings.strategies and search_model.type != "prm":
         raise ConfigError(f"--search step_beam: the beam scores partial solutions step by step and needs a PRM; "
@@ -69,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(target.model, target.run_checkpoint)
     report = evaluate_target(target, plan, out, search_model)
     print_table(report)
-    written = ["eval.json", *(["scaling.json", "scaling.png"] if plan.num_samples else [])]
+    written = ["eval.json", *(["scaling.json", "scaling.png"] if plan.num_samples or plan.beams else [])]
     print(f"wrote {', '.join(str(out / name) for name in written)}")
     return 0
 
@@ -88,11 +89,11 @@ def search_settings(args: argparse.Namespace, recipe: SearchConfig) -> SearchCon
     return replace(recipe, **{key: value for key, value in flags.items() if value is not None})
 
 
-def beam_settings(search: SearchConfig):
-    """The step beam's settings of `search`."""
-    from rlhf.eval.step_beam import BeamSettings
+def beam_settings(search: SearchConfig, max_new_tokens: int):
+    """The step beam's settings of `search`, one per point of its line (ascending width)."""
+    from rlhf.eval.step_beam import beam_line
 
-    return BeamSettings(search.beam_width, search.beam_k, search.beam_budget)
+    return beam_line([search.beam_width], search.beam_k, search.beam_budget, max_new_tokens)
 
 
 def split_recipe(words: list[str]) -> tuple[str | None, list[str]]:
@@ -140,7 +141,8 @@ def print_table(report: dict) -> None:
     rows += [(f"pass@{k}", f"pass@{k}") for k in report["k"]] + [(f"maj@{k}", f"maj@{k}") for k in report["k"]]
     strategies = report.get("search", {}).get("strategies", [])
     rows += [(f"{name}@{k}", f"{name}@{k}") for name in strategies if name != "step_beam" for k in report["k"]]
-    rows += [("step beam", "step_beam"), ("step beam tokens / prompt", "step_beam_tokens")] if "step_beam" in strategies else []
+    for width in (settings["beam_width"] for settings in report.get("search", {}).get("step_beam", [])):
+        rows += [(f"step beam w={width}", f"step_beam@{width}"), (f"step beam w={width} tokens / prompt", f"step_beam_tokens@{width}")]
     rows += [("reward (greedy)", "reward"), ("response length (greedy)", "response_length")]
     rows += [("response length (sampled)", "sampled_response_length")] if report["samples_per_prompt"] else []
     for label, key in rows:

@@ -193,12 +193,14 @@ def test_step_beam_through_a_prm(trained, tmp_path, capsys):
     assert main([*args, "--out", str(out)]) == 0
     report = json.loads((out / "eval.json").read_text())
     metrics = report["metrics"]
-    assert report["search"]["step_beam"] == {"beam_width": 2, "k": 2, "token_budget": 2 * 2 * 5}  # quickstart: 5 new tokens
+    assert report["search"]["step_beam"] == [{"beam_width": 2, "k": 2, "token_budget": 2 * 2 * 5}]  # quickstart: 5 new tokens
     assert 0.0 <= metrics["eval/step_beam"] <= 1.0 and metrics["eval/step_beam_finished"] == 1.0
     # one round: width x k = 4 one-step solutions sampled per prompt, each at least its EOS
     assert metrics["eval/step_beam_steps"] == 4.0 and 4.0 <= metrics["eval/step_beam_tokens"] <= 20.0
     curve = json.loads((out / "scaling.json").read_text())
-    assert curve["step_beam"]["accuracy"] == metrics["eval/step_beam"] and curve["step_beam"]["beam_width"] == 2
+    assert curve["step_beam"] == [{"beam_width": 2, "k": 2, "token_budget": 20, "accuracy": metrics["eval/step_beam@2"],
+                                   "finished": 1.0, "tokens_per_prompt": metrics["eval/step_beam_tokens@2"], "steps_per_prompt": 4.0}]
+    assert metrics["eval/step_beam"] == metrics["eval/step_beam@2"]
     assert "step beam" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "again")]) == 0  # seeded: the same search again
     assert json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"] == metrics
