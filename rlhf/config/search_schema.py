@@ -6,11 +6,12 @@ search, expert-iteration style). See :mod:`rlhf.search` for the strategies."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 SEARCH_STRATEGIES = ("best_of_n", "weighted_vote", "step_beam")
+"""What `eval.search.strategies` (and `rlhf eval --search`) take."""
 ROLLOUT_STRATEGIES = ("none", "best_of_n", "step_beam")
 """What `rollout.search.strategy` takes (a vote picks an answer, not a response to learn from)."""
-"""What `eval.search.strategies` (and `rlhf eval --search`) take."""
 SAMPLE_STRATEGIES = ("best_of_n", "weighted_vote")
 """The strategies judged on an evaluation's n samples at every k (the step beam samples its own)."""
 STEP_AGGREGATES = ("min", "product", "last", "mean")
@@ -29,13 +30,36 @@ class SearchConfig:
     """The ORM or PRM directory `rlhf rm` wrote (OUTPUT_DIR/model); needed by every strategy."""
     aggregate: str = "min"
     """A PRM's step scores folded into one per response: min, product, last or mean."""
-    beam_width: int = 4
-    """step_beam: partial solutions kept after each round."""
+    # Any: the loader reads a union only as "X or null"; beam_width_problem checks the value
+    beam_width: Any = 4
+    """step_beam: partial solutions kept after each round; a list of widths (e.g. [1, 2, 4])
+    makes the step beam a line of the scaling curve, one point per width."""
     beam_k: int = 4
     """step_beam: next steps sampled per kept partial solution."""
     beam_budget: int = 0
     """step_beam: generated tokens per prompt after which no round starts (0: beam_width x
-    beam_k x rollout.max_new_tokens)."""
+    beam_k x rollout.max_new_tokens, for each width)."""
+
+
+def beam_width_problem(value: Any) -> str | None:
+    """What is wrong with a step-beam width setting (a whole number >= 1 or a non-empty list of
+    them), to be said after the key or flag that gave it; None when it is fine."""
+    widths = value if isinstance(value, list) else [value]
+    where = f" in {value!r}" if isinstance(value, list) else ""
+    if not widths:
+        return "needs at least one width, got []"
+    for width in widths:
+        if isinstance(width, bool) or not isinstance(width, int):
+            return f"expected a whole number or a list of whole numbers, got {width!r}{where}"
+        if width < 1:
+            return f"must be >= 1, got {width}{where}"
+    return None
+
+
+def beam_widths(value: int | list[int]) -> tuple[int, ...]:
+    """The widths of a valid setting (:func:`beam_width_problem`), ascending, each once: the
+    points of the step beam's line."""
+    return tuple(sorted(set(value if isinstance(value, list) else [value])))
 
 
 @dataclass

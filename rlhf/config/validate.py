@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rlhf.config.choices import choice_error
-from rlhf.config.search_schema import ROLLOUT_STRATEGIES, SEARCH_STRATEGIES, STEP_AGGREGATES
+from rlhf.config.search_schema import ROLLOUT_STRATEGIES, SEARCH_STRATEGIES, STEP_AGGREGATES, beam_width_problem
 from rlhf.config.errors import ConfigError
 from rlhf.config.lengths import longest_sequence
 from rlhf.config.schema import RecipeConfig, RewardSourceConfig
@@ -112,7 +112,6 @@ _RANGES: tuple[Rule, ...] = (
     ("trainer.num_threads", ">= 0", lambda v: v >= 0),
     ("trainer.sample_every", ">= 0", lambda v: v >= 0),
     ("trainer.num_samples", ">= 1", lambda v: v >= 1),
-    ("eval.search.beam_width", ">= 1", lambda v: v >= 1),
     ("eval.search.beam_k", ">= 1", lambda v: v >= 1),
     ("eval.search.beam_budget", ">= 0 (0: beam_width x beam_k x rollout.max_new_tokens)", lambda v: v >= 0),
     ("rollout.search.n", ">= 1", lambda v: v >= 1),
@@ -236,7 +235,7 @@ def _algorithm_errors(cfg: RecipeConfig) -> Iterable[str]:
 
 def _eval_errors(cfg: RecipeConfig) -> Iterable[str]:
     """pass@k and maj@k at evaluations need n >= k samples per prompt; search strategies are
-    known ones, with a reward model."""
+    known ones, with a reward model; the step beam's widths are whole numbers >= 1."""
     trainer = cfg.trainer
     if trainer.eval_n and not trainer.eval_k:
         yield f"trainer.eval_n: {trainer.eval_n} samples per prompt are drawn only for pass@k / maj@k; set trainer.eval_k too (e.g. [1, {trainer.eval_n}])"
@@ -249,6 +248,8 @@ def _eval_errors(cfg: RecipeConfig) -> Iterable[str]:
     if search.strategies and not search.reward_model:
         yield (f"eval.search.reward_model: the strategies {', '.join(search.strategies)} select through a reward model; "
                "give the ORM or PRM directory that `rlhf rm` wrote (OUTPUT_DIR/model)")
+    if (problem := beam_width_problem(search.beam_width)) is not None:
+        yield f"eval.search.beam_width: {problem}"
     yield from _rollout_search_errors(cfg)
 
 

@@ -9,14 +9,15 @@ run's checkpoint, on held-out prompts; write `eval.json` and the inference-scali
    dropped and counted), the reward sources and the rollout engine.
 3. Generate and judge greedy and sampled responses (:mod:`rlhf.eval.sampled`), seeded by
    `trainer.seed`; with search strategies, a reward model scores every sample.
-4. Write `eval.json`, and with samples `scaling.json` and `scaling.png`.
+4. Write `eval.json`, and with samples or the step beam `scaling.json` and `scaling.png`.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rlhf.config.errors import ConfigError
@@ -78,9 +79,10 @@ def _looks_like_hub_name(name: str) -> bool:
 
 
 def check_plan(config: RecipeConfig, ks: list[int] | None, num_samples: int | None, search: list[str] = (),
-               reward_model: str | None = None, beam: BeamSettings | None = None) -> EvalPlan:
+               reward_model: str | None = None, beams: Sequence[BeamSettings] = ()) -> EvalPlan:
     """The evaluation plan from `--k` / `--n` (default: `trainer.eval_k` / `trainer.eval_n`),
-    `--search` / `--reward-model` and the step beam's `--beam-*` settings."""
+    `--search` / `--reward-model` and the step beam's settings from `--beam-*`, one per point
+    of its line (:func:`rlhf.eval.step_beam.beam_line`)."""
     _check_search(search, reward_model, ks if ks is not None else config.trainer.eval_k)
     if num_samples is not None and num_samples < 1:
         raise ConfigError(f"--n: samples per prompt must be >= 1, got {num_samples}")
@@ -91,7 +93,7 @@ def check_plan(config: RecipeConfig, ks: list[int] | None, num_samples: int | No
     n = num_samples or (config.trainer.eval_n if ks is None else 0) or max(effective, default=0)
     if effective and max(effective) > n:
         raise ConfigError(f"--k: k = {max(effective)} needs at least that many samples per prompt, but --n is {n}; raise --n or drop that k")
-    return eval_plan(config, effective, n, search, beam)
+    return eval_plan(config, effective, n, search, beams)
 
 
 def _check_search(search: list[str], reward_model: str | None, ks: list[int]) -> None:
@@ -131,12 +133,11 @@ def evaluate_target(target: EvalTarget, plan: EvalPlan, out_dir: Path, search_mo
     if search_model is not None:
         report["search"] = {"strategies": list(plan.search), "reward_model": search_model.path, "type": search_model.type,
                             "aggregate": search_model.aggregate if search_model.type == "prm" else None}
-        if "step_beam" in plan.search:
-            report["search"]["step_beam"] = {"beam_width": plan.beam.beam_width, "k": plan.beam.k,
-                                             "token_budget": plan.beam.budget(plan.sampling.max_new_tokens)}
+        if plan.beams:  # one {beam_width, k, token_budget} per point of the step beam's line
+            report["search"]["step_beam"] = [asdict(settings) for settings in plan.beams]
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    if plan.num_samples:
-        write_scaling(scaling_curve(outcomes, report.get("search", {}).get("step_beam")), out_dir, title=f"{Path(target.model).name}: inference scaling on {config.data.eval.path}")
+    if plan.num_samples or plan.beams:
+        write_scaling(scaling_curve(outcomes), out_dir, title=f"{Path(target.model).name}: inference scaling on {config.data.eval.path}")
     return report
 
 

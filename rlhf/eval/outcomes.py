@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhf.eval.passk import maj_at_k, mean_pass_at_k
-from rlhf.eval.step_beam import BeamOutcomes
+from rlhf.eval.step_beam import BeamLine, BeamOutcomes, beam_metrics
 from rlhf.eval.voting import Ballots
 from rlhf.search.at_k import mean_search_at_k
 
@@ -62,8 +62,8 @@ class EvalOutcomes:
     """N: each prompt's data source (its row's `data_source`, else UNLABELLED)."""
     search: SearchSamples | None = None
     """Reward-model scores of the samples, when search strategies are evaluated."""
-    beam: BeamOutcomes | None = None
-    """What the step beam found for each prompt, when it was evaluated."""
+    beams: BeamLine = field(default_factory=dict)
+    """What the step beam found for each prompt at each of its settings (empty: not evaluated)."""
 
     def __post_init__(self) -> None:
         size = len(self.greedy_correct)
@@ -80,7 +80,7 @@ class EvalOutcomes:
         return EvalOutcomes(
             self.greedy_correct[index], self.greedy_reward[index], self.greedy_length[index], self.sample_correct[index],
             self.sample_length[index], [self.ballots[i] for i in indices] if self.ballots else [], [self.sources[i] for i in indices],
-            self.search.select(indices) if self.search else None, self.beam.select(indices) if self.beam else None,
+            self.search.select(indices) if self.search else None, {settings: beam.select(indices) for settings, beam in self.beams.items()},
         )
 
     def by_source(self) -> dict[str, EvalOutcomes]:
@@ -97,7 +97,7 @@ class EvalOutcomes:
             torch.cat([p.sample_correct for p in parts]), torch.cat([p.sample_length for p in parts]),
             [b for p in parts for b in p.ballots], [s for p in parts for s in p.sources],
             SearchSamples.concat([p.search for p in parts]) if parts[0].search else None,
-            BeamOutcomes.concat([p.beam for p in parts]) if parts[0].beam else None,
+            {settings: BeamOutcomes.concat([p.beams[settings] for p in parts]) for settings in parts[0].beams},
         )
 
 
@@ -115,8 +115,8 @@ def _maj_at_k(ballots: Ballots, k: int) -> float:
 
 def outcome_metrics(outcomes: EvalOutcomes, ks: tuple[int, ...], prefix: str = "eval/") -> dict[str, float]:
     """`accuracy` (greedy), `reward` (greedy), `response_length` (greedy); with the step beam
-    `step_beam` (accuracy), `step_beam_tokens` and `step_beam_steps` (generated per prompt),
-    `step_beam_finished` (share of solutions that ended within the budget); with samples
+    `step_beam`, `step_beam_tokens`, `step_beam_steps`, `step_beam_finished` of its widest
+    setting and the same `@W` for each width W (:func:`rlhf.eval.step_beam.beam_metrics`); with samples
     `sampled_response_length`, `pass@k` and `maj@k` for each k of `ks` (each k <= n), and
     `<strategy>@k` for each search strategy the samples were scored for (e.g. `best_of_n@4`)."""
     metrics = {
@@ -124,11 +124,8 @@ def outcome_metrics(outcomes: EvalOutcomes, ks: tuple[int, ...], prefix: str = "
         f"{prefix}reward": outcomes.greedy_reward.mean().item(),
         f"{prefix}response_length": outcomes.greedy_length.mean().item(),
     }
-    if outcomes.beam is not None:
-        metrics |= {f"{prefix}step_beam": outcomes.beam.correct.float().mean().item(),
-                    f"{prefix}step_beam_tokens": outcomes.beam.tokens.mean().item(),
-                    f"{prefix}step_beam_steps": outcomes.beam.steps.mean().item(),
-                    f"{prefix}step_beam_finished": outcomes.beam.finished.float().mean().item()}
+    if outcomes.beams:
+        metrics |= beam_metrics(outcomes.beams, prefix)
     if outcomes.num_samples == 0:
         return metrics
     metrics[f"{prefix}sampled_response_length"] = outcomes.sample_length.mean().item()

@@ -43,26 +43,30 @@ class EvalPlan:
     """Search strategies through a reward model: best_of_n and weighted_vote are judged on the
     samples at every k (:mod:`rlhf.search.at_k`); step_beam searches each prompt on its own
     (:mod:`rlhf.eval.step_beam`)."""
-    beam: BeamSettings = field(default_factory=BeamSettings)
-    """The step beam's width, expansions and token budget."""
+    beams: tuple[BeamSettings, ...] = ()
+    """The step beam's settings, one per point of its line (ascending width, budgets spelled
+    out: :func:`rlhf.eval.step_beam.beam_line`); needed with step_beam."""
 
     def __post_init__(self) -> None:
         if any(k < 1 for k in self.ks) or (self.ks and self.num_samples < max(self.ks)) or (not self.ks and self.num_samples):
             raise ValueError(f"an evaluation needs 1 <= k <= n for every k, got ks={self.ks}, n={self.num_samples}")
         if set(self.search) & set(SAMPLE_STRATEGIES) and not self.ks:
             raise ValueError(f"search strategies {self.search} are judged on samples: name the k values")
+        if ("step_beam" in self.search) != bool(self.beams):
+            raise ValueError(f"the step beam's settings {self.beams} go with step_beam in the search strategies {self.search}, and only with it")
 
 
 def eval_plan(config: RecipeConfig, ks: Sequence[int] | None = None, num_samples: int | None = None,
-              search: Sequence[str] = (), beam: BeamSettings | None = None) -> EvalPlan:
+              search: Sequence[str] = (), beams: Sequence[BeamSettings] = ()) -> EvalPlan:
     """The plan of `trainer.eval_k` / `trainer.eval_n` with the `rollout` sampling settings;
     `ks` and `num_samples` replace the trainer keys (`rlhf eval --k/--n`; 0: max of ks);
-    `search` names the search strategies to judge on the samples (`rlhf eval --search`)."""
+    `search` names the search strategies to judge on the samples (`rlhf eval --search`), and
+    `beams` the step beam's settings (`--beam-*`)."""
     ks = tuple(config.trainer.eval_k if ks is None else ks)
     num_samples = config.trainer.eval_n if num_samples is None else num_samples
     rollout = config.rollout
     sampling = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=rollout.max_new_tokens)
-    return EvalPlan(ks, num_samples or max(ks, default=0), sampling, config.trainer.seed, tuple(search), beam or BeamSettings())
+    return EvalPlan(ks, num_samples or max(ks, default=0), sampling, config.trainer.seed, tuple(search), tuple(beams))
 
 
 def evaluate_policy(rollout: RolloutEngine, reward: RewardCombiner, prompts: list[Batch], plan: EvalPlan) -> dict[str, float]:
@@ -90,10 +94,10 @@ def collect_outcomes(rollout: RolloutEngine, reward: RewardCombiner, prompts: li
         sources = [UNLABELLED if s is None else str(s) for s in chunk["data_source"]] if "data_source" in chunk else [UNLABELLED] * len(chunk)
         parts.append(EvalOutcomes(correct, total, length, torch.zeros(len(chunk), 0, dtype=torch.bool), torch.zeros(len(chunk), 0), [], sources))
     outcomes = EvalOutcomes.concat(parts)
-    if "step_beam" in plan.search:
+    for settings in plan.beams:  # every width from the same seed: one point does not depend on which others ran
         with isolated_rng(plan.seed):
-            outcomes.beam = BeamOutcomes.concat([beam_outcomes(rollout, tokenizer, reward, search_model, chunk, plan.sampling, plan.beam)
-                                                 for chunk in prompts])
+            outcomes.beams[settings] = BeamOutcomes.concat([beam_outcomes(rollout, tokenizer, reward, search_model, chunk, plan.sampling, settings)
+                                                            for chunk in prompts])
     if plan.num_samples == 0:
         return outcomes
     with isolated_rng(plan.seed):

@@ -1,5 +1,5 @@
 """The inference-scaling curve: accuracy against the number of samples per prompt and against
-the tokens they cost, from one evaluation's n samples (`scaling.json`, `scaling.png`).
+the tokens they cost, from one evaluation's n samples and step beams (`scaling.json`, `scaling.png`).
 
 T1 (Hou et al. 2025, "Advancing Language Model Reasoning through Reinforcement Learning and
 Inference Scaling") judges a reasoning policy by how its accuracy grows with the inference
@@ -9,8 +9,10 @@ picks any correct sample: the ceiling of verifier-based selection) and maj@k (ma
 no verifier). The token budget of k samples is k times the mean sampled response length, so
 runs with short and long responses compare at equal cost. When the samples were scored by a
 reward model, each search strategy judged on them (best-of-k, the score-weighted vote:
-:mod:`rlhf.search.at_k`) is one more line at the same budgets; the step beam, which spends its
-own tokens, is one point on the tokens panel.
+:mod:`rlhf.search.at_k`) is one more line at the same budgets. The step beam spends its own
+tokens: it is one more line with a point per beam width, placed by the tokens it generated per
+prompt and, on the samples panel, by the steps it sampled per prompt (a step is only a piece
+of a response, so it is the tokens panel that compares strategies at equal compute).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from rlhf.eval.outcomes import EvalOutcomes, mean_maj_at_k, search_at_k
 from rlhf.eval.passk import mean_pass_at_k, sample_budgets
+from rlhf.eval.step_beam import beam_points
 
 
 def scaling_points(outcomes: EvalOutcomes) -> list[dict[str, float]]:
@@ -39,23 +42,22 @@ def curve_lines(points: list[dict[str, float]]) -> list[str]:
     return [key for key in points[0] if key not in ("k", "tokens_per_prompt")] if points else []
 
 
-def scaling_curve(outcomes: EvalOutcomes, beam_settings: dict | None = None) -> dict:
-    """The curve over all prompts, the greedy reference point, the step beam's point (with
-    its `beam_settings`) when it ran, and one curve per data source when there are several
-    (what `scaling.json` holds). Needs n >= 1 samples per prompt."""
+def scaling_curve(outcomes: EvalOutcomes) -> dict:
+    """What `scaling.json` holds: the greedy reference point; with samples, one point per k
+    over all prompts (`points`) and per data source when there are several (`per_source`);
+    with the step beam, its line (`step_beam`: one point per width, :func:`beam_points`)."""
+    sampled = outcomes.num_samples > 0
     curve = {
         "num_prompts": len(outcomes.greedy_correct),
         "samples_per_prompt": outcomes.num_samples,
-        "mean_response_length": outcomes.sample_length.mean().item(),
+        "mean_response_length": outcomes.sample_length.mean().item() if sampled else None,
         "greedy": {"accuracy": outcomes.greedy_correct.float().mean().item(), "tokens_per_prompt": outcomes.greedy_length.mean().item()},
-        "points": scaling_points(outcomes),
+        "points": scaling_points(outcomes) if sampled else [],
     }
-    if outcomes.beam is not None:
-        beam = outcomes.beam
-        curve["step_beam"] = {**(beam_settings or {}), "accuracy": beam.correct.float().mean().item(),
-                              "tokens_per_prompt": beam.tokens.mean().item(), "steps_per_prompt": beam.steps.mean().item()}
+    if outcomes.beams:
+        curve["step_beam"] = beam_points(outcomes.beams)
     groups = outcomes.by_source()
-    if len(groups) > 1:
+    if sampled and len(groups) > 1:
         curve["per_source"] = {source: scaling_points(part) for source, part in groups.items()}
     return curve
 
@@ -70,6 +72,11 @@ def write_scaling(curve: dict, out_dir: Path, title: str = "") -> tuple[Path, Pa
     return json_path, png_path
 
 
+PANELS = (("k", "steps_per_prompt", "samples per prompt (k; step beam: steps sampled)"),
+          ("tokens_per_prompt", "tokens_per_prompt", "tokens per prompt"))
+"""(x key of a sample point, x key of a step-beam point, axis label) of each panel."""
+
+
 def plot_scaling(curve: dict, path: Path, title: str = "") -> None:
     """The PNG of :func:`write_scaling`, drawn with matplotlib's Agg canvas (no display, no
     pyplot state shared with the caller)."""
@@ -79,21 +86,28 @@ def plot_scaling(curve: dict, path: Path, title: str = "") -> None:
 
     figure = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(figure)
-    points, greedy = curve["points"], curve["greedy"]
-    for axis, x_key, label in zip(figure.subplots(1, 2), ("k", "tokens_per_prompt"), ("samples per prompt (k)", "tokens per prompt")):
-        x = [point[x_key] for point in points]
+    points, beam = curve["points"], curve.get("step_beam", [])
+    for axis, (x_key, beam_x_key, label) in zip(figure.subplots(1, 2), PANELS):
         for line, marker in zip(curve_lines(points), "osD^v<>"):
-            axis.plot(x, [point[line] for point in points], marker=marker, label=line)
-        axis.axhline(greedy["accuracy"], color="grey", linestyle="--", label="greedy")
-        if "step_beam" in curve and x_key == "tokens_per_prompt":  # its samples are steps, not responses
-            beam = curve["step_beam"]
-            axis.plot([beam["tokens_per_prompt"]], [beam["accuracy"]], marker="*", markersize=14, linestyle="none", label="step beam")
-        if min(x) > 0:
+            axis.plot([point[x_key] for point in points], [point[line] for point in points], marker=marker, label=line)
+        if beam:
+            _plot_beam(axis, beam, beam_x_key, "step beam (x: steps sampled)" if x_key == "k" else "step beam")
+        axis.axhline(curve["greedy"]["accuracy"], color="grey", linestyle="--", label="greedy")
+        if min([point[x_key] for point in points] + [point[beam_x_key] for point in beam], default=0) > 0:
             axis.set_xscale("log", base=2)
             axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 1, 2, 4 rather than 2^0, 2^1, 2^2
         axis.set(xlabel=label, ylabel="accuracy")
         axis.set_ylim(0, min(1.02, axis.get_ylim()[1] * 1.1))
         axis.grid(alpha=0.3)
         axis.legend(loc="best")
-    figure.suptitle(title or f"inference scaling: {curve['num_prompts']} prompts, {curve['samples_per_prompt']} samples each")
+    samples = f", {curve['samples_per_prompt']} samples each" if curve["samples_per_prompt"] else ""
+    figure.suptitle(title or f"inference scaling: {curve['num_prompts']} prompts{samples}")
     figure.savefig(path, dpi=100)
+
+
+def _plot_beam(axis, beam: list[dict], x_key: str, label: str) -> None:
+    """The step beam's line on one panel, each point marked with its width."""
+    x, y = [point[x_key] for point in beam], [point["accuracy"] for point in beam]
+    axis.plot(x, y, marker="*", markersize=12, label=label)
+    for point, x_value, y_value in zip(beam, x, y):
+        axis.annotate(f"w={point['beam_width']}", (x_value, y_value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)

@@ -11,11 +11,15 @@ For one problem (:func:`rlhf.search.beam.step_beam` does the search):
    scores folded by the chosen aggregation);
 3. the solution the beam returns is judged by the recipe's verifier (the first reward source),
    as greedy and sampled responses are.
+
+Several beam widths (`--beam-width 1,2,4`) make the step beam a line of the scaling curve:
+each width is one point, searched from the same seed, with k fixed and its own token budget.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -43,6 +47,13 @@ class BeamSettings:
         return self.token_budget or self.beam_width * self.k * max_new_tokens
 
 
+def beam_line(widths: Sequence[int], k: int, token_budget: int, max_new_tokens: int) -> tuple[BeamSettings, ...]:
+    """The settings of the step beam's points: one per width (ascending, each once), each with
+    its token budget spelled out (`token_budget`, or 0: width · k · `max_new_tokens`)."""
+    settings = (BeamSettings(width, k, token_budget) for width in sorted(set(widths)))
+    return tuple(replace(each, token_budget=each.budget(max_new_tokens)) for each in settings)
+
+
 @dataclass
 class BeamOutcomes:
     """Per problem: what the step beam found and what it cost (N problems)."""
@@ -63,6 +74,35 @@ class BeamOutcomes:
     @staticmethod
     def concat(parts: list[BeamOutcomes]) -> BeamOutcomes:
         return BeamOutcomes(*(torch.cat([getattr(p, name) for p in parts]) for name in ("correct", "finished", "tokens", "steps")))
+
+    def means(self) -> dict[str, float]:
+        """{accuracy, finished (share), tokens_per_prompt, steps_per_prompt}: one point of the line."""
+        return {"accuracy": self.correct.float().mean().item(), "finished": self.finished.float().mean().item(),
+                "tokens_per_prompt": self.tokens.mean().item(), "steps_per_prompt": self.steps.mean().item()}
+
+
+BeamLine = dict[BeamSettings, BeamOutcomes]
+"""The step beam's outcomes at each of its settings, in ascending width."""
+
+_METRICS = {"accuracy": "step_beam", "tokens_per_prompt": "step_beam_tokens", "steps_per_prompt": "step_beam_steps",
+            "finished": "step_beam_finished"}
+"""The metric name of each of :meth:`BeamOutcomes.means`."""
+
+
+def beam_metrics(line: BeamLine, prefix: str = "eval/") -> dict[str, float]:
+    """`step_beam` (accuracy), `step_beam_tokens` and `step_beam_steps` (generated per prompt),
+    `step_beam_finished` (share of solutions that ended within the budget) of the widest
+    setting (the headline number), then the same with `@W` for each width W of the line."""
+    named = {settings.beam_width: {_METRICS[key]: value for key, value in outcomes.means().items()} for settings, outcomes in line.items()}
+    widest = named[max(named)]
+    return {**{f"{prefix}{name}": value for name, value in widest.items()},
+            **{f"{prefix}{name}@{width}": value for width, values in named.items() for name, value in values.items()}}
+
+
+def beam_points(line: BeamLine) -> list[dict]:
+    """The line as `scaling.json` holds it: per setting {beam_width, k, token_budget} and
+    :meth:`BeamOutcomes.means`."""
+    return [{**asdict(settings), **outcomes.means()} for settings, outcomes in line.items()]
 
 
 def beam_outcomes(rollout: StepEngine, tokenizer, reward: RewardCombiner, prm: SearchRewardModel, prompts: Batch,

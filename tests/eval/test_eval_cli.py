@@ -142,6 +142,10 @@ def test_errors_name_the_argument(trained, tmp_path, capsys):
         (["eval", str(run_dir), "--search", "step_beam", "--reward-model", str(reward_model_dir(tmp_path, "classifier"))],
          "--search step_beam: the beam scores partial solutions step by step and needs a PRM"),
         (["eval", str(run_dir), "--search", "step_beam", "--beam-width", "0", "--reward-model", str(exported)], "--beam-width: must be >= 1, got 0"),
+        (["eval", str(run_dir), "--search", "step_beam", "--beam-width", "0,2", "--reward-model", str(exported)], "--beam-width: must be >= 1, got 0 in [0, 2]"),
+        (["eval", str(run_dir), "--search", "step_beam", "--beam-width", "a", "--reward-model", str(exported)],
+         "--beam-width: expected a whole number or comma-separated whole numbers like 1,2,4, got 'a'"),
+        (["eval", str(run_dir), "eval.search.beam_width=[2,0]"], "eval.search.beam_width: must be >= 1, got 0 in [2, 0]"),
         (["validate", "quickstart", "eval.search.strategies=[beam]"], "eval.search.strategies: unknown value 'beam' (did you mean 'step_beam'?"),
         (["validate", "quickstart", "eval.search.strategies=[best_of_n]"], "eval.search.reward_model: the strategies best_of_n select through a reward model"),
         (["validate", "quickstart", "eval.search.beam_k=0"], "eval.search.beam_k: must be >= 1, got 0"),
@@ -185,23 +189,62 @@ def test_search_strategies_through_a_reward_model(trained, tmp_path, kind, capsy
     assert json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"] == metrics
 
 
-def test_step_beam_through_a_prm(trained, tmp_path, capsys):
+STEP_BEAM_POINT_KEYS = {"beam_width", "k", "token_budget", "accuracy", "finished", "tokens_per_prompt", "steps_per_prompt"}
+
+
+def test_step_beam_line_through_a_prm(trained, tmp_path, capsys):
     out = tmp_path / "out"
     prm = reward_model_dir(tmp_path, "two_class", step_split=None)  # blank lines: an arithmetic answer is one step
-    args = ["eval", str(trained[1]), "quickstart", "data.eval.size=16", "trainer.num_threads=1", "--k", "1,2", "--n", "4",
-            "--search", "step_beam,best_of_n", "--reward-model", str(prm), "--beam-width", "2", "--beam-k", "2"]
-    assert main([*args, "--out", str(out)]) == 0
+    common = ["eval", str(trained[1]), "quickstart", "data.eval.size=16", "trainer.num_threads=1", "--k", "1,2", "--n", "4",
+              "--search", "step_beam,best_of_n", "--reward-model", str(prm), "--beam-k", "2"]
+    assert main([*common, "--beam-width", "2,1,2", "--out", str(out)]) == 0  # unsorted, a duplicate: the line of widths 1, 2
     report = json.loads((out / "eval.json").read_text())
     metrics = report["metrics"]
-    assert report["search"]["step_beam"] == {"beam_width": 2, "k": 2, "token_budget": 2 * 2 * 5}  # quickstart: 5 new tokens
-    assert 0.0 <= metrics["eval/step_beam"] <= 1.0 and metrics["eval/step_beam_finished"] == 1.0
-    # one round: width x k = 4 one-step solutions sampled per prompt, each at least its EOS
-    assert metrics["eval/step_beam_steps"] == 4.0 and 4.0 <= metrics["eval/step_beam_tokens"] <= 20.0
+    assert report["search"]["step_beam"] == [{"beam_width": 1, "k": 2, "token_budget": 1 * 2 * 5},  # quickstart: 5 new tokens
+                                             {"beam_width": 2, "k": 2, "token_budget": 2 * 2 * 5}]
+    for name in ("step_beam", "step_beam_tokens", "step_beam_steps", "step_beam_finished"):  # the headline: the widest
+        assert metrics[f"eval/{name}"] == metrics[f"eval/{name}@2"] and f"eval/{name}@1" in metrics
+    assert 0.0 <= metrics["eval/step_beam@1"] <= 1.0 and metrics["eval/step_beam_finished@1"] == metrics["eval/step_beam_finished@2"] == 1.0
+    # one round: width x k one-step solutions sampled per prompt, each at least its EOS
+    assert metrics["eval/step_beam_steps@1"] == 2.0 and metrics["eval/step_beam_steps@2"] == 4.0
+    assert 2.0 <= metrics["eval/step_beam_tokens@1"] < metrics["eval/step_beam_tokens@2"] <= 20.0
     curve = json.loads((out / "scaling.json").read_text())
-    assert curve["step_beam"]["accuracy"] == metrics["eval/step_beam"] and curve["step_beam"]["beam_width"] == 2
-    assert "step beam" in capsys.readouterr().out
-    assert main([*args, "--out", str(tmp_path / "again")]) == 0  # seeded: the same search again
-    assert json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"] == metrics
+    line = curve["step_beam"]
+    assert [point["beam_width"] for point in line] == [1, 2] and all(set(point) == STEP_BEAM_POINT_KEYS for point in line)
+    assert [point["accuracy"] for point in line] == [metrics["eval/step_beam@1"], metrics["eval/step_beam@2"]]
+    assert [point["tokens_per_prompt"] for point in line] == [metrics["eval/step_beam_tokens@1"], metrics["eval/step_beam_tokens@2"]]
+    assert [point["steps_per_prompt"] for point in line] == [2.0, 4.0] and [point["finished"] for point in line] == [1.0, 1.0]
+    assert matplotlib.image.imread(out / "scaling.png").shape[:2] == (400, 1000)
+    table = capsys.readouterr().out
+    assert "step beam w=1" in table and "step beam w=2 tokens / prompt" in table
+    # each width is searched from the seed: alone it finds what it found in the line
+    assert main([*common, "--beam-width", "1", "--out", str(tmp_path / "one")]) == 0
+    alone = json.loads((tmp_path / "one" / "eval.json").read_text())
+    assert alone["search"]["step_beam"] == [{"beam_width": 1, "k": 2, "token_budget": 10}]
+    for name in ("step_beam", "step_beam_tokens", "step_beam_steps", "step_beam_finished"):
+        assert alone["metrics"][f"eval/{name}"] == alone["metrics"][f"eval/{name}@1"] == metrics[f"eval/{name}@1"]
+
+
+def test_step_beam_line_from_a_recipe_without_samples(trained, tmp_path):
+    prm = reward_model_dir(tmp_path, "two_class", step_split=None)
+    recipe = tmp_path / "beam.yaml"
+    quickstart = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
+    recipe.write_text(quickstart.read_text() + f"eval:\n  search:\n    strategies: [step_beam]\n    reward_model: {json.dumps(str(prm))}\n"
+                      "    beam_width: [2, 1]\n    beam_k: 2\n")
+    common = ["eval", str(trained[1]), str(recipe), "data.eval.size=16", "trainer.num_threads=1"]
+    assert main([*common, "--out", str(tmp_path / "recipe")]) == 0
+    report = json.loads((tmp_path / "recipe" / "eval.json").read_text())
+    assert [point["beam_width"] for point in report["search"]["step_beam"]] == [1, 2]
+    assert {"eval/step_beam@1", "eval/step_beam@2", "eval/step_beam_tokens@1", "eval/step_beam_tokens@2"} <= set(report["metrics"])
+    # no --k: no samples, and the curve is the step beam's line alone
+    curve = json.loads((tmp_path / "recipe" / "scaling.json").read_text())
+    assert curve["points"] == [] and curve["samples_per_prompt"] == 0 and [point["beam_width"] for point in curve["step_beam"]] == [1, 2]
+    assert matplotlib.image.imread(tmp_path / "recipe" / "scaling.png").shape[:2] == (400, 1000)
+    # a flag wins over the key: one width, as a plain number
+    assert main([*common, "--beam-width", "2", "--out", str(tmp_path / "flag")]) == 0
+    flag = json.loads((tmp_path / "flag" / "eval.json").read_text())
+    assert flag["search"]["step_beam"] == [{"beam_width": 2, "k": 2, "token_budget": 20}]
+    assert flag["metrics"]["eval/step_beam@2"] == report["metrics"]["eval/step_beam@2"] and "eval/step_beam@1" not in flag["metrics"]
 
 
 def test_search_on_a_run_directory_matches_its_exported_model(trained, tmp_path):
