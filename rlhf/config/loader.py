@@ -243,7 +243,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
-        (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        options = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        if len(options) > 1:
+            return _convert_alternatives(value, options, path, tp)
+        (inner,) = options
         if inner in _SCALAR_NAMES:
             return _scalar(value, inner, path, described=tp)
         return _convert(value, inner, path)
@@ -257,6 +260,18 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if origin is dict:
         return _convert_dict(value, tp, path)
     return _scalar(value, tp, path, described=tp)
+
+
+def _convert_alternatives(value: Any, options: list, path: str, tp: Any) -> Any:
+    """A field of several types (``int | list[int]``): a list value is read as the list type,
+    any other as the first scalar type that takes it."""
+    lists = [option for option in options if typing.get_origin(option) is list]
+    if isinstance(value, list) and lists:
+        return _convert(value, lists[0], path)
+    for option in options:
+        if option in _SCALAR_NAMES and _coerce(value, option) is not _INVALID:
+            return _scalar(value, option, path, described=tp)
+    raise ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}")
 
 
 def _convert_dict(value: Any, tp: Any, path: str) -> dict:
@@ -323,9 +338,13 @@ def _describe(tp: Any) -> str:
     if tp in _SCALAR_NAMES:
         return _SCALAR_NAMES[tp]
     args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
-        return f"{_describe(args[0])} or null"
-    return "a list" if typing.get_origin(tp) is list else "a mapping"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        optional = type(None) in typing.get_args(tp)
+        return " or ".join([_describe(arg) for arg in args] + (["null"] if optional else []))
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return f"a list of {_SCALAR_NAMES[item].split(' ', 1)[1]}s" if item in _SCALAR_NAMES else "a list"
+    return "a mapping"
 
 
 def _show(value: Any, limit: int = 60) -> str:

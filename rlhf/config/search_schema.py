@@ -30,8 +30,7 @@ class SearchConfig:
     """The ORM or PRM directory `rlhf rm` wrote (OUTPUT_DIR/model); needed by every strategy."""
     aggregate: str = "min"
     """A PRM's step scores folded into one per response: min, product, last or mean."""
-    # Any: the loader reads a union only as "X or null"; beam_width_problem checks the value
-    beam_width: Any = 4
+    beam_width: int | list[int] = 4
     """step_beam: partial solutions kept after each round; a list of widths (e.g. [1, 2, 4])
     makes the step beam a line of the scaling curve, one point per width."""
     beam_k: int = 4

@@ -29,12 +29,12 @@ def test_a_list_of_widths_is_the_line_sorted_once_each(tmp_path):
     ("0", "eval.search.beam_width: must be >= 1, got 0"),
     ("[1, 0]", "eval.search.beam_width: must be >= 1, got 0 in [1, 0]"),
     ("[]", "eval.search.beam_width: needs at least one width, got []"),
-    ("a", "eval.search.beam_width: expected a whole number or a list of whole numbers, got 'a'"),
-    ("1.5", "eval.search.beam_width: expected a whole number or a list of whole numbers, got 1.5"),
-    ("true", "eval.search.beam_width: expected a whole number or a list of whole numbers, got True"),
-    ("[2, [1]]", "eval.search.beam_width: expected a whole number or a list of whole numbers, got [1] in [2, [1]]"),
-    ("{w: 1}", "eval.search.beam_width: expected a whole number or a list of whole numbers, got {'w': 1}"),
-    ("null", "eval.search.beam_width: expected a whole number or a list of whole numbers, got None"),
+    ("a", "eval.search.beam_width: expected an integer or a list of integers, got 'a'"),
+    ("1.5", "eval.search.beam_width: expected an integer or a list of integers, got 1.5"),
+    ("true", "eval.search.beam_width: expected an integer or a list of integers, got True"),
+    ("[2, [1]]", "eval.search.beam_width.1: expected an integer, got [1]"),
+    ("{w: 1}", "eval.search.beam_width: expected an integer or a list of integers, got {'w': 1}"),
+    ("null", "eval.search.beam_width: expected an integer or a list of integers, got None"),
 ])
 def test_bad_widths_name_the_key_and_the_value(value, message):
     with pytest.raises(ConfigError) as info:
