@@ -120,7 +120,7 @@ def _start_local_cluster(options: dict) -> None:
     ray.init(**options)
     node = getattr(ray._private.worker, "_global_node", None)  # no public name for the session directory
     if node is not None:
-        start_reaper(node.get_session_dir_path())
+        start_reaper(node.get_session_dir_path(), ray.get_runtime_context().get_node_id())
 
 
 def start_worker_groups(config: RecipeConfig, *, model_path: str, output_dir: Path, tokenizer, pools: dict[str, set[str]],

@@ -1,6 +1,6 @@
 """A run killed outright leaves no Ray process behind: the watchdog it starts with its local
-cluster (`rlhf.distributed.reaper`) removes the cluster's processes, the agents and workers
-that Ray itself would leave included."""
+cluster (`rlhf.distributed.reaper`) removes the cluster's processes, Ray's agents included
+(killed with the run alone, they outlive the raylet)."""
 
 from __future__ import annotations
 
@@ -13,44 +13,47 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.distributed.reaper import cluster_processes
-
 pytest.importorskip("ray")
 
-DRIVER = """
-import os, sys, time
-import ray
-from rlhf.config.distributed_schema import DistributedConfig
-from rlhf.distributed.ray_backend import start_ray
+ROOT = Path(__file__).resolve().parents[2]
 
-start_ray(DistributedConfig(backend="ray", address="local"))
 
-@ray.remote(num_cpus=1)
-class Worker:
-    def pid(self):
-        return os.getpid()
-
-worker = Worker.remote()
-print(ray._private.worker._global_node.get_session_dir_path(), ray.get(worker.pid.remote()), flush=True)
-time.sleep(600)
-"""
+def session_members(session: int) -> list[int]:
+    """Live (not zombie) processes of session `session`."""
+    members = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = (Path("/proc") / name / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            members.append(int(name))
+    return members
 
 
 @pytest.mark.slow
-def test_a_killed_run_leaves_no_process_of_its_cluster(tmp_path: Path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+def test_a_run_killed_alone_leaves_no_process_of_its_cluster(tmp_path: Path):
+    command = [sys.executable, "-m", "rlhf.cli.main", "train", "quickstart", f"trainer.output_dir={tmp_path / 'run'}",
+               "distributed.backend=ray", "distributed.address=local", "sft.enabled=false", "data.eval.size=8", "trainer.eval_every=0",
+               "trainer.total_steps=500", "trainer.log_every=1", "trainer.num_threads=1"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
-        session_dir, worker = driver.stdout.readline().split()
-        before = cluster_processes(session_dir)
-        assert int(worker) in before and len(before) >= 4, before  # GCS, raylet, agents, the actor's worker
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=10)
+        lines = []
+        for line in run.stdout:
+            lines.append(line)
+            if line.startswith("step 2 |"):
+                break
+        members = session_members(run.pid)
+        assert len(members) >= 5, "".join(lines)  # the run, GCS, raylet, agents, workers
+        run.send_signal(signal.SIGKILL)  # the run alone, not its session
+        run.wait(timeout=10)
         deadline = time.monotonic() + 30
-        while cluster_processes(session_dir) and time.monotonic() < deadline:
+        while session_members(run.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert cluster_processes(session_dir) == []
+        left = {pid: (Path("/proc") / str(pid) / "cmdline").read_bytes()[:80] for pid in session_members(run.pid)}
+        assert left == {}
     finally:
-        driver.kill()
-        for pid in cluster_processes(session_dir) if "session_dir" in locals() else []:  # never leave them to the next test
+        run.kill()
+        for pid in session_members(run.pid):  # never leave them to the next test
             os.kill(pid, signal.SIGKILL)
