@@ -88,8 +88,9 @@ def finished_rows(batch) -> list[dict]:
     """The rows of a returned group as responses begun (`RowState.as_dict` of
     :mod:`rlhf.rollout.versioned`): its tokens (those with a version, EOS included), their
     logprobs (0 where the engine gave none) and [version, tokens] segments. Every row is
-    complete, so a rollout worker that continues responses begun hands the group back as it
-    was, generating nothing; an engine that cannot continue them generates it again."""
+    complete, so the rollout worker hands the group back as it was, generating nothing (a
+    multi-turn episode, which does not go on from responses begun, is played again; ReMax's
+    baseline is sampled again)."""
     versions = batch["token_versions"]
     logprobs = batch["rollout_logprobs"] if "rollout_logprobs" in batch else torch.zeros(versions.shape)
     rows = []
