@@ -15,9 +15,10 @@ def sample_generations(batch: Batch, limit: int) -> list[dict]:
 
     Each sample: prompt (the text the model saw), response, reward (the total score),
     rewards (each source's own score by name), ground_truth, and data_source when the rows
-    have it; an asynchronous run adds group (the prompt's group id) and policy_version; a
-    multi-turn episode adds its conversation (the user's prompt, then each action and
-    observation), turns, turn_rewards, success and truncated.
+    have it; an asynchronous run adds group (the prompt's group id) and policy_version, and on
+    Ray rollout_rank (the rollout worker that generated it); a multi-turn episode adds its
+    conversation (the user's prompt, then each action and observation), turns, turn_rewards,
+    success and truncated.
     """
     sources = [key for key in batch.keys() if key.startswith(SOURCE_SCORES)]
     samples = []
@@ -33,6 +34,8 @@ def sample_generations(batch: Batch, limit: int) -> list[dict]:
             sample["data_source"] = batch["data_source"][i]
         if "policy_version" in batch:  # an asynchronous run: which prompt, sampled by which policy
             sample.update(group=int(batch["group_index"][i]), policy_version=int(batch["policy_version"][i]))
+        if "rollout_rank" in batch:  # several rollout workers: which one generated it
+            sample["rollout_rank"] = int(batch["rollout_rank"][i])
         if "conversation" in batch:  # a multi-turn episode: every turn, and how it ended
             sample.update(conversation=batch["conversation"][i], turns=int(batch["num_turns"][i]),
                           turn_rewards=batch["turn_rewards"][i, : int(batch["num_turns"][i])].tolist(),

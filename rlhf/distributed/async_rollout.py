@@ -8,11 +8,16 @@ reads the same on both backends):
 
     requests   each to the rollout worker with the fewest groups outstanding
     results    one long-poll per worker in flight (`RolloutService.receive`), answered as soon
-               as that worker has a message
+               as that worker has a message; groups are handed on in stream order, a group
+               back before an earlier one waits for it (:mod:`rlhf.distributed.stream_ledger`),
+               each tagged with the rank that generated it (`rollout_rank`)
     weights    after an update, actor rank 0 broadcasts the buckets (the run's weight channel,
                :mod:`rlhf.distributed.weight_channel`) and each rollout worker copies them into
                its mailbox under the new version: the trainer waits for the transfer, not for
                the generation under way, which takes them at its next call
+    snapshots  every worker's responses begun, merged, with the groups held back for an earlier
+               one saved as responses begun too (complete ones): the resumed run requests them
+               again, spread over the workers, and gets them back in their place
 
 Rollout worker's side: :class:`rlhf.distributed.rollout_service.RolloutService`, the loop of
 :func:`rlhf.rollout.async_worker.serve` in a thread of each rollout worker.
@@ -22,9 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
 
 from rlhf.distributed.group import wait_calls
+from rlhf.distributed.stream_ledger import StreamLedger
 from rlhf.rollout.async_worker import GroupRequest, GroupResult, WorkerSpec, dumps, loads
 from rlhf.rollout.rollout_process import RolloutProcessError
 
@@ -40,7 +45,7 @@ class RayRolloutSide:
         self.timeout_s = self.group.dist.timeout_s
         wait_calls([self.group.submit("start_rollout_service", spec, version, label="rollout.start_service")], self.group.dist.startup_timeout_s)
         processes.streaming = True  # from now on weights reach the rollout pool through the services' mailboxes
-        self.owner: dict[int, int] = {}  # group id -> the rank it was sent to, until it is back
+        self.ledger = StreamLedger(self.group.world_size)
         self.polls = {rank: self._poll(rank) for rank in range(self.group.world_size)}
         self.closed = False
 
@@ -50,14 +55,7 @@ class RayRolloutSide:
 
     def submit(self, requests: list[GroupRequest]) -> None:
         """Each request to the rank with the fewest groups outstanding."""
-        outstanding = Counter(self.owner.values())
-        by_rank: dict[int, list[GroupRequest]] = {}
-        for request in requests:
-            rank = min(range(self.group.world_size), key=outstanding.__getitem__)
-            outstanding[rank] += 1
-            self.owner[request.group_id] = rank
-            by_rank.setdefault(rank, []).append(request)
-        for rank, items in by_rank.items():
+        for rank, items in self.ledger.assign(requests).items():
             self.group.workers[rank].rollout_service.remote("submit", dumps(items))
 
     def want(self, position: int) -> None:
@@ -65,14 +63,16 @@ class RayRolloutSide:
             worker.rollout_service.remote("want", position)
 
     def receive(self, timeout: float) -> list[GroupResult] | None:
+        """The groups now in stream order (None: none), waiting up to `timeout` s for a message."""
         groups = []
-        for _, message in self._messages(timeout):
+        for rank, message in self._messages(timeout):
             if not (isinstance(message, tuple) and message[0] == "snapshot"):
-                groups += self._returned(loads(message))
+                groups += self.ledger.returned(rank, loads(message))
         return groups or None
 
     def snapshot(self, timeout: float) -> tuple[list[GroupResult], dict]:
-        """Every worker's snapshot: (groups finished before the answers, {group id: [row state, ...]})."""
+        """Every worker's snapshot: (groups back in stream order before the answers, {group id:
+        [row state, ...]} of the groups begun, and of those held back for an earlier one)."""
         asked = wait_calls([self.group.submit("rollout_service", "ask_snapshot", label="rollout.ask_snapshot")], timeout)[0]
         waiting, finished, begun = set(range(self.group.world_size)), [], {}
         deadline = time.monotonic() + timeout
@@ -83,11 +83,11 @@ class RayRolloutSide:
                         begun.update(message[2])
                         waiting.discard(rank)
                 else:
-                    finished += self._returned(loads(message))
+                    finished += self.ledger.returned(rank, loads(message))
         if waiting:
             raise RolloutProcessError(f"rank(s) {sorted(waiting)} of {self.description} did not answer a checkpoint's snapshot within "
                                       f"{timeout:.0f} s (async_training.timeout_s)")
-        return finished, begun
+        return finished, self.ledger.snapshot_rows(begun)
 
     def post(self, roles, updated: bool, version: int) -> int:
         """Publish `version`: with an update, actor rank 0 broadcasts the weights into every
@@ -144,8 +144,3 @@ class RayRolloutSide:
                     raise RolloutProcessError(f"rank {rank} of {self.description} failed: {message[1]}")
                 out.append((rank, message))
         return out
-
-    def _returned(self, groups: list[GroupResult]) -> list[GroupResult]:
-        for group in groups:
-            del self.owner[group.group_id]
-        return groups

@@ -1,4 +1,5 @@
-"""A local Ray cluster for the distributed tests (2 CPUs: two 1-CPU workers), shared by the
+"""A local Ray cluster for the distributed tests (3 logical CPUs on this 2-core machine: up to
+three 1-CPU workers, e.g. an actor pool of one beside a rollout pool of two), shared by the
 whole session; skipped cleanly where Ray is not installed."""
 
 import os
@@ -12,7 +13,7 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
