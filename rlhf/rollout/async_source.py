@@ -151,6 +151,7 @@ class AsyncRolloutSource:
             "async/policy_version": float(self.version),
             "time/rollout_wait_s": clock[0] - seen[0],
             "time/rollout_generate_s": clock[1] - seen[1],
+            **groups_per_worker(batch, self.n),
         }
 
     def after_step(self, roles, updated: bool) -> int:
@@ -299,6 +300,15 @@ class AsyncRolloutSource:
                                        None if g["baseline"] is None else Batch(dict(g["baseline"][0]), dict(g["baseline"][1]), {}))
                            for g in state["ready"])
         self.dropped_total = int(state["dropped_total"])
+
+
+def groups_per_worker(batch: Batch, n: int) -> dict[str, float]:
+    """`async/groups_from_worker/<rank>`: how many of the batch's groups (of `n` rows) each
+    rollout worker of a Ray pool generated (nothing for a batch without `rollout_rank`)."""
+    if "rollout_rank" not in batch:
+        return {}
+    ranks, counts = torch.as_tensor(batch["rollout_rank"])[::n].unique(return_counts=True)
+    return {f"async/groups_from_worker/{int(rank)}": float(count) for rank, count in zip(ranks, counts)}
 
 
 def oldest_versions(token_versions: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,8 @@ def test_two_rollout_workers_stream_in_order_and_resume_losing_nothing(tmp_path,
     # both rollout workers served: the first requests alternate over them, later ones go to the less busy
     assert [sample["rollout_rank"] for sample in samples[:4]] == [0, 1, 0, 1]
     assert {sample["rollout_rank"] for sample in samples} == {0, 1}
+    assert records[0]["async/groups_from_worker/0"] == records[0]["async/groups_from_worker/1"] == 2  # also in the metrics
+    assert all(sum(value for key, value in r.items() if key.startswith("async/groups_from_worker/")) == 4 for r in records)
     # groups 20-23 (buffer_size 12) were still waiting for version 4 (the staleness gate) at the
     # checkpoint after step 3: the resume requested them again, alternating over the workers
     assert [sample["rollout_rank"] for sample in samples[20:]] == [0, 1, 0, 1]
