@@ -111,10 +111,7 @@ def parse_ks(text: str | None) -> list[int] | None:
     """`--k 1,4,16` as [1, 4, 16] (None when not given)."""
     if text is None:
         return None
-    try:
-        ks = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--k: expected comma-separated whole numbers like 1,4,16, got {text!r}") from None
+    ks = comma_numbers(text, "--k", "comma-separated whole numbers like 1,4,16")
     if not ks or min(ks) < 1:
         raise ConfigError(f"--k: every k must be >= 1 (pass@k and maj@k look at k samples), got {text!r}")
     return sorted(set(ks))
@@ -124,13 +121,18 @@ def parse_beam_widths(text: str | None) -> list[int] | None:
     """`--beam-width 1,2,4` as [1, 2, 4] (None when not given)."""
     if text is None:
         return None
-    try:
-        widths = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--beam-width: expected a whole number or comma-separated whole numbers like 1,2,4, got {text!r}") from None
+    widths = comma_numbers(text, "--beam-width", "a whole number or comma-separated whole numbers like 1,2,4")
     if (problem := beam_width_problem(widths[0] if len(widths) == 1 else widths)) is not None:
         raise ConfigError(f"--beam-width: {problem}")
     return widths
+
+
+def comma_numbers(text: str, option: str, expected: str) -> list[int]:
+    """The whole numbers of `option`'s comma-separated `text`; exit 2 saying what was `expected`."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: expected {expected}, got {text!r}") from None
 
 
 def default_out(model: str, checkpoint: Path | None) -> Path:
