@@ -110,6 +110,11 @@ def start_ray(dist: DistributedConfig) -> None:
         ray.init(address=dist.address, **options)
 
 
+_WATCHDOGS: list = []
+"""The watchdogs of the clusters this process started (held, so that they are not collected as
+children gone out of reach while they run)."""
+
+
 def _start_local_cluster(options: dict) -> None:
     """A Ray cluster on this machine for this run, with a watchdog that removes its processes
     if the run is killed outright (:mod:`rlhf.distributed.reaper`)."""
@@ -120,7 +125,7 @@ def _start_local_cluster(options: dict) -> None:
     ray.init(**options)
     node = getattr(ray._private.worker, "_global_node", None)  # no public name for the session directory
     if node is not None:
-        start_reaper(node.get_session_dir_path(), ray.get_runtime_context().get_node_id())
+        _WATCHDOGS.append(start_reaper(node.get_session_dir_path(), ray.get_runtime_context().get_node_id()))
 
 
 def start_worker_groups(config: RecipeConfig, *, model_path: str, output_dir: Path, tokenizer, pools: dict[str, set[str]],
