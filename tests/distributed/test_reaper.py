@@ -55,5 +55,6 @@ def test_a_run_killed_alone_leaves_no_process_of_its_cluster(tmp_path: Path):
         assert left == {}
     finally:
         run.kill()
+        run.stdout.close()
         for pid in session_members(run.pid):  # never leave them to the next test
             os.kill(pid, signal.SIGKILL)
