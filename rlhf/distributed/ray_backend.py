@@ -122,10 +122,8 @@ def _start_local_cluster(options: dict) -> None:
 
     from rlhf.distributed.reaper import start_reaper
 
+    _WATCHDOGS.append(start_reaper(str(Path(ray.__file__).parent)))  # before ray.init: a kill during start-up is covered too
     ray.init(**options)
-    node = getattr(ray._private.worker, "_global_node", None)  # no public name for the session directory
-    if node is not None:
-        _WATCHDOGS.append(start_reaper(node.get_session_dir_path(), ray.get_runtime_context().get_node_id()))
 
 
 def start_worker_groups(config: RecipeConfig, *, model_path: str, output_dir: Path, tokenizer, pools: dict[str, set[str]],

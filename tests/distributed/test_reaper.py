@@ -31,21 +31,31 @@ def session_members(session: int) -> list[int]:
     return members
 
 
+def raylet_started(session: int) -> bool:
+    return any(b"raylet" in (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0] for pid in session_members(session))
+
+
 @pytest.mark.slow
-def test_a_run_killed_alone_leaves_no_process_of_its_cluster(tmp_path: Path):
+@pytest.mark.parametrize("moment", ["start-up", "step 2"])
+def test_a_run_killed_alone_leaves_no_process_of_its_cluster(tmp_path: Path, moment: str):
+    """Killed while Ray is starting (its raylet is up, `ray.init` has not returned), or while it trains."""
     command = [sys.executable, "-m", "rlhf.cli.main", "train", "quickstart", f"trainer.output_dir={tmp_path / 'run'}",
                "distributed.backend=ray", "distributed.address=local", "sft.enabled=false", "data.eval.size=8", "trainer.eval_every=0",
                "trainer.total_steps=500", "trainer.log_every=1", "trainer.num_threads=1"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL if moment == "start-up" else subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env=env, start_new_session=True)
     try:
-        lines = []
-        for line in run.stdout:
-            lines.append(line)
-            if line.startswith("step 2 |"):
-                break
-        members = session_members(run.pid)
-        assert len(members) >= 5, "".join(lines)  # the run, GCS, raylet, agents, workers
+        if moment == "start-up":
+            deadline = time.monotonic() + 60
+            while not raylet_started(run.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert raylet_started(run.pid)
+        else:
+            for line in run.stdout:
+                if line.startswith("step 2 |"):
+                    break
+            assert len(session_members(run.pid)) >= 5  # the run, GCS, raylet, agents, workers
         run.send_signal(signal.SIGKILL)  # the run alone, not its session
         run.wait(timeout=10)
         deadline = time.monotonic() + 30
@@ -55,6 +65,7 @@ def test_a_run_killed_alone_leaves_no_process_of_its_cluster(tmp_path: Path):
         assert left == {}
     finally:
         run.kill()
-        run.stdout.close()
+        if run.stdout:
+            run.stdout.close()
         for pid in session_members(run.pid):  # never leave them to the next test
             os.kill(pid, signal.SIGKILL)
