@@ -123,7 +123,7 @@ def _start_local_cluster(options: dict) -> None:
     from rlhf.distributed.reaper import start_reaper
 
     _WATCHDOGS.append(start_reaper(str(Path(ray.__file__).parent)))  # before ray.init: a kill during start-up is covered too
-    ray.init(**options)
+    ray.init(address="local", **options)  # without an address Ray joins any cluster it finds running on this machine
 
 
 def start_worker_groups(config: RecipeConfig, *, model_path: str, output_dir: Path, tokenizer, pools: dict[str, set[str]],

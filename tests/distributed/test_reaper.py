@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,3 +70,38 @@ def test_a_run_killed_alone_leaves_no_process_of_its_cluster(tmp_path: Path, mom
             run.stdout.close()
         for pid in session_members(run.pid):  # never leave them to the next test
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_address_local_starts_a_cluster_of_its_own_beside_a_running_one(tmp_path: Path):
+    """`distributed.address: local` never joins another cluster running on the machine (a plain
+    `ray.init()` would join one that `ray start` began: it reads /tmp/ray/ray_current_cluster)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    current = Path("/tmp/ray/ray_current_cluster")  # `ray start` records its address here; a plain ray.init() reads it
+    before = current.read_text() if current.exists() else None
+    other = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    try:
+        for line in other.stdout:
+            if "Ray runtime started" in line:
+                break
+        run = subprocess.run([sys.executable, "-m", "rlhf.cli.main", "train", "quickstart", f"trainer.output_dir={tmp_path / 'run'}",
+                              "distributed.backend=ray", "distributed.address=local", "sft.enabled=false", "data.eval.size=8",
+                              "trainer.total_steps=2", "trainer.num_threads=1"], capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Connecting to existing Ray cluster" not in run.stdout + run.stderr
+        assert other.poll() is None  # the other cluster is untouched
+    finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.stdout.close()
+        other.wait()
+        for pid in session_members(other.pid):
+            os.kill(pid, signal.SIGKILL)
+        if before is None:  # a dead address left there would send the next plain ray.init() to it
+            current.unlink(missing_ok=True)
+        else:
+            current.write_text(before)
