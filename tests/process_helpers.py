@@ -48,3 +48,17 @@ def wait_gone(pids, timeout_s: float = 5.0) -> set[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
+
+
+def session_members(session: int) -> list[int]:
+    """The living (not zombie) processes of session `session` (e.g. a child started with
+    `start_new_session=True`, whose pid is its session id)."""
+    members = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            members.append(int(entry))
+    return members

@@ -40,6 +40,7 @@ __all__ = ["apply_override", "config_from_dict", "field_docs", "from_dict", "loa
 
 _SCALAR_NAMES = {int: "an integer", float: "a float", bool: "a boolean (true or false)",
                  str: "a string", Seed: "an integer"}
+_PLURALS = {int: "integers", float: "floats", str: "strings", Seed: "integers"}
 _INVALID = object()
 
 INT_RANGE = (-(2**63), 2**63 - 1)
@@ -343,7 +344,7 @@ def _describe(tp: Any) -> str:
         return " or ".join([_describe(arg) for arg in args] + (["null"] if optional else []))
     if typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp) or (Any,)
-        return f"a list of {_SCALAR_NAMES[item].split(' ', 1)[1]}s" if item in _SCALAR_NAMES else "a list"
+        return f"a list of {_PLURALS[item]}" if item in _PLURALS else "a list"
     return "a mapping"
 
 

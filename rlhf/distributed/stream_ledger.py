@@ -23,6 +23,7 @@ from collections import Counter
 import torch
 
 from rlhf.rollout.async_worker import GroupRequest, GroupResult
+from rlhf.rollout.staleness import version_segments
 
 RANK_FIELD = "rollout_rank"
 """The per-sample field a returned group's batch gets: the rank of the rollout worker that
@@ -42,10 +43,10 @@ class StreamLedger:
     def assign(self, requests: list[GroupRequest]) -> dict[int, list[GroupRequest]]:
         """{rank: its requests}: each request, in the order given, to the rank with the fewest
         groups out at that moment (the lowest such rank)."""
-        outstanding = Counter(rank for rank, _ in self.out.values())
+        outstanding = self.outstanding()
         by_rank: dict[int, list[GroupRequest]] = {}
         for request in requests:
-            rank = min(range(self.ranks), key=lambda r: (outstanding[r], r))
+            rank = min(range(self.ranks), key=outstanding.__getitem__)  # the first of the least busy
             outstanding[rank] += 1
             self.out[request.group_id] = (rank, request.position)
             by_rank.setdefault(rank, []).append(request)
@@ -96,11 +97,5 @@ def finished_rows(batch) -> list[dict]:
     rows = []
     for ids, row_versions, row_logprobs in zip(batch["response_ids"], versions, logprobs):
         kept = row_versions >= 0
-        segments: list[list[int]] = []
-        for version in row_versions[kept].tolist():
-            if segments and segments[-1][0] == version:
-                segments[-1][1] += 1
-            else:
-                segments.append([version, 1])
-        rows.append({"tokens": ids[kept].tolist(), "logprobs": row_logprobs[kept].tolist(), "segments": segments})
+        rows.append({"tokens": ids[kept].tolist(), "logprobs": row_logprobs[kept].tolist(), "segments": version_segments(row_versions)})
     return rows

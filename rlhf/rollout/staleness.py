@@ -48,3 +48,15 @@ def token_versions(segments: list[tuple[int, int]], width: int) -> torch.Tensor:
         out[start:start + count] = version
         start += count
     return out
+
+
+def version_segments(versions: torch.Tensor) -> list[list[int]]:
+    """The inverse of :func:`token_versions`: [[version, tokens generated with it], ...] in
+    order, from one row's [R] token versions (−1, padding, skipped)."""
+    segments: list[list[int]] = []
+    for version in versions[versions >= 0].tolist():
+        if segments and segments[-1][0] == version:
+            segments[-1][1] += 1
+        else:
+            segments.append([version, 1])
+    return segments

@@ -13,23 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from process_helpers import session_members
 
 pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def session_members(session: int) -> list[int]:
-    """Live (not zombie) processes of session `session`."""
-    members = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = (Path("/proc") / name / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[3]) == session:
-            members.append(int(name))
-    return members
 
 
 def raylet_started(session: int) -> bool:
